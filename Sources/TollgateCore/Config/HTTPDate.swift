@@ -1,0 +1,74 @@
+/// Dates for headers and config without Foundation's formatters (slow, and not on the request path).
+public enum HTTPDate {
+    private static let weekdays = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"]
+    private static let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+
+    /// Days since 1970-01-01 for a civil date (Howard Hinnant's algorithm).
+    static func days(year: Int, month: Int, day: Int) -> Int {
+        let y = month <= 2 ? year - 1 : year
+        let era = (y >= 0 ? y : y - 399) / 400
+        let yoe = y - era * 400
+        let mp = (month + 9) % 12
+        let doy = (153 * mp + 2) / 5 + day - 1
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
+        return era * 146_097 + doe - 719_468
+    }
+
+    static func civil(days: Int) -> (year: Int, month: Int, day: Int) {
+        let z = days + 719_468
+        let era = (z >= 0 ? z : z - 146_096) / 146_097
+        let doe = z - era * 146_097
+        let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
+        let mp = (5 * doy + 2) / 153
+        let day = doy - (153 * mp + 2) / 5 + 1
+        let month = mp < 10 ? mp + 3 : mp - 9
+        return (yoe + era * 400 + (month <= 2 ? 1 : 0), month, day)
+    }
+
+    /// `2026-12-31` or `2026-12-31T23:59:59Z` (UTC only) to Unix seconds.
+    public static func parseISO8601(_ text: String) -> Int64? {
+        let chars = Array(text.utf8)
+        func number(_ from: Int, _ count: Int) -> Int? {
+            guard from + count <= chars.count else { return nil }
+            var value = 0
+            for c in chars[from..<from + count] {
+                guard c >= 48 && c <= 57 else { return nil }
+                value = value * 10 + Int(c - 48)
+            }
+            return value
+        }
+        guard chars.count >= 10, chars[4] == 45, chars[7] == 45, let year = number(0, 4), let month = number(5, 2),
+              let day = number(8, 2), (1...12).contains(month), (1...31).contains(day) else { return nil }
+        var seconds = Int64(days(year: year, month: month, day: day)) * 86_400
+        if chars.count == 10 { return seconds }
+        guard chars.count == 20, chars[10] == 84 || chars[10] == 116, chars[13] == 58, chars[16] == 58,
+              chars[19] == 90 || chars[19] == 122,
+              let hour = number(11, 2), let minute = number(14, 2), let second = number(17, 2),
+              hour < 24, minute < 60, second < 61 else { return nil }
+        seconds += Int64(hour * 3600 + minute * 60 + second)
+        return seconds
+    }
+
+    /// IMF-fixdate: `Sun, 06 Nov 1994 08:49:37 GMT`.
+    public static func format(unixSeconds: Int64) -> String {
+        let days = Int(unixSeconds >= 0 ? unixSeconds / 86_400 : (unixSeconds - 86_399) / 86_400)
+        let secondOfDay = Int(unixSeconds - Int64(days) * 86_400)
+        let (year, month, day) = civil(days: days)
+        let weekday = weekdays[((days % 7) + 7) % 7]
+        func two(_ n: Int) -> String { n < 10 ? "0\(n)" : "\(n)" }
+        return "\(weekday), \(two(day)) \(months[month - 1]) \(year) \(two(secondOfDay / 3600)):\(two(secondOfDay / 60 % 60)):\(two(secondOfDay % 60)) GMT"
+    }
+
+    /// RFC 3339 with milliseconds: `2026-11-27T07:08:38.123Z`.
+    public static func rfc3339(unixMillis: Int64) -> String {
+        let seconds = unixMillis / 1000
+        let millis = Int(unixMillis % 1000)
+        let days = Int(seconds / 86_400)
+        let secondOfDay = Int(seconds % 86_400)
+        let (year, month, day) = civil(days: days)
+        func two(_ n: Int) -> String { n < 10 ? "0\(n)" : "\(n)" }
+        let ms = millis < 10 ? "00\(millis)" : millis < 100 ? "0\(millis)" : "\(millis)"
+        return "\(year)-\(two(month))-\(two(day))T\(two(secondOfDay / 3600)):\(two(secondOfDay / 60 % 60)):\(two(secondOfDay % 60)).\(ms)Z"
+    }
+}

@@ -1,0 +1,71 @@
+import HTTPTypes
+
+/// The plugins of one route, resolved (route > service > global for the same name) and ordered:
+/// by phase, then by priority (higher first) for requests; the reverse for responses.
+public struct FilterChain: Sendable {
+    public let plugins: [any GatewayPlugin]
+    public let names: [String]
+
+    public static let empty = FilterChain(entries: [])
+
+    public init(entries: [PluginEntry]) {
+        let ordered = entries.enumerated().sorted { a, b in
+            if a.element.phase != b.element.phase { return a.element.phase < b.element.phase }
+            if a.element.priority != b.element.priority { return a.element.priority > b.element.priority }
+            return a.offset < b.offset
+        }.map(\.element)
+        self.plugins = ordered.map(\.plugin)
+        self.names = ordered.map(\.name)
+    }
+
+    /// Merges plugin lists from least to most specific; a later list replaces an earlier entry of the
+    /// same name.
+    public init(layers: [[PluginEntry]]) {
+        var byName: [String: PluginEntry] = [:]
+        var order: [String] = []
+        for layer in layers {
+            for entry in layer {
+                if byName[entry.name] == nil { order.append(entry.name) }
+                byName[entry.name] = entry
+            }
+        }
+        self.init(entries: order.compactMap { byName[$0] })
+    }
+
+    public var isEmpty: Bool { plugins.isEmpty }
+
+    /// Where a request stopped in the chain.
+    public enum RequestOutcome: Sendable {
+        case proceed
+        case respond(LocalResponse)
+        /// Plugin `index` suspended: run `work`, then resume with `resume(after: index, ...)`.
+        case suspend(index: Int, work: @Sendable (inout HTTPRequest, inout RequestContext) async throws -> RequestDecision)
+    }
+
+    /// Runs the request hooks from `start` until one answers or suspends.
+    public func runRequest(_ request: inout HTTPRequest, context: inout RequestContext, from start: Int = 0) -> RequestOutcome {
+        var index = start
+        while index < plugins.count {
+            switch plugins[index].onRequest(&request, context: &context) {
+            case .proceed: index += 1
+            case .respond(let response): return .respond(response)
+            case .suspend(let work): return .suspend(index: index, work: work)
+            }
+        }
+        return .proceed
+    }
+
+    /// Runs the response hooks, lowest priority first (so the first plugin on the way in is the last on
+    /// the way out).
+    public func runResponse(_ response: inout HTTPResponse, context: inout RequestContext) {
+        var index = plugins.count - 1
+        while index >= 0 {
+            plugins[index].onResponse(&response, context: &context)
+            index -= 1
+        }
+    }
+
+    public func runLog(context: RequestContext, summary: RequestSummary) {
+        for plugin in plugins { plugin.onLog(context: context, summary: summary) }
+    }
+}

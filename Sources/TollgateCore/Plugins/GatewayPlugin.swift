@@ -1,0 +1,126 @@
+import HTTPTypes
+
+/// The phases of DESIGN.md, in the order a request passes them. A plugin's phase orders its request
+/// hook before its priority does.
+public enum PluginPhase: Int, Sendable, Comparable, CaseIterable {
+    case rewrite = 1
+    case access = 2
+    case cache = 3
+    case proxy = 4
+    case response = 5
+    case log = 6
+
+    public static func < (lhs: PluginPhase, rhs: PluginPhase) -> Bool { lhs.rawValue < rhs.rawValue }
+}
+
+/// A plugin's validated settings, read from its `config:` block. Reading reports every problem to
+/// the node's diagnostics (with YAML path and line) instead of throwing, so one load lists them all.
+public protocol PluginConfiguration: Sendable {
+    init(from config: ConfigNode)
+}
+
+/// A gateway plugin. Immutable: built once per route from its configuration and shared by every
+/// connection; per-request state goes in `RequestContext`.
+public protocol GatewayPlugin: Sendable {
+    associatedtype Configuration: PluginConfiguration
+    /// YAML name: `request-id`.
+    static var name: String { get }
+    static var phase: PluginPhase { get }
+    /// Higher runs first on requests and last on responses (Kong-style gaps: auth 1000s, limits 900s,
+    /// transforms 800s).
+    static var priority: Int { get }
+    init(configuration: Configuration) throws
+    /// Runs on the connection's event loop: no awaits, no locks, no blocking.
+    func onRequest(_ request: inout HTTPRequest, context: inout RequestContext) -> RequestDecision
+    /// Runs on the event loop when the response head is ready, before it is written.
+    func onResponse(_ response: inout HTTPResponse, context: inout RequestContext)
+    /// Runs after the response is complete; must not delay anything.
+    func onLog(context: RequestContext, summary: RequestSummary)
+}
+
+extension GatewayPlugin {
+    public static var phase: PluginPhase { .access }
+    public func onRequest(_ request: inout HTTPRequest, context: inout RequestContext) -> RequestDecision { .proceed }
+    public func onResponse(_ response: inout HTTPResponse, context: inout RequestContext) {}
+    public func onLog(context: RequestContext, summary: RequestSummary) {}
+}
+
+/// What a plugin's request hook decided.
+public enum RequestDecision: Sendable {
+    /// Go on to the next plugin, then the upstream.
+    case proceed
+    /// Answer from the gateway (401, 429, maintenance); later request hooks and the upstream are skipped,
+    /// response hooks still run.
+    case respond(LocalResponse)
+    /// Park the request (stop reading), run `work` off the loop on copies, write the copies back on the
+    /// loop, then act on the decision it returns. Only for branches that must do I/O.
+    case suspend(@Sendable (inout HTTPRequest, inout RequestContext) async throws -> RequestDecision)
+}
+
+/// A response made by the gateway itself.
+public struct LocalResponse: Sendable {
+    public var status: HTTPResponse.Status
+    public var headerFields: HTTPFields
+    public var body: String
+
+    public init(status: HTTPResponse.Status, headerFields: HTTPFields = [:], body: String,
+                contentType: String = "application/json") {
+        self.status = status
+        self.headerFields = headerFields
+        if self.headerFields[.contentType] == nil { self.headerFields[.contentType] = contentType }
+        self.body = body
+    }
+
+    /// `{"error": message, "request_id": id}`, the body of every error the gateway makes.
+    public static func error(_ status: HTTPResponse.Status, _ message: String, requestID: String,
+                             extra: [(String, String)] = []) -> LocalResponse {
+        var body = #"{"error":"# + JSONText.quote(message) + #","request_id":"# + JSONText.quote(requestID)
+        for (key, rawJSON) in extra { body += ",\(JSONText.quote(key)):\(rawJSON)" }
+        body += "}"
+        return LocalResponse(status: status, body: body)
+    }
+}
+
+/// What the log phase sees of a finished request.
+public struct RequestSummary: Sendable {
+    public var status: Int
+    public var bytesReceived: Int
+    public var bytesSent: Int
+    public var startNanos: UInt64
+    public var endNanos: UInt64
+    public var upstream: String?
+    public var errorReason: String?
+
+    public init(status: Int, bytesReceived: Int, bytesSent: Int, startNanos: UInt64, endNanos: UInt64,
+                upstream: String?, errorReason: String?) {
+        self.status = status
+        self.bytesReceived = bytesReceived
+        self.bytesSent = bytesSent
+        self.startNanos = startNanos
+        self.endNanos = endNanos
+        self.upstream = upstream
+        self.errorReason = errorReason
+    }
+}
+
+/// Minimal JSON string quoting, without Foundation's encoder on the request path.
+public enum JSONText {
+    public static func quote(_ text: String) -> String {
+        var out = "\""
+        out.reserveCapacity(text.utf8.count + 2)
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case _ where scalar.value < 0x20:
+                let hex = String(scalar.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out + "\""
+    }
+}

@@ -1,0 +1,115 @@
+/// One host's routes: a trie of path segments (literal children by name, one parameter child,
+/// catch-all entries) plus the regex routes, checked last in declaration order.
+final class PathTrie: @unchecked Sendable {
+    // Built once at load time, read-only afterwards: safe to share across event loops.
+    struct Entry {
+        let route: CompiledRoute
+        let pattern: PathPattern
+    }
+
+    final class Node {
+        var literals: [String: Node] = [:]
+        var parameter: Node?
+        /// Routes whose path ends here.
+        var terminal: [Entry] = []
+        /// Routes whose catch-all starts here (matching zero or more further segments).
+        var catchAll: [Entry] = []
+    }
+
+    let root = Node()
+    var regexRoutes: [(entry: Entry, regex: Regex<AnyRegexOutput>)] = []
+    var isEmpty: Bool { routeCount == 0 }
+    private(set) var routeCount = 0
+
+    func insert(route: CompiledRoute, pattern: PathPattern) {
+        routeCount += 1
+        let entry = Entry(route: route, pattern: pattern)
+        if let regex = pattern.regex {
+            regexRoutes.append((entry, try! Regex(regex)))   // validated at load
+            return
+        }
+        var node = root
+        for segment in pattern.segments {
+            switch segment {
+            case .literal(let text):
+                if let next = node.literals[text] {
+                    node = next
+                } else {
+                    let next = Node()
+                    node.literals[text] = next
+                    node = next
+                }
+            case .parameter:
+                if node.parameter == nil { node.parameter = Node() }
+                node = node.parameter!
+            case .catchAll:
+                node.catchAll.append(entry)
+                return
+            }
+        }
+        node.terminal.append(entry)
+    }
+
+    /// The best match: literal segments before parameters before catch-alls, deepest first; among
+    /// routes with the same path, the first declared whose predicates match. Cost grows with the path's
+    /// length, not with the number of routes.
+    func match(_ request: RouteRequest, segments: [Substring]) -> RouteMatch? {
+        if let entry = search(root, segments: segments, depth: 0, request: request) {
+            return RouteMatch(route: entry.route, pattern: entry.pattern,
+                              parameters: Self.parameters(of: entry.pattern, segments: segments))
+        }
+        for (entry, regex) in regexRoutes where entry.route.predicatesMatch(request) {
+            if (try? regex.wholeMatch(in: request.path)) != nil {
+                return RouteMatch(route: entry.route, pattern: entry.pattern, parameters: [])
+            }
+        }
+        return nil
+    }
+
+    private func search(_ node: Node, segments: [Substring], depth: Int, request: RouteRequest) -> Entry? {
+        if depth == segments.count {
+            for entry in node.terminal where entry.route.predicatesMatch(request) { return entry }
+        } else {
+            let segment = segments[depth]
+            if let child = node.literals[String(segment)],
+               let found = search(child, segments: segments, depth: depth + 1, request: request) {
+                return found
+            }
+            if let child = node.parameter, let found = search(child, segments: segments, depth: depth + 1, request: request) {
+                return found
+            }
+        }
+        for entry in node.catchAll where entry.route.predicatesMatch(request) { return entry }
+        return nil
+    }
+
+    /// All routes whose path (and host) match, whatever their other predicates: for 404/405 bodies.
+    func pathCandidates(segments: [Substring], path: String, into result: inout [CompiledRoute]) {
+        collect(root, segments: segments, depth: 0, into: &result)
+        for (entry, regex) in regexRoutes where (try? regex.wholeMatch(in: path)) != nil { result.append(entry.route) }
+    }
+
+    private func collect(_ node: Node, segments: [Substring], depth: Int, into result: inout [CompiledRoute]) {
+        if depth == segments.count {
+            result.append(contentsOf: node.terminal.map(\.route))
+        } else {
+            if let child = node.literals[String(segments[depth])] { collect(child, segments: segments, depth: depth + 1, into: &result) }
+            if let child = node.parameter { collect(child, segments: segments, depth: depth + 1, into: &result) }
+        }
+        result.append(contentsOf: node.catchAll.map(\.route))
+    }
+
+    static func parameters(of pattern: PathPattern, segments: [Substring]) -> [(name: String, value: String)] {
+        var result: [(name: String, value: String)] = []
+        for (index, segment) in pattern.segments.enumerated() {
+            switch segment {
+            case .literal: continue
+            case .parameter(let name): result.append((name, String(segments[index])))
+            case .catchAll(let name):
+                guard let name else { continue }
+                result.append((name, index < segments.count ? segments[index...].joined(separator: "/") : ""))
+            }
+        }
+        return result
+    }
+}

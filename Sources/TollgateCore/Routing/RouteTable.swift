@@ -1,0 +1,96 @@
+/// The router: compiled once from the config, then read-only. Hosts first (exact, then wildcard
+/// suffixes from the longest, then routes without hosts), and inside each host the path trie.
+public final class RouteTable: Sendable {
+    private let exactHosts: [String: PathTrie]
+    private let wildcardHosts: [String: PathTrie]
+    private let anyHost: PathTrie
+    public let routes: [CompiledRoute]
+
+    public init(routes: [CompiledRoute], patterns: [[PathPattern]]) {
+        var exact: [String: PathTrie] = [:]
+        var wildcard: [String: PathTrie] = [:]
+        let any = PathTrie()
+        for (route, routePatterns) in zip(routes, patterns) {
+            var tries: [PathTrie] = []
+            if route.hosts.isEmpty {
+                tries.append(any)
+            } else {
+                for host in route.hosts {
+                    if host.hasPrefix("*.") {
+                        let suffix = String(host.dropFirst(2))
+                        if wildcard[suffix] == nil { wildcard[suffix] = PathTrie() }
+                        tries.append(wildcard[suffix]!)
+                    } else {
+                        if exact[host] == nil { exact[host] = PathTrie() }
+                        tries.append(exact[host]!)
+                    }
+                }
+            }
+            // A route without paths matches every path.
+            let effective = routePatterns.isEmpty ? [try! PathPattern(parsing: "/*")] : routePatterns
+            for trie in tries {
+                for pattern in effective { trie.insert(route: route, pattern: pattern) }
+            }
+        }
+        self.exactHosts = exact
+        self.wildcardHosts = wildcard
+        self.anyHost = any
+        self.routes = routes
+    }
+
+    /// Splits a normalized path into segments (empty ones dropped: a trailing slash does not matter).
+    @inline(__always)
+    static func segments(of path: String) -> [Substring] {
+        path.split(separator: "/", omittingEmptySubsequences: true)
+    }
+
+    /// Lower-cased host without port, from a Host header value.
+    public static func hostName(_ value: Substring) -> Substring {
+        var host = value
+        if host.first == "[" {
+            if let close = host.firstIndex(of: "]") { host = host[host.startIndex...close] }
+        } else if let colon = host.lastIndex(of: ":") {
+            host = host[..<colon]
+        }
+        if host.last == "." { host = host.dropLast() }
+        if host.utf8.contains(where: { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") }) {
+            return Substring(host.lowercased())
+        }
+        return host
+    }
+
+    public func match(_ request: RouteRequest) -> RouteMatch? {
+        let segments = Self.segments(of: request.path)
+        for trie in tries(for: request.host) {
+            if let match = trie.match(request, segments: segments) { return match }
+        }
+        return nil
+    }
+
+    private func tries(for hostHeader: Substring?) -> [PathTrie] {
+        var result: [PathTrie] = []
+        if let hostHeader, !exactHosts.isEmpty || !wildcardHosts.isEmpty {
+            let host = Self.hostName(hostHeader)
+            if let trie = exactHosts[String(host)] { result.append(trie) }
+            if !wildcardHosts.isEmpty {
+                var rest = host
+                while let dot = rest.firstIndex(of: ".") {
+                    rest = rest[rest.index(after: dot)...]
+                    if let trie = wildcardHosts[String(rest)] { result.append(trie) }
+                }
+            }
+        }
+        if !anyHost.isEmpty { result.append(anyHost) }
+        return result
+    }
+
+    /// Routes whose host and path match, ignoring method, header, query and version predicates: the
+    /// versions listed in a 404, and the methods of a 405.
+    public func candidates(host: Substring?, path: String) -> [CompiledRoute] {
+        let segments = Self.segments(of: path)
+        var result: [CompiledRoute] = []
+        for trie in tries(for: host) { trie.pathCandidates(segments: segments, path: path, into: &result) }
+        var seen: Set<Int> = []
+        return result.filter { seen.insert($0.index).inserted }
+    }
+}

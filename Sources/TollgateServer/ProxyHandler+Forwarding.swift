@@ -1,0 +1,338 @@
+import HTTPTypes
+import NIOCore
+import NIOHTTP1
+import TollgateCore
+
+extension ProxyHandler {
+    // MARK: request head: checks, routing, plugins
+
+    func requestHeadReceived(_ head: HTTPRequestHead) {
+        headStarted()
+        let state = loop.state
+        let config = state.snapshot.config
+        let requestID = incomingRequestID(head, header: config.server.requestIDHeader.rawName) ?? loop.makeRequestID()
+        let context = RequestContext(requestID: requestID, clientIP: clientIP,
+                                     startNanos: NIODeadline.now().uptimeNanoseconds)
+        let exchange = Exchange(state: state, head: head, context: context)
+        self.exchange = exchange
+
+        if let problem = Self.framingProblem(head) {
+            exchange.keepAlive = false
+            return respondError(.badRequest, problem, exchange: exchange)
+        }
+        if head.uri.utf8.count > config.limits.maxURILength {
+            exchange.keepAlive = false
+            return respondError(.uriTooLong, "request target longer than \(config.limits.maxURILength) bytes", exchange: exchange)
+        }
+        if let length = exchange.declaredLength, length > config.limits.maxBodySize {
+            exchange.keepAlive = false
+            return respondError(.contentTooLarge, "request body larger than \(config.limits.maxBodySize) bytes", exchange: exchange)
+        }
+
+        let uri = head.uri
+        let queryStart = uri.firstIndex(of: "?")
+        let rawPath = uri[..<(queryStart ?? uri.endIndex)]
+        let query = queryStart.map { uri[uri.index(after: $0)...] }
+        let normalized: String
+        do {
+            normalized = try PathNormalizer.normalize(rawPath, mergeSlashes: config.limits.mergeSlashes)
+        } catch {
+            return respondError(.badRequest, "invalid request path", exchange: exchange)
+        }
+        var headerFields = HeaderRules.fields(head.headers)
+        let host = head.headers.first(name: "host").map { Substring($0) }
+        var path = normalized
+        if let resolver = state.snapshot.versionResolver {
+            let resolved = resolver.resolve(path: normalized, query: query, headerFields: headerFields)
+            exchange.context.version = resolved.version
+            path = resolved.path
+        }
+        exchange.context.originalPath = path
+        guard let method = HTTPRequest.Method(head.method.rawValue) else {
+            return respondError(.badRequest, "invalid method", exchange: exchange)
+        }
+        let routeRequest = RouteRequest(method: method, host: host, path: path, query: query,
+                                        headerFields: headerFields, version: exchange.context.version)
+        guard let match = state.snapshot.routeTable.match(routeRequest) else {
+            return respondNoRoute(routeRequest, exchange: exchange)
+        }
+        let route = match.route
+        exchange.route = route
+        exchange.context.route = route
+        exchange.context.pathParameters = match.parameters
+        if let serviceName = route.serviceName { exchange.service = state.services[serviceName] }
+        exchange.isUpgrade = HeaderRules.isUpgradeRequest(head.headers)
+
+        var upstreamPath = match.upstreamPath(for: path, version: exchange.context.version)
+        if let query { upstreamPath += "?" + query }
+        if route.chain.isEmpty {
+            exchange.upstreamHead = HTTPRequestHead(version: .http1_1, method: head.method, uri: upstreamPath,
+                                                    headers: head.headers)
+            return forward(exchange)
+        }
+        headerFields[HTTPField.Name("Host")!] = nil
+        var request = HTTPRequest(method: method, scheme: nil, authority: head.headers.first(name: "host"),
+                                  path: upstreamPath, headerFields: headerFields)
+        runRequestPlugins(&request, exchange: exchange, from: 0)
+    }
+
+    private func incomingRequestID(_ head: HTTPRequestHead, header: String) -> String? {
+        guard let value = head.headers.first(name: header), value.utf8.count <= 200,
+              value.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else { return nil }
+        return value
+    }
+
+    /// Request smuggling defence (RFC 9112 section 6.3): refuse ambiguous framing outright.
+    static func framingProblem(_ head: HTTPRequestHead) -> String? {
+        let transferEncodings = head.headers[canonicalForm: "transfer-encoding"]
+        let lengths = head.headers[canonicalForm: "content-length"]
+        if !transferEncodings.isEmpty {
+            if !lengths.isEmpty { return "both Content-Length and Transfer-Encoding" }
+            if head.version.major == 1 && head.version.minor == 0 { return "Transfer-Encoding in an HTTP/1.0 request" }
+            if transferEncodings.count != 1 || transferEncodings[0].lowercased() != "chunked" {
+                return "unsupported Transfer-Encoding"
+            }
+        }
+        if lengths.count > 1 {
+            let first = lengths[0]
+            if lengths.contains(where: { $0 != first }) { return "conflicting Content-Length values" }
+        }
+        if let length = lengths.first, Int(length) == nil || length.hasPrefix("+") || length.hasPrefix("-") {
+            return "invalid Content-Length"
+        }
+        return nil
+    }
+
+    private func respondNoRoute(_ request: RouteRequest, exchange: Exchange) {
+        let snapshot = exchange.state.snapshot
+        if snapshot.versionResolver != nil {
+            let candidates = snapshot.routeTable.candidates(host: request.host, path: request.path)
+            let versions = Set(candidates.compactMap(\.version)).sorted()
+            if !versions.isEmpty {
+                let list = "[" + versions.map(JSONText.quote).joined(separator: ",") + "]"
+                let asked = request.version.map(JSONText.quote) ?? "null"
+                return respondError(.notFound, "no route serves this version", exchange: exchange,
+                                    extra: [("version", asked), ("available_versions", list)])
+            }
+        }
+        respondError(.notFound, "no route matched", exchange: exchange)
+    }
+
+    /// Runs the route's request hooks from `start`; a suspended hook parks the exchange (reads stop)
+    /// until its work returns on this loop.
+    func runRequestPlugins(_ request: inout HTTPRequest, exchange: Exchange, from start: Int) {
+        guard let route = exchange.route else { return }
+        switch route.chain.runRequest(&request, context: &exchange.context, from: start) {
+        case .proceed:
+            exchange.upstreamHead = HTTPRequestHead(version: .http1_1,
+                                                    method: HTTPMethod(rawValue: request.method.rawValue),
+                                                    uri: request.path ?? "/", headers: HeaderRules.headers(request.headerFields))
+            if let authority = request.authority { exchange.upstreamHead!.headers.replaceOrAdd(name: "host", value: authority) }
+            forward(exchange)
+        case .respond(let response):
+            respondLocally(response, exchange: exchange)
+        case .suspend(let index, let work):
+            suspend(request, exchange: exchange, index: index, work: work)
+        }
+    }
+
+    private func suspend(_ request: HTTPRequest, exchange: Exchange, index: Int,
+                         work: @escaping @Sendable (inout HTTPRequest, inout RequestContext) async throws -> RequestDecision) {
+        let eventLoop = loop.eventLoop
+        let bound = NIOLoopBound((self, exchange), eventLoop: eventLoop)
+        let context = exchange.context
+        Task {
+            var request = request
+            var context = context
+            let result: Result<RequestDecision, any Error>
+            do { result = .success(try await work(&request, &context)) } catch { result = .failure(error) }
+            let finalRequest = request
+            let finalContext = context
+            eventLoop.execute {
+                let (handler, exchange) = bound.value
+                guard handler.exchange === exchange, !handler.closing else { return }
+                exchange.context = finalContext
+                var request = finalRequest
+                switch result {
+                case .success(.proceed):
+                    handler.runRequestPlugins(&request, exchange: exchange, from: index + 1)
+                case .success(.respond(let response)):
+                    handler.respondLocally(response, exchange: exchange)
+                case .success(.suspend):
+                    handler.respondError(.internalServerError, "plugin suspended twice", exchange: exchange)
+                case .failure(let error):
+                    handler.respondError(.internalServerError, "plugin failed: \(error)", exchange: exchange)
+                }
+            }
+        }
+    }
+
+    // MARK: request body
+
+    func requestBodyReceived(_ buffer: ByteBuffer, exchange: Exchange) {
+        exchange.requestBodyBytes += buffer.readableBytes
+        if exchange.requestBodyBytes > exchange.state.snapshot.config.limits.maxBodySize {
+            exchange.requestComplete = true   // stop treating later parts as this body
+            exchange.keepAlive = false
+            if exchange.responseHeadSent { return close() }
+            return respondError(.contentTooLarge, "request body larger than \(exchange.state.snapshot.config.limits.maxBodySize) bytes",
+                                exchange: exchange)
+        }
+        switch exchange.phase {
+        case .preparing, .connecting:
+            exchange.pendingBody.append(.body(buffer))
+        case .proxying:
+            exchange.upstream?.write(.body(.byteBuffer(buffer)))
+            wroteUpstreamSinceFlush = true
+            armWriteTimer(exchange)
+        case .responded:
+            break   // answered early: the rest of the body is read and dropped
+        }
+    }
+
+    func requestEndReceived(_ trailers: HTTPHeaders?, exchange: Exchange) {
+        exchange.requestComplete = true
+        switch exchange.phase {
+        case .preparing, .connecting:
+            exchange.pendingBody.append(.end(trailers))
+        case .proxying:
+            exchange.upstream?.write(.end(trailers))
+            exchange.upstreamRequestComplete = true
+            wroteUpstreamSinceFlush = true
+            armReadTimer(exchange)
+        case .responded:
+            exchangeFinished()
+        }
+    }
+
+    // MARK: upstream
+
+    func forward(_ exchange: Exchange) {
+        guard let service = exchange.service, var head = exchange.upstreamHead else {
+            return respondError(.internalServerError, "route has no service", exchange: exchange)
+        }
+        let target = loop.pickTarget(service)
+        exchange.target = target
+        prepareUpstreamHead(&head, exchange: exchange, target: target)
+        exchange.upstreamHead = head
+        exchange.phase = .connecting
+        loop.pool.lease(target: target, service: service) { [weak self] result in
+            guard let self, self.exchange === exchange, !self.closing else {
+                if case .success(let connection) = result {
+                    self?.loop.pool.release(connection, reusable: true, maxIdle: service.config.maxIdlePerTarget)
+                }
+                return
+            }
+            switch result {
+            case .success(let connection):
+                self.attach(connection, exchange: exchange)
+            case .failure(let error):
+                self.upstreamUnavailable(error, exchange: exchange)
+            }
+        }
+    }
+
+    private func attach(_ connection: UpstreamConnection, exchange: Exchange) {
+        connection.lease(to: self)
+        exchange.upstream = connection
+        exchange.phase = .proxying
+        connection.write(.head(exchange.upstreamHead!))
+        while let part = exchange.pendingBody.popFirst() {
+            switch part {
+            case .body(let buffer): connection.write(.body(.byteBuffer(buffer)))
+            case .end(let trailers):
+                connection.write(.end(trailers))
+                exchange.upstreamRequestComplete = true
+            case .head: break
+            }
+        }
+        connection.flush()
+        if exchange.upstreamRequestComplete { armReadTimer(exchange) } else { armWriteTimer(exchange) }
+        resumeReadingIfPossible()
+    }
+
+    private func upstreamUnavailable(_ error: any Error, exchange: Exchange) {
+        switch error {
+        case ChannelError.connectTimeout:
+            respondError(.gatewayTimeout, "upstream connect timeout", exchange: exchange)
+        case UpstreamPool.PoolError.connectionLimitReached:
+            respondError(.serviceUnavailable, "upstream connection limit reached", exchange: exchange)
+        default:
+            respondError(.badGateway, "upstream connection failed", exchange: exchange)
+        }
+    }
+
+    /// Forwarding headers, hop-by-hop removal and Host, in one pass over the client's headers.
+    private func prepareUpstreamHead(_ head: inout HTTPRequestHead, exchange: Exchange, target: ResolvedTarget) {
+        let server = exchange.state.snapshot.config.server
+        let original = head.headers
+        let listed = HeaderRules.connectionListed(original)
+        var headers = HTTPHeaders()
+        headers.reserveCapacity(original.count + 6)
+        var forwardedFor: String?
+        var forwarded: String?
+        var via: String?
+        for (name, value) in original {
+            if HeaderRules.isHopByHop(name) { continue }
+            if !listed.isEmpty && listed.contains(where: { $0.lowercased() == name.lowercased() }) { continue }
+            if name.caseInsensitiveEquals("x-forwarded-for") { forwardedFor = forwardedFor.map { "\($0), \(value)" } ?? value; continue }
+            if name.caseInsensitiveEquals("forwarded") { forwarded = forwarded.map { "\($0), \(value)" } ?? value; continue }
+            if name.caseInsensitiveEquals("via") { via = via.map { "\($0), \(value)" } ?? value; continue }
+            if name.caseInsensitiveEquals("x-forwarded-proto") || name.caseInsensitiveEquals("x-forwarded-host") { continue }
+            if name.caseInsensitiveEquals("host") { continue }
+            headers.add(name: name, value: value)
+        }
+        let clientHost = exchange.requestHead.headers.first(name: "host")
+        let route = exchange.route
+        headers.add(name: "host", value: (route?.preserveHost ?? false) ? (clientHost ?? target.authority) : target.authority)
+        headers.add(name: "x-forwarded-for", value: forwardedFor.map { "\($0), \(clientIP)" } ?? clientIP)
+        headers.add(name: "x-forwarded-proto", value: "http")
+        if let clientHost { headers.add(name: "x-forwarded-host", value: clientHost) }
+        let node = clientIP.contains(":") ? "\"[\(clientIP)]\"" : clientIP
+        var element = "for=\(node);proto=http"
+        if let clientHost, clientHost.utf8.allSatisfy({ $0 > 0x20 && $0 != UInt8(ascii: "\"") && $0 < 0x7F }) {
+            element += ";host=\"\(clientHost)\""
+        }
+        headers.add(name: "forwarded", value: forwarded.map { "\($0), \(element)" } ?? element)
+        headers.add(name: "via", value: via.map { "\($0), 1.1 \(server.via)" } ?? "1.1 \(server.via)")
+        if !headers.contains(name: server.requestIDHeader.rawName) {
+            headers.add(name: server.requestIDHeader.rawName, value: exchange.context.requestID)
+        }
+        if exchange.isUpgrade {
+            headers.add(name: "connection", value: "upgrade")
+            if let upgrade = original.first(name: "upgrade") { headers.add(name: "upgrade", value: upgrade) }
+        }
+        head.headers = headers
+        head.version = .http1_1
+    }
+
+    // MARK: upstream timers
+
+    func armReadTimer(_ exchange: Exchange) {
+        guard let service = exchange.service else { return }
+        armTimer(exchange, timeout: service.readTimeout, message: "upstream read timeout")
+    }
+
+    func armWriteTimer(_ exchange: Exchange) {
+        guard let service = exchange.service else { return }
+        armTimer(exchange, timeout: service.writeTimeout, message: "upstream write timeout")
+    }
+
+    private func armTimer(_ exchange: Exchange, timeout: TimeAmount, message: String) {
+        exchange.timer?.cancel()
+        exchange.timer = loop.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [weak self] in
+            guard let self, self.exchange === exchange, exchange.phase == .proxying else { return }
+            exchange.upstreamKeepAlive = false
+            if let upstream = exchange.upstream {
+                exchange.upstream = nil
+                upstream.close()
+            }
+            if exchange.responseHeadSent {
+                self.close()
+            } else {
+                exchange.keepAlive = exchange.keepAlive && exchange.requestComplete
+                self.respondError(.gatewayTimeout, message, exchange: exchange)
+            }
+        }
+    }
+}

@@ -1,0 +1,166 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import ServiceLifecycle
+import TollgateCore
+
+/// The data plane: listeners, per-loop state, reloads and graceful drain. Run it as a Service in a
+/// ServiceGroup (SIGTERM/SIGINT drain, then exit), or start/stop it directly in tests.
+public final class ProxyServer: Service, Sendable {
+    public let group: MultiThreadedEventLoopGroup
+    private let ownsGroup: Bool
+    private let loops: [ObjectIdentifier: LoopContext]
+    private let connections = ConnectionRegistry()
+    private let channels = NIOLockedValueBox<[any Channel]>([])
+    private let current: NIOLockedValueBox<ServerState>
+    private let logger: Logger
+
+    /// Builds the server for `snapshot`; `start()` binds the listeners.
+    public init(snapshot: GatewaySnapshot, group: MultiThreadedEventLoopGroup? = nil, logger: Logger = Logger(label: "tollgate")) throws {
+        let threads = snapshot.config.server.threads > 0 ? snapshot.config.server.threads : System.coreCount
+        self.group = group ?? MultiThreadedEventLoopGroup(numberOfThreads: threads)
+        self.ownsGroup = group == nil
+        self.logger = logger
+        let state = try Self.makeState(snapshot)
+        self.current = NIOLockedValueBox(state)
+        var loops: [ObjectIdentifier: LoopContext] = [:]
+        for eventLoop in self.group.makeIterator() {
+            loops[ObjectIdentifier(eventLoop)] = LoopContext(eventLoop: eventLoop, state: state)
+        }
+        self.loops = loops
+    }
+
+    /// Resolves every service's targets once (DNS here, never per request).
+    static func makeState(_ snapshot: GatewaySnapshot) throws -> ServerState {
+        var services: [String: ServiceRuntime] = [:]
+        for (name, config) in snapshot.services {
+            let targets = try config.targets.map { target -> ResolvedTarget in
+                let address = try SocketAddress.makeAddressResolvingHost(target.host, port: target.port)
+                return ResolvedTarget(config: target, address: address, authority: target.authority)
+            }
+            services[name] = ServiceRuntime(config: config, targets: targets)
+        }
+        return ServerState(snapshot: snapshot, services: services)
+    }
+
+    public var snapshot: GatewaySnapshot { current.withLockedValue { $0.snapshot } }
+
+    /// Bound addresses, in the order of `listen`.
+    public var localAddresses: [SocketAddress] {
+        channels.withLockedValue { $0.compactMap(\.localAddress) }
+    }
+
+    public func start() async throws {
+        let snapshot = self.snapshot
+        for listener in snapshot.config.listen {
+            let channel = try await makeBootstrap().bind(host: listener.host, port: listener.port).get()
+            channels.withLockedValue { $0.append(channel) }
+            logger.info("listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
+        }
+    }
+
+    private func makeBootstrap() -> ServerBootstrap {
+        let loops = self.loops
+        let connections = self.connections
+        return ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.maxMessagesPerRead, value: 16)
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
+            .childChannelInitializer { channel in
+                guard let loop = loops[ObjectIdentifier(channel.eventLoop)] else {
+                    return channel.eventLoop.makeFailedFuture(ChannelError.inappropriateOperationForState)
+                }
+                do {
+                    let limits = loop.state.snapshot.config.limits
+                    var decoderLimits = NIOHTTPDecoderLimitConfiguration()
+                    decoderLimits.maxHeaderListSize = limits.maxHeaderSize
+                    decoderLimits.maxHeaderFieldSize = limits.maxHeaderSize
+                    let sync = channel.pipeline.syncOperations
+                    let activity = ConnectionActivityHandler()
+                    try sync.addHandler(activity)
+                    try sync.configureHTTPServerPipeline(withPipeliningAssistance: false, withErrorHandling: false,
+                                                         withOutboundHeaderValidation: true,
+                                                         withEncoderConfiguration: .init(),
+                                                         withDecoderLimitConfiguration: decoderLimits)
+                    let proxy = ProxyHandler(loop: loop, connections: connections)
+                    activity.proxy = proxy
+                    try sync.addHandler(proxy)
+                    connections.add(channel)
+                    return channel.eventLoop.makeSucceededVoidFuture()
+                } catch {
+                    return channel.eventLoop.makeFailedFuture(error)
+                }
+            }
+    }
+
+    /// Swaps in a new snapshot on every loop. Requests already in flight keep the one they started with.
+    public func reload(_ snapshot: GatewaySnapshot) async throws {
+        let state = try Self.makeState(snapshot)
+        current.withLockedValue { $0 = state }
+        for loop in loops.values {
+            try await loop.eventLoop.submit { loop.state = state }.get()
+        }
+        logger.info("configuration reloaded", metadata: ["generation": "\(snapshot.generation)"])
+    }
+
+    /// Stops accepting, lets in-flight requests finish for up to `timeout`, then closes what is left.
+    public func drain(timeout: Duration) async {
+        let listeners = channels.withLockedValue { $0 }
+        for channel in listeners { try? await channel.close() }
+        connections.broadcastDrain()
+        let deadline = ContinuousClock.now + timeout
+        while connections.count > 0 && ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        let left = connections.count
+        if left > 0 { logger.warning("drain timeout: closing connections", metadata: ["open": "\(left)"]) }
+        connections.closeAll()
+        for loop in loops.values {
+            try? await loop.eventLoop.submit { loop.pool.closeIdle() }.get()
+        }
+    }
+
+    public func shutdown() async throws {
+        if ownsGroup { try await group.shutdownGracefully() }
+    }
+
+    /// Service: runs until graceful shutdown is requested, then drains.
+    public func run() async throws {
+        try await start()
+        try? await gracefulShutdown()
+        await drain(timeout: snapshot.config.server.drainTimeout)
+        try await shutdown()
+    }
+
+    /// Open client connections, for drain and tests.
+    public var openConnections: Int { connections.count }
+}
+
+/// Client connections, so a drain can reach them. Touched on connect and close only, never per request.
+final class ConnectionRegistry: Sendable {
+    private let channels = NIOLockedValueBox<[ObjectIdentifier: any Channel]>([:])
+
+    func add(_ channel: any Channel) {
+        channels.withLockedValue { $0[ObjectIdentifier(channel)] = channel }
+    }
+
+    func remove(_ channel: any Channel) {
+        channels.withLockedValue { $0[ObjectIdentifier(channel)] = nil }
+    }
+
+    var count: Int { channels.withLockedValue { $0.count } }
+
+    func broadcastDrain() {
+        for channel in channels.withLockedValue({ Array($0.values) }) {
+            channel.pipeline.fireUserInboundEventTriggered(DrainEvent())
+        }
+    }
+
+    func closeAll() {
+        for channel in channels.withLockedValue({ Array($0.values) }) { channel.close(promise: nil) }
+    }
+}

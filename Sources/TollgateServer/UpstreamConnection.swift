@@ -1,0 +1,267 @@
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// What an upstream connection reports to the downstream request that leased it. Both live on the
+/// same event loop, so these are plain synchronous calls.
+protocol UpstreamOwner: AnyObject {
+    func upstreamReceived(_ part: HTTPClientResponsePart)
+    func upstreamReadComplete()
+    func upstreamWritabilityChanged(_ writable: Bool)
+    func upstreamFailed(_ error: any Error)
+    func upstreamClosed()
+    /// Whether the owner can take more response bytes now (downstream writable).
+    var upstreamMayRead: Bool { get }
+}
+
+/// The handler at the end of one upstream connection's pipeline: forwards response parts to the
+/// request that leased it, and gates reads on the downstream's writability (backpressure).
+final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundIn = HTTPClientRequestPart
+    typealias OutboundOut = HTTPClientRequestPart
+
+    let key: String
+    private(set) var channel: (any Channel)?
+    private var context: ChannelHandlerContext?
+    weak var pool: UpstreamPool?
+    /// Strong while leased: the exchange and the connection keep each other alive until release.
+    var owner: (any UpstreamOwner)?
+    private var pendingRead = false
+    /// Requests served on this connection, for metrics and tests.
+    private(set) var useCount = 0
+
+    init(key: String) {
+        self.key = key
+    }
+
+    var isActive: Bool { channel?.isActive ?? false }
+    var isWritable: Bool { channel?.isWritable ?? false }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        self.channel = context.channel
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    func lease(to owner: any UpstreamOwner) {
+        self.owner = owner
+        useCount += 1
+    }
+
+    func write(_ part: HTTPClientRequestPart) {
+        context?.write(wrapOutboundOut(part), promise: nil)
+    }
+
+    func flush() {
+        context?.flush()
+    }
+
+    func close() {
+        owner = nil
+        context?.close(promise: nil)
+    }
+
+    /// Resumes a read that was held back while the downstream could not take more.
+    func resumeReading() {
+        guard pendingRead, let context else { return }
+        pendingRead = false
+        context.read()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let part = unwrapInboundIn(data)
+        guard let owner else {
+            // An idle pooled connection must not speak; a stray response means the stream is out of step.
+            context.close(promise: nil)
+            return
+        }
+        owner.upstreamReceived(part)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        owner?.upstreamReadComplete()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        owner?.upstreamWritabilityChanged(context.channel.isWritable)
+        context.fireChannelWritabilityChanged()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        pool?.connectionClosed(self)
+        let owner = self.owner
+        self.owner = nil
+        owner?.upstreamClosed()
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        let owner = self.owner
+        self.owner = nil
+        owner?.upstreamFailed(error)
+        context.close(promise: nil)
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if let owner, !owner.upstreamMayRead {
+            pendingRead = true
+            return
+        }
+        context.read()
+    }
+}
+
+@available(*, unavailable)
+extension UpstreamConnection: Sendable {}
+
+/// Keep-alive connections of one event loop, per target, with a per-target connection limit. Only
+/// touched on its loop: no locks.
+final class UpstreamPool {
+    enum PoolError: Error {
+        case connectionLimitReached
+    }
+
+    private struct TargetPool {
+        var idle: [UpstreamConnection] = []
+        var open = 0
+        var waiters = CircularBuffer<Waiter>()
+    }
+
+    private struct Waiter {
+        let id: Int
+        let callback: (Result<UpstreamConnection, any Error>) -> Void
+    }
+
+    let eventLoop: any EventLoop
+    private var pools: [String: TargetPool] = [:]
+    private var nextWaiterID = 0
+
+    init(eventLoop: any EventLoop) {
+        self.eventLoop = eventLoop
+    }
+
+    func idleCount(_ key: String) -> Int { pools[key]?.idle.count ?? 0 }
+    func openCount(_ key: String) -> Int { pools[key]?.open ?? 0 }
+
+    /// Calls back with a connection to `target`: an idle one at once, else a new one, else (at the
+    /// limit) the next one released, failing after the connect timeout.
+    func lease(target: ResolvedTarget, service: ServiceRuntime,
+               callback: @escaping (Result<UpstreamConnection, any Error>) -> Void) {
+        let key = target.authority
+        var pool = pools[key] ?? TargetPool()
+        while let connection = pool.idle.popLast() {
+            if connection.isActive {
+                pools[key] = pool
+                callback(.success(connection))
+                return
+            }
+        }
+        if pool.open >= service.config.maxConnectionsPerTarget {
+            let id = nextWaiterID
+            nextWaiterID += 1
+            pool.waiters.append(Waiter(id: id, callback: callback))
+            pools[key] = pool
+            eventLoop.assumeIsolated().scheduleTask(in: service.connectTimeout) { [weak self] in
+                self?.expireWaiter(key: key, id: id)
+            }
+            return
+        }
+        pool.open += 1
+        pools[key] = pool
+        connect(target: target, service: service, callback: callback)
+    }
+
+    private func expireWaiter(key: String, id: Int) {
+        guard var pool = pools[key], let index = pool.waiters.firstIndex(where: { $0.id == id }) else { return }
+        let waiter = pool.waiters.remove(at: index)
+        pools[key] = pool
+        waiter.callback(.failure(PoolError.connectionLimitReached))
+    }
+
+    private func connect(target: ResolvedTarget, service: ServiceRuntime,
+                         callback: @escaping (Result<UpstreamConnection, any Error>) -> Void) {
+        let handler = UpstreamConnection(key: target.authority)
+        handler.pool = self
+        let loopBoundHandler = NIOLoopBound(handler, eventLoop: eventLoop)
+        let future = ClientBootstrap(group: eventLoop)
+            .connectTimeout(service.connectTimeout)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.autoRead, value: true)
+            .channelInitializer { channel in
+                do {
+                    let sync = channel.pipeline.syncOperations
+                    try sync.addHandler(HTTPRequestEncoder())
+                    try sync.addHandler(ByteToMessageHandler(HTTPResponseDecoder(
+                        leftOverBytesStrategy: .forwardBytes, informationalResponseStrategy: .forward)))
+                    try sync.addHandler(loopBoundHandler.value)
+                    return channel.eventLoop.makeSucceededVoidFuture()
+                } catch {
+                    return channel.eventLoop.makeFailedFuture(error)
+                }
+            }
+            .connect(to: target.address)
+        future.assumeIsolated().whenComplete { result in
+            switch result {
+            case .success:
+                callback(.success(handler))
+            case .failure(let error):
+                // A channel that never became active fires no channelInactive: count it closed here.
+                handler.pool = nil
+                self.connectionClosed(key: target.authority, service: service)
+                callback(.failure(error))
+            }
+        }
+    }
+
+    /// Returns a connection after a complete exchange; reusable ones go idle, the rest are closed.
+    func release(_ connection: UpstreamConnection, reusable: Bool, maxIdle: Int) {
+        connection.owner = nil
+        let key = connection.key
+        guard reusable, connection.isActive else {
+            connection.close()
+            return
+        }
+        var pool = pools[key] ?? TargetPool()
+        if let waiter = pool.waiters.popFirst() {
+            pools[key] = pool
+            waiter.callback(.success(connection))
+            return
+        }
+        guard pool.idle.count < maxIdle else {
+            pools[key] = pool
+            connection.close()
+            return
+        }
+        pool.idle.append(connection)
+        pools[key] = pool
+    }
+
+    /// Called when a pooled connection's channel closes, leased or idle.
+    func connectionClosed(_ connection: UpstreamConnection) {
+        guard var pool = pools[connection.key] else { return }
+        pool.idle.removeAll { $0 === connection }
+        pool.open = max(0, pool.open - 1)
+        pools[connection.key] = pool
+        connection.pool = nil
+    }
+
+    private func connectionClosed(key: String, service: ServiceRuntime) {
+        guard var pool = pools[key] else { return }
+        pool.open = max(0, pool.open - 1)
+        pools[key] = pool
+    }
+
+    /// Closes every idle connection (shutdown).
+    func closeIdle() {
+        for (key, var pool) in pools {
+            let idle = pool.idle
+            pool.idle = []
+            pools[key] = pool
+            for connection in idle { connection.close() }
+        }
+    }
+}

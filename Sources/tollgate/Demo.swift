@@ -1,0 +1,105 @@
+import ArgumentParser
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import TollgateCore
+import TollgatePlugins
+import TollgateServer
+import TollgateTesting
+
+/// `tollgate demo`: the gateway on 127.0.0.1:8080 with an embedded config and two small backends
+/// in the same process, plus curl commands to try.
+struct Demo: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Start a demo gateway with two built-in backends.")
+
+    @Option(help: "Gateway port.")
+    var port: Int = 8080
+
+    func run() async throws {
+        var logger = Logger(label: "tollgate")
+        logger.logLevel = .warning
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        let users = try await StubUpstream(group: group) { request in
+            let id = request.head.uri.split(separator: "?")[0].split(separator: "/").last.map(String.init) ?? ""
+            return StubResponse(body: .bytes(#"{"service":"users-v1","id":"\#(id)","name":"Ada"}"#))
+        }
+        let usersV2 = try await StubUpstream(group: group) { request in
+            let id = request.head.uri.split(separator: "?")[0].split(separator: "/").last.map(String.init) ?? ""
+            let route = request.head.headers["x-route"].first ?? ""
+            return StubResponse(body: .bytes(#"{"service":"users-v2","id":"\#(id)","given_name":"Ada","family_name":"Lovelace","x_route":"\#(route)"}"#))
+        }
+        let yaml = Self.config(port: port, usersURL: users.url, usersV2URL: usersV2.url)
+        let snapshot = try ConfigLoader.load(yaml: yaml, environment: [:], registry: BuiltinPlugins.registry)
+        let server = try ProxyServer(snapshot: snapshot, group: group, logger: logger)
+        print("""
+            Tollgate demo on http://127.0.0.1:\(port)  (backends on :\(users.port) and :\(usersV2.port); Ctrl-C to stop)
+
+            Routing and path parameters:
+              curl -i http://127.0.0.1:\(port)/v1/users/42
+            Versioning (path, header, query, Accept):
+              curl -i http://127.0.0.1:\(port)/v2/users/42
+              curl -i -H 'API-Version: 2' http://127.0.0.1:\(port)/users/42
+              curl -i 'http://127.0.0.1:\(port)/users/42?version=2'
+              curl -i -H 'Accept: application/vnd.tollgate.v2+json' http://127.0.0.1:\(port)/users/42
+            A version nobody serves (404 listing the versions that exist):
+              curl -i http://127.0.0.1:\(port)/v9/users/42
+            Deprecated v1 (Deprecation, Sunset, Link headers), headers plugin ($(route), $(path.id)):
+              curl -si http://127.0.0.1:\(port)/v1/users/42 | grep -iE 'deprecation|sunset|link|x-'
+            request-termination (maintenance):
+              curl -i http://127.0.0.1:\(port)/v1/reports
+            No route: curl -i http://127.0.0.1:\(port)/nothing
+
+            """)
+        let serviceGroup = ServiceGroup(configuration: .init(
+            services: [.init(service: server)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await serviceGroup.run()
+        try await users.close()
+        try await usersV2.close()
+        try await group.shutdownGracefully()
+    }
+
+    static func config(port: Int, usersURL: String, usersV2URL: String) -> String {
+        """
+        listen:
+          - address: "127.0.0.1:\(port)"
+        versioning:
+          path: "/v{version}"
+          header: API-Version
+          query: version
+          accept: "application/vnd.tollgate.v{version}+json"
+          default: "1"
+        services:
+          users:
+            targets: [{url: "\(usersURL)"}]
+          users-v2:
+            targets: [{url: "\(usersV2URL)"}]
+        plugins:
+          - name: request-id
+        routes:
+          - name: users-v1
+            match: {paths: ["/users/{id}"], methods: [GET], version: "1"}
+            service: users
+            deprecation: {since: "2026-01-01", sunset: "2027-06-30", link: "https://example.com/migrate-to-v2"}
+            plugins:
+              - name: headers
+                config:
+                  response: {set: {X-Route: "$(route)", X-User-ID: "$(path.id)"}}
+          - name: users-v2
+            match: {paths: ["/users/{id}"], methods: [GET], version: "2"}
+            service: users-v2
+            rewrite: "/internal/users/{id}"
+            plugins:
+              - name: headers
+                config:
+                  request: {set: {X-Route: "$(route)", X-Client-IP: "$(client_ip)"}}
+                  response: {set: {X-API-Version: "$(version)"}}
+          - name: reports
+            match: {paths: ["/reports/*"]}
+            plugins:
+              - name: request-termination
+                config: {status: 503, message: "Reports are down for maintenance until 06:00 UTC"}
+        """
+    }
+}

@@ -1,0 +1,134 @@
+import NIOCore
+import Testing
+import TollgateTesting
+
+let basicConfig = """
+    services:
+      api: {targets: [{url: "$UPSTREAM0"}], timeouts: {read: 1s, connect: 1s}}
+    routes:
+      - {name: users, match: {paths: ["/users/{id}"]}, service: api, rewrite: "/internal/users/{id}"}
+      - {name: any, match: {paths: ["/api/*"]}, service: api, strip_prefix: true}
+    """
+
+@Suite struct ProxyTests {
+    @Test func proxiesWithForwardingHeaders() async throws {
+        try await Harness.with(basicConfig) { harness in
+            let response = try await harness.get("/users/42?x=1", headers: ["X-Forwarded-For: 1.2.3.4", "Connection: keep-alive, X-Hop", "X-Hop: secret"])
+            #expect(response.statuses == [200])
+            #expect(response.text.header("via") == "1.1 tollgate")
+            let requestID = try #require(response.text.header("x-request-id"))
+            #expect(requestID.count == 32)
+            let seen = try #require(harness.upstreams[0].requests.last)
+            #expect(seen.head.uri == "/internal/users/42?x=1")
+            #expect(seen.head.headers["x-forwarded-for"] == ["1.2.3.4, 127.0.0.1"])
+            #expect(seen.head.headers["x-forwarded-proto"] == ["http"])
+            #expect(seen.head.headers["x-forwarded-host"] == ["test"])
+            #expect(seen.head.headers["forwarded"] == ["for=127.0.0.1;proto=http;host=\"test\""])
+            #expect(seen.head.headers["via"] == ["1.1 tollgate"])
+            #expect(seen.head.headers["x-request-id"] == [requestID])
+            #expect(seen.head.headers["x-hop"].isEmpty)          // named in Connection: hop-by-hop
+            #expect(seen.head.headers["host"] == ["127.0.0.1:\(harness.upstreams[0].port)"])
+        }
+    }
+
+    @Test func propagatesClientRequestID() async throws {
+        try await Harness.with(basicConfig) { harness in
+            let response = try await harness.get("/api/x", headers: ["X-Request-ID: abc-123"])
+            #expect(response.text.header("x-request-id") == "abc-123")
+            #expect(harness.upstreams[0].requests.last?.head.headers["x-request-id"] == ["abc-123"])
+            #expect(harness.upstreams[0].requests.last?.head.uri == "/x")
+        }
+    }
+
+    @Test func keepAliveReusesUpstreamConnections() async throws {
+        try await Harness.with(basicConfig, threads: 1) { harness in
+            var request = ""
+            for i in 0..<5 { request += "GET /api/\(i) HTTP/1.1\r\nHost: t\r\n\r\n" }
+            request += "GET /api/last HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+            let response = try await harness.send(request)
+            #expect(response.statuses == Array(repeating: 200, count: 6))   // pipelined, answered in order
+            let uris = harness.upstreams[0].requests.map(\.head.uri)
+            #expect(uris == ["/0", "/1", "/2", "/3", "/4", "/last"])
+            #expect(harness.upstreams[0].connectionsAccepted == 1)
+        }
+    }
+
+    @Test func noRouteIs404JSON() async throws {
+        try await Harness.with(basicConfig) { harness in
+            let response = try await harness.get("/nope")
+            #expect(response.statuses == [404])
+            #expect(response.lastBody.hasPrefix(#"{"error":"no route matched","request_id":""#))
+        }
+    }
+
+    @Test func upstreamDownIs502() async throws {
+        try await Harness.with("""
+            services:
+              dead: {targets: [{url: "http://127.0.0.1:1"}]}
+            routes:
+              - {match: {paths: ["/*"]}, service: dead}
+            """) { harness in
+            let response = try await harness.get("/x")
+            #expect(response.statuses == [502])
+            #expect(response.lastBody.contains(#""error":"upstream connection failed""#))
+        }
+    }
+
+    @Test func upstreamTimeoutIs504() async throws {
+        try await Harness.with("""
+            services:
+              slow: {targets: [{url: "$UPSTREAM0"}], timeouts: {read: 200ms}}
+            routes:
+              - {match: {paths: ["/*"]}, service: slow}
+            """, upstreams: [{ _ in StubResponse(body: .delayed(.seconds(2), "late")) }]) { harness in
+            let response = try await harness.get("/x")
+            #expect(response.statuses == [504])
+            #expect(response.lastBody.contains("upstream read timeout"))
+        }
+    }
+
+    @Test func upstreamClosingIs502() async throws {
+        try await Harness.with(basicConfig, upstreams: [{ _ in StubResponse(body: .close) }]) { harness in
+            let response = try await harness.get("/api/x")
+            #expect(response.statuses == [502])
+        }
+    }
+
+    @Test func headRequestsHaveNoBody() async throws {
+        try await Harness.with(basicConfig) { harness in
+            let response = try await harness.send("HEAD /api/x HTTP/1.1\r\nHost: t\r\n\r\nGET /api/y HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            #expect(response.statuses == [200, 200])
+        }
+    }
+
+    @Test func chunkedRequestBodyStreamsThrough() async throws {
+        try await Harness.with(basicConfig) { harness in
+            let response = try await harness.send(
+                "POST /api/upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+                chunks: ["5\r\nhello\r\n", "6\r\n world\r\n", "0\r\n\r\n"], pause: .milliseconds(20))
+            #expect(response.statuses == [200])
+            #expect(harness.upstreams[0].requests.last?.bodyString == "hello world")
+        }
+    }
+
+    @Test func expectContinueIsRelayed() async throws {
+        try await Harness.with(basicConfig, upstreams: [{ _ in StubResponse(body: .continueThen("done")) }]) { harness in
+            let response = try await harness.send(
+                "POST /api/x HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+                chunks: ["data"], pause: .milliseconds(100))
+            #expect(response.statuses == [100, 200])
+            #expect(response.lastBody == "done")
+        }
+    }
+
+    @Test func webSocketUpgradeRelaysBytes() async throws {
+        try await Harness.with(basicConfig, upstreams: [{ _ in StubResponse(body: .upgradeEcho) }]) { harness in
+            let response = try await harness.send(
+                "GET /api/ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+                timeout: .seconds(1), chunks: ["ping-1", "ping-2"], pause: .milliseconds(100))
+            #expect(response.statuses == [101])
+            #expect(response.text.hasSuffix("ping-1ping-2"))
+            #expect(harness.upstreams[0].requests.last?.head.headers["upgrade"] == ["websocket"])
+        }
+    }
+}
