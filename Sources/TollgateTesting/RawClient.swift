@@ -45,7 +45,7 @@ public enum RawClient {
             try? await channel.writeAndFlush(ByteBuffer(string: chunk))
         }
         let timer = channel.eventLoop.scheduleTask(in: timeout) { channel.close(promise: nil) }
-        let closedByServer = try await collector.done.futureResult.get()
+        let closedByServer = try await collector.done.get()
         timer.cancel()
         return Result(text: collector.text, closedByServer: closedByServer)
     }
@@ -55,14 +55,16 @@ public enum RawClient {
         typealias InboundIn = ByteBuffer
         var bytes: [UInt8] = []
         var promise: EventLoopPromise<Bool>?
-        private var timedOut = false
+        private var result: EventLoopFuture<Bool>?
         let doneBox = DoneBox()
 
-        var done: EventLoopPromise<Bool> { promise! }
+        var done: EventLoopFuture<Bool> { result! }
         var text: String { String(decoding: bytes, as: UTF8.self) }
 
         func handlerAdded(context: ChannelHandlerContext) {
-            promise = context.eventLoop.makePromise()
+            let promise = context.eventLoop.makePromise(of: Bool.self)
+            self.promise = promise
+            self.result = promise.futureResult
         }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -72,6 +74,13 @@ public enum RawClient {
 
         func channelInactive(context: ChannelHandlerContext) {
             promise?.succeed(!doneBox.closingLocally)
+            promise = nil
+        }
+
+        func handlerRemoved(context: ChannelHandlerContext) {
+            // A connection that never came up: complete the promise rather than leak it.
+            promise?.succeed(false)
+            promise = nil
         }
 
         func errorCaught(context: ChannelHandlerContext, error: any Error) {
