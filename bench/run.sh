@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Tollgate vs nginx as reverse proxies, in one run on this machine.
+# nginx (1 worker) serves a small JSON body as the upstream; wrk measures the upstream directly,
+# nginx as a proxy (proxy_pass, upstream keepalive, logs off) and Tollgate (release, 1 event loop).
+# The proxy under test gets core 1; wrk and the upstream share core 0 (see DESIGN.md).
+# Usage: bench/run.sh [rounds=3] [seconds=10]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-3}
+seconds=${2:-10}
+command -v wrk >/dev/null && command -v nginx >/dev/null || {
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light
+}
+swift build -c release --product tollgate >/dev/null
+bin=$(swift build -c release --show-bin-path)/tollgate
+work=$(mktemp -d)
+trap 'kill $(cat "$work"/*.pid 2>/dev/null) 2>/dev/null || true; rm -rf "$work"' EXIT
+
+up=18081; np=18082; tp=18083
+cat > "$work/upstream.conf" <<NGINX
+worker_processes 1; daemon off; pid $work/upstream.nginx.pid; error_log /dev/null;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  server { listen 127.0.0.1:$up; location / { default_type application/json; return 200 '{"id":42,"name":"Ada Lovelace","ok":true}'; } } }
+NGINX
+cat > "$work/proxy.conf" <<NGINX
+worker_processes 1; daemon off; pid $work/proxy.nginx.pid; error_log /dev/null;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  upstream backend { server 127.0.0.1:$up; keepalive 64; }
+  server { listen 127.0.0.1:$np; location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+NGINX
+cat > "$work/tollgate.yaml" <<YAML
+listen: [{address: "127.0.0.1:$tp"}]
+server: {threads: 1}
+services:
+  backend: {targets: [{url: "http://127.0.0.1:$up"}]}
+routes:
+  - {match: {paths: ["/*"]}, service: backend}
+YAML
+
+start() { # name core command...
+  local name=$1 core=$2; shift 2
+  setsid taskset -c "$core" nice -n -5 "$@" >/dev/null 2>&1 &
+  echo $! > "$work/$name.pid"
+}
+start upstream 0 nginx -c "$work/upstream.conf"
+start nginx 1 nginx -c "$work/proxy.conf"
+start tollgate 1 "$bin" run --config "$work/tollgate.yaml" --log-level error
+sleep 1.5
+
+measure() { # port -> "rps p50 p99"
+  taskset -c 0 wrk -t1 -c50 -d3s "http://127.0.0.1:$1/users/42" >/dev/null 2>&1   # warm-up
+  taskset -c 0 wrk -t1 -c50 -d"${seconds}s" --latency "http://127.0.0.1:$1/users/42" 2>/dev/null | awk '
+    /Requests\/sec/ {rps=$2}
+    /^ +50%/ {p50=$2} /^ +99%/ {p99=$2}
+    END {print rps, p50, p99}'
+}
+cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+
+printf "%-6s %-10s %12s %10s %10s %14s\n" round target req/s p50 p99 "cpu us/req"
+for round in $(seq 1 "$rounds"); do
+  for target in upstream nginx tollgate; do
+    case $target in upstream) port=$up;; nginx) port=$np;; tollgate) port=$tp;; esac
+    pid=$(cat "$work/$target.pid"); [ "$target" = nginx ] && pid=$(pgrep -P "$pid" | head -1 || echo "$pid")
+    [ "$target" = upstream ] && pid=$(pgrep -P "$(cat "$work/upstream.pid")" | head -1 || cat "$work/upstream.pid")
+    before=$(cpu_ticks "$pid")
+    read -r rps p50 p99 < <(measure $port)
+    after=$(cpu_ticks "$pid")
+    total=$(awk -v r="$rps" -v s="$seconds" 'BEGIN{print r*(s+3)}')
+    cpu=$(awk -v a="$after" -v b="$before" -v n="$total" -v hz="$(getconf CLK_TCK)" 'BEGIN{ if (n>0) printf "%.1f", (a-b)/hz*1e6/n; else print "-" }')
+    printf "%-6s %-10s %12s %10s %10s %14s\n" "$round" "$target" "$rps" "$p50" "$p99" "$cpu"
+    echo "$round $target $rps" >> "$work/results"
+  done
+done
+median() { awk -v t="$1" '$2==t {print $3}' "$work/results" | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
+mu=$(median upstream); mn=$(median nginx); mt=$(median tollgate)
+awk -v u="$mu" -v n="$mn" -v t="$mt" 'BEGIN { printf "\nmedian req/s: upstream %s, nginx %s, tollgate %s; tollgate/nginx = %.2f\n", u, n, t, t/n }'
