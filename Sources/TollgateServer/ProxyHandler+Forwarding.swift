@@ -37,6 +37,7 @@ extension ProxyHandler {
         do {
             normalized = try PathNormalizer.normalize(rawPath, mergeSlashes: config.limits.mergeSlashes)
         } catch {
+            exchange.keepAlive = false
             return respondError(.badRequest, "invalid request path", exchange: exchange)
         }
         var headerFields = HeaderRules.fields(head.headers)

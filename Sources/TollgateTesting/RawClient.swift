@@ -44,7 +44,11 @@ public enum RawClient {
             if pauseBetweenChunks > .zero { try await Task.sleep(nanoseconds: UInt64(pauseBetweenChunks.nanoseconds)) }
             try? await channel.writeAndFlush(ByteBuffer(string: chunk))
         }
-        let timer = channel.eventLoop.scheduleTask(in: timeout) { channel.close(promise: nil) }
+        let doneBox = collector.doneBox
+        let timer = channel.eventLoop.scheduleTask(in: timeout) {
+            doneBox.closingLocally = true
+            channel.close(promise: nil)
+        }
         let closedByServer = try await collector.done.get()
         timer.cancel()
         return Result(text: collector.text, closedByServer: closedByServer)
