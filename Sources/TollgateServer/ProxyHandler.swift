@@ -38,16 +38,12 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func handlerAdded(context: ChannelHandlerContext) {
         channelContext = context
         if let address = context.channel.remoteAddress?.ipAddress { clientIP = address }
-        if context.channel.isActive { connectionStarted(context: context) }
+        if context.channel.isActive { armConnectionTimer(headerPhase: true) }
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        connectionStarted(context: context)
-        context.fireChannelActive()
-    }
-
-    private func connectionStarted(context: ChannelHandlerContext) {
         armConnectionTimer(headerPhase: true)
+        context.fireChannelActive()
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {

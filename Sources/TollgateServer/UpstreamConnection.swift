@@ -211,7 +211,7 @@ final class UpstreamPool {
             case .failure(let error):
                 // A channel that never became active fires no channelInactive: count it closed here.
                 handler.pool = nil
-                self.connectionClosed(key: target.authority, service: service)
+                self.connectionFailed(key: target.authority)
                 callback(.failure(error))
             }
         }
@@ -249,7 +249,7 @@ final class UpstreamPool {
         connection.pool = nil
     }
 
-    private func connectionClosed(key: String, service: ServiceRuntime) {
+    private func connectionFailed(key: String) {
         guard var pool = pools[key] else { return }
         pool.open = max(0, pool.open - 1)
         pools[key] = pool

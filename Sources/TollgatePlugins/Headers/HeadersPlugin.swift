@@ -27,8 +27,6 @@ public struct HeadersPlugin: GatewayPlugin {
         public var set: [(HTTPField.Name, ValueTemplate)] = []
         public var add: [(HTTPField.Name, ValueTemplate)] = []
 
-        var isEmpty: Bool { remove.isEmpty && set.isEmpty && add.isEmpty }
-
         init() {}
 
         init(from node: ConfigNode) {
