@@ -101,8 +101,7 @@ extension ProxyHandler: UpstreamOwner {
             flush()
             // The decoder still has this read's `.end` to deliver; switch once it has.
             exchange.switchingProtocols = true
-            let bound = NIOLoopBound(self, eventLoop: loop.eventLoop)
-            loop.eventLoop.execute { bound.value.switchToRelay(exchange) }
+            loop.eventLoop.assumeIsolated().execute { self.switchToRelay(exchange) }
         }
     }
 
