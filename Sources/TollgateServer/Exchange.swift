@@ -43,7 +43,6 @@ final class Exchange {
     var bytesSent = 0
     var upstreamKeepAlive = true
     var errorReason: String?
-    var timer: Scheduled<Void>?
 
     init(state: ServerState, head: HTTPRequestHead, context: RequestContext) {
         self.state = state

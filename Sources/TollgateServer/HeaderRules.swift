@@ -44,14 +44,22 @@ enum HeaderRules {
     }
 
     static func headers(_ fields: HTTPFields) -> HTTPHeaders {
-        var headers = HTTPHeaders()
-        headers.reserveCapacity(fields.count)
-        for field in fields { headers.add(name: field.name.rawName, value: field.value) }
-        return headers
+        HTTPHeaders(fields.map { ($0.name.rawName, $0.value) })
     }
 }
 
 extension String {
+    /// ASCII case-insensitive equality, without lowercasing copies.
+    func asciiCaseInsensitiveEquals(_ other: String) -> Bool {
+        guard utf8.count == other.utf8.count else { return false }
+        for (a, b) in zip(utf8, other.utf8) where a != b {
+            let foldedA = a >= 65 && a <= 90 ? a | 0x20 : a
+            let foldedB = b >= 65 && b <= 90 ? b | 0x20 : b
+            if foldedA != foldedB { return false }
+        }
+        return true
+    }
+
     @inline(__always)
     func caseInsensitiveEquals(_ lowercase: StaticString) -> Bool {
         let other = UnsafeBufferPointer(start: lowercase.utf8Start, count: lowercase.utf8CodeUnitCount)

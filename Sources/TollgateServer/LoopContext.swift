@@ -70,6 +70,17 @@ struct WyRand: RandomNumberGenerator {
 struct ServerState: Sendable {
     let snapshot: GatewaySnapshot
     let services: [String: ServiceRuntime]
+    /// `1.1 tollgate`, rendered once.
+    let viaValue: String
+    /// The request-id header's name as written to the wire.
+    let requestIDHeader: String
+
+    init(snapshot: GatewaySnapshot, services: [String: ServiceRuntime]) {
+        self.snapshot = snapshot
+        self.services = services
+        self.viaValue = "1.1 \(snapshot.config.server.via)"
+        self.requestIDHeader = snapshot.config.server.requestIDHeader.rawName
+    }
 }
 
 /// A service with its targets' addresses resolved once per snapshot, not per request.

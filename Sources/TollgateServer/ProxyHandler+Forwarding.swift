@@ -40,7 +40,10 @@ extension ProxyHandler {
             exchange.keepAlive = false
             return respondError(.badRequest, "invalid request path", exchange: exchange)
         }
-        var headerFields = HeaderRules.fields(head.headers)
+        let snapshot = state.snapshot
+        // Converted only when routing or versioning reads headers; plugins convert on their own.
+        var headerFields = snapshot.routeTable.usesHeaders || snapshot.versionResolver?.usesHeaders == true
+            ? HeaderRules.fields(head.headers) : HTTPFields()
         let host = head.headers.first(name: "host").map { Substring($0) }
         var path = normalized
         if let resolver = state.snapshot.versionResolver {
@@ -71,6 +74,7 @@ extension ProxyHandler {
                                                     headers: head.headers)
             return forward(exchange)
         }
+        if headerFields.isEmpty { headerFields = HeaderRules.fields(head.headers) }
         headerFields[HTTPField.Name("Host")!] = nil
         var request = HTTPRequest(method: method, scheme: nil, authority: head.headers.first(name: "host"),
                                   path: upstreamPath, headerFields: headerFields)
@@ -265,75 +269,62 @@ extension ProxyHandler {
 
     /// Forwarding headers, hop-by-hop removal and Host, in one pass over the client's headers.
     private func prepareUpstreamHead(_ head: inout HTTPRequestHead, exchange: Exchange, target: ResolvedTarget) {
-        let server = exchange.state.snapshot.config.server
+        let state = exchange.state
         let original = head.headers
         let listed = HeaderRules.connectionListed(original)
-        var headers = HTTPHeaders()
-        headers.reserveCapacity(original.count + 6)
+        // Built as a plain array: HTTPHeaders.add re-validates every name byte by byte.
+        var headers: [(String, String)] = []
+        headers.reserveCapacity(original.count + 7)
         var forwardedFor: String?
         var forwarded: String?
         var via: String?
+        var clientHost: String?
+        var hasRequestID = false
         for (name, value) in original {
             if HeaderRules.isHopByHop(name) { continue }
-            if !listed.isEmpty && listed.contains(where: { $0.lowercased() == name.lowercased() }) { continue }
-            if name.caseInsensitiveEquals("x-forwarded-for") { forwardedFor = forwardedFor.map { "\($0), \(value)" } ?? value; continue }
-            if name.caseInsensitiveEquals("forwarded") { forwarded = forwarded.map { "\($0), \(value)" } ?? value; continue }
-            if name.caseInsensitiveEquals("via") { via = via.map { "\($0), \(value)" } ?? value; continue }
-            if name.caseInsensitiveEquals("x-forwarded-proto") || name.caseInsensitiveEquals("x-forwarded-host") { continue }
-            if name.caseInsensitiveEquals("host") { continue }
-            headers.add(name: name, value: value)
+            if !listed.isEmpty && listed.contains(where: { $0.asciiCaseInsensitiveEquals(name) }) { continue }
+            switch name.utf8.count {
+            case 3 where name.caseInsensitiveEquals("via"):
+                via = via.map { "\($0), \(value)" } ?? value
+                continue
+            case 4 where name.caseInsensitiveEquals("host"):
+                clientHost = clientHost ?? value
+                continue
+            case 9 where name.caseInsensitiveEquals("forwarded"):
+                forwarded = forwarded.map { "\($0), \(value)" } ?? value
+                continue
+            case 15 where name.caseInsensitiveEquals("x-forwarded-for"):
+                forwardedFor = forwardedFor.map { "\($0), \(value)" } ?? value
+                continue
+            case 16 where name.caseInsensitiveEquals("x-forwarded-host"):
+                continue
+            case 17 where name.caseInsensitiveEquals("x-forwarded-proto"):
+                continue
+            default:
+                break
+            }
+            if !hasRequestID && name.asciiCaseInsensitiveEquals(state.requestIDHeader) { hasRequestID = true }
+            headers.append((name, value))
         }
-        let clientHost = exchange.requestHead.headers.first(name: "host")
-        let route = exchange.route
-        headers.add(name: "host", value: (route?.preserveHost ?? false) ? (clientHost ?? target.authority) : target.authority)
-        headers.add(name: "x-forwarded-for", value: forwardedFor.map { "\($0), \(clientIP)" } ?? clientIP)
-        headers.add(name: "x-forwarded-proto", value: "http")
-        if let clientHost { headers.add(name: "x-forwarded-host", value: clientHost) }
-        let node = clientIP.contains(":") ? "\"[\(clientIP)]\"" : clientIP
-        var element = "for=\(node);proto=http"
-        if let clientHost, clientHost.utf8.allSatisfy({ $0 > 0x20 && $0 != UInt8(ascii: "\"") && $0 < 0x7F }) {
-            element += ";host=\"\(clientHost)\""
+        let preserveHost = exchange.route?.preserveHost ?? false
+        headers.append(("host", preserveHost ? (clientHost ?? target.authority) : target.authority))
+        headers.append(("x-forwarded-for", forwardedFor.map { "\($0), \(clientIP)" } ?? clientIP))
+        headers.append(("x-forwarded-proto", "http"))
+        var element = forwardedElement
+        if let clientHost {
+            headers.append(("x-forwarded-host", clientHost))
+            if clientHost.utf8.allSatisfy({ $0 > 0x20 && $0 != UInt8(ascii: "\"") && $0 < 0x7F }) {
+                element += ";host=\"\(clientHost)\""
+            }
         }
-        headers.add(name: "forwarded", value: forwarded.map { "\($0), \(element)" } ?? element)
-        headers.add(name: "via", value: via.map { "\($0), 1.1 \(server.via)" } ?? "1.1 \(server.via)")
-        if !headers.contains(name: server.requestIDHeader.rawName) {
-            headers.add(name: server.requestIDHeader.rawName, value: exchange.context.requestID)
-        }
+        headers.append(("forwarded", forwarded.map { "\($0), \(element)" } ?? element))
+        headers.append(("via", via.map { "\($0), \(state.viaValue)" } ?? state.viaValue))
+        if !hasRequestID { headers.append((state.requestIDHeader, exchange.context.requestID)) }
         if exchange.isUpgrade {
-            headers.add(name: "connection", value: "upgrade")
-            if let upgrade = original.first(name: "upgrade") { headers.add(name: "upgrade", value: upgrade) }
+            headers.append(("connection", "upgrade"))
+            if let upgrade = original.first(name: "upgrade") { headers.append(("upgrade", upgrade)) }
         }
-        head.headers = headers
+        head.headers = HTTPHeaders(headers)
         head.version = .http1_1
-    }
-
-    // MARK: upstream timers
-
-    func armReadTimer(_ exchange: Exchange) {
-        guard let service = exchange.service else { return }
-        armTimer(exchange, timeout: service.readTimeout, message: "upstream read timeout")
-    }
-
-    func armWriteTimer(_ exchange: Exchange) {
-        guard let service = exchange.service else { return }
-        armTimer(exchange, timeout: service.writeTimeout, message: "upstream write timeout")
-    }
-
-    private func armTimer(_ exchange: Exchange, timeout: TimeAmount, message: String) {
-        exchange.timer?.cancel()
-        exchange.timer = loop.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [weak self] in
-            guard let self, self.exchange === exchange, exchange.phase == .proxying else { return }
-            exchange.upstreamKeepAlive = false
-            if let upstream = exchange.upstream {
-                exchange.upstream = nil
-                upstream.close()
-            }
-            if exchange.responseHeadSent {
-                self.close()
-            } else {
-                exchange.keepAlive = exchange.keepAlive && exchange.requestComplete
-                self.respondError(.gatewayTimeout, message, exchange: exchange)
-            }
-        }
     }
 }

@@ -61,24 +61,25 @@ extension ProxyHandler: UpstreamOwner {
             flush()
             return
         }
-        let server = exchange.state.snapshot.config.server
+        let state = exchange.state
         var head = HTTPResponseHead(version: exchange.requestHead.version, status: upstreamHead.status)
-        var headers = HTTPHeaders()
-        headers.reserveCapacity(upstreamHead.headers.count + 4)
+        // A plain array, as for requests: HTTPHeaders.add re-validates every name.
+        var headers: [(String, String)] = []
+        headers.reserveCapacity(upstreamHead.headers.count + 5)
         let listed = HeaderRules.connectionListed(upstreamHead.headers)
         var via: String?
+        var hasRequestID = false
         for (name, value) in upstreamHead.headers {
             if HeaderRules.isHopByHop(name) { continue }
-            if !listed.isEmpty && listed.contains(where: { $0.lowercased() == name.lowercased() }) { continue }
+            if !listed.isEmpty && listed.contains(where: { $0.asciiCaseInsensitiveEquals(name) }) { continue }
             if name.caseInsensitiveEquals("via") { via = via.map { "\($0), \(value)" } ?? value; continue }
-            headers.add(name: name, value: value)
+            if !hasRequestID && name.asciiCaseInsensitiveEquals(state.requestIDHeader) { hasRequestID = true }
+            headers.append((name, value))
         }
-        headers.add(name: "via", value: via.map { "\($0), 1.1 \(server.via)" } ?? "1.1 \(server.via)")
-        if !headers.contains(name: server.requestIDHeader.rawName) {
-            headers.add(name: server.requestIDHeader.rawName, value: exchange.context.requestID)
-        }
+        headers.append(("via", via.map { "\($0), \(state.viaValue)" } ?? state.viaValue))
+        if !hasRequestID { headers.append((state.requestIDHeader, exchange.context.requestID)) }
         if let route = exchange.route {
-            for field in route.deprecationFields { headers.add(name: field.name.rawName, value: field.value) }
+            for field in route.deprecationFields { headers.append((field.name.rawName, field.value)) }
         }
         exchange.upstreamKeepAlive = upstreamHead.isKeepAlive
         if code == 101 {
@@ -86,10 +87,10 @@ extension ProxyHandler: UpstreamOwner {
                 exchange.upstreamKeepAlive = false
                 return respondError(.badGateway, "upstream switched protocols without being asked", exchange: exchange)
             }
-            headers.add(name: "connection", value: "upgrade")
-            if let upgrade = upstreamHead.headers.first(name: "upgrade") { headers.add(name: "upgrade", value: upgrade) }
+            headers.append(("connection", "upgrade"))
+            if let upgrade = upstreamHead.headers.first(name: "upgrade") { headers.append(("upgrade", upgrade)) }
         }
-        head.headers = headers
+        head.headers = HTTPHeaders(headers)
         if let route = exchange.route, !route.chain.isEmpty {
             applyResponsePlugins(&head, chain: route.chain, exchange: exchange)
         }
@@ -120,7 +121,7 @@ extension ProxyHandler: UpstreamOwner {
         guard let upstream = exchange.upstream, let upstreamChannel = upstream.channel,
               let downstreamChannel = channelContext?.channel else { return close() }
         exchange.upstream = nil
-        exchange.timer?.cancel()
+        timers.upstreamDeadline = nil
         upstream.owner = nil
         self.exchange = nil
         queued.removeAll()

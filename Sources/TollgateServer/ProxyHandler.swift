@@ -21,9 +21,11 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     var draining = false
     var closing = false
     var clientIP = "unknown"
-    private var connectionTimer: Scheduled<Void>?
-    private var waitingForHead = true
-    private var headTimerArmed = false
+    /// `for=...;proto=http`, the start of this connection's RFC 7239 element (the peer never changes).
+    var forwardedElement = "for=unknown;proto=http"
+    var timers = ConnectionTimers()
+    var waitingForHead = true
+    var headTimerArmed = false
     var wroteUpstreamSinceFlush = false
 
     init(loop: LoopContext, connections: ConnectionRegistry) {
@@ -37,7 +39,11 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         channelContext = context
-        if let address = context.channel.remoteAddress?.ipAddress { clientIP = address }
+        if let address = context.channel.remoteAddress?.ipAddress {
+            clientIP = address
+            let node = address.utf8.contains(UInt8(ascii: ":")) ? "\"[\(address)]\"" : address
+            forwardedElement = "for=\(node);proto=http"
+        }
         if context.channel.isActive { armConnectionTimer(headerPhase: true) }
     }
 
@@ -47,7 +53,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        connectionTimer?.cancel()
+        timers.cancel()
         channelContext = nil
     }
 
@@ -95,9 +101,8 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         closing = true
-        connectionTimer?.cancel()
+        timers.cancel()
         if let exchange {
-            exchange.timer?.cancel()
             if let upstream = exchange.upstream {
                 // The client went away mid-exchange: the upstream stream is out of step, drop it.
                 exchange.upstream = nil
@@ -165,38 +170,6 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
         guard pendingRead, mayRead, let context = channelContext else { return }
         pendingRead = false
         context.read()
-    }
-
-    // MARK: timers
-
-    /// Bytes arrived (from `ConnectionActivityHandler`): a slow client now has header_read_timeout to
-    /// finish its head.
-    func bytesArrived() {
-        guard waitingForHead, !headTimerArmed else { return }
-        armConnectionTimer(headerPhase: true)
-    }
-
-    private func armConnectionTimer(headerPhase: Bool) {
-        connectionTimer?.cancel()
-        headTimerArmed = headerPhase
-        waitingForHead = true
-        let timeout = headerPhase ? limits.headerReadTimeout : limits.idleTimeout
-        guard let eventLoop = channelContext?.eventLoop else { return }
-        connectionTimer = eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(timeout.nanoseconds)) { [weak self] in
-            guard let self, self.waitingForHead else { return }
-            if headerPhase {
-                self.failConnection(status: .requestTimeout, message: "timed out reading the request head")
-            } else {
-                self.close()
-            }
-        }
-    }
-
-    func headStarted() {
-        waitingForHead = false
-        headTimerArmed = false
-        connectionTimer?.cancel()
-        connectionTimer = nil
     }
 
     // MARK: writing responses
@@ -272,7 +245,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
         let requestID = exchange?.context.requestID ?? loop.makeRequestID()
         if let exchange {
-            exchange.timer?.cancel()
+            timers.upstreamDeadline = nil
             if let upstream = exchange.upstream {
                 exchange.upstream = nil
                 upstream.close()
@@ -297,8 +270,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// The response is fully written. The exchange ends when the request is complete too.
     func responseFinished(_ exchange: Exchange) {
         exchange.phase = .responded
-        exchange.timer?.cancel()
-        exchange.timer = nil
+        timers.upstreamDeadline = nil
         if let upstream = exchange.upstream {
             exchange.upstream = nil
             let reusable = exchange.upstreamKeepAlive && exchange.upstreamRequestComplete && !exchange.isUpgrade

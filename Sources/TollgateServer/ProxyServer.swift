@@ -83,7 +83,9 @@ public final class ProxyServer: Service, Sendable {
                     let activity = ConnectionActivityHandler()
                     try sync.addHandler(activity)
                     try sync.configureHTTPServerPipeline(withPipeliningAssistance: false, withErrorHandling: false,
-                                                         withOutboundHeaderValidation: true,
+                                                         // Response heads come from llhttp-parsed upstream
+                                                         // heads or swift-http-types' validated fields.
+                                                         withOutboundHeaderValidation: false,
                                                          withEncoderConfiguration: .init(),
                                                          withDecoderLimitConfiguration: decoderLimits)
                     let proxy = ProxyHandler(loop: loop, connections: connections)

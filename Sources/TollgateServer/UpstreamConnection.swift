@@ -133,6 +133,8 @@ final class UpstreamPool {
 
     private struct Waiter {
         let id: Int
+        let target: ResolvedTarget
+        let service: ServiceRuntime
         let callback: (Result<UpstreamConnection, any Error>) -> Void
     }
 
@@ -163,7 +165,7 @@ final class UpstreamPool {
         if pool.open >= service.config.maxConnectionsPerTarget {
             let id = nextWaiterID
             nextWaiterID += 1
-            pool.waiters.append(Waiter(id: id, callback: callback))
+            pool.waiters.append(Waiter(id: id, target: target, service: service, callback: callback))
             pools[key] = pool
             eventLoop.assumeIsolated().scheduleTask(in: service.connectTimeout) { [weak self] in
                 self?.expireWaiter(key: key, id: id)
@@ -247,12 +249,24 @@ final class UpstreamPool {
         pool.open = max(0, pool.open - 1)
         pools[connection.key] = pool
         connection.pool = nil
+        connectForWaiter(key: connection.key)
     }
 
     private func connectionFailed(key: String) {
         guard var pool = pools[key] else { return }
         pool.open = max(0, pool.open - 1)
         pools[key] = pool
+        connectForWaiter(key: key)
+    }
+
+    /// A slot freed up at the limit: open a connection for the longest waiter.
+    private func connectForWaiter(key: String) {
+        guard var pool = pools[key], let waiter = pool.waiters.first,
+              pool.open < waiter.service.config.maxConnectionsPerTarget else { return }
+        pool.waiters.removeFirst()
+        pool.open += 1
+        pools[key] = pool
+        connect(target: waiter.target, service: waiter.service, callback: waiter.callback)
     }
 
     /// Closes every idle connection (shutdown).

@@ -8,7 +8,7 @@ import TollgatePlugins
 import TollgateServer
 import TollgateTesting
 
-@main
+
 struct Tollgate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tollgate",

@@ -132,3 +132,46 @@ let basicConfig = """
         }
     }
 }
+
+@Suite struct ConnectionLimitTests {
+    static func config(connectTimeout: String) -> String {
+        """
+        services:
+          api: {targets: [{url: "$UPSTREAM0"}], connections: {max_per_target: 1}, timeouts: {connect: \(connectTimeout)}}
+        routes:
+          - {match: {paths: ["/*"]}, service: api}
+        """
+    }
+
+    /// At the limit, requests wait for a connection: a released one, or a new one once another closed.
+    @Test func waitersGetFreedConnections() async throws {
+        try await Harness.with(Self.config(connectTimeout: "2s"), upstreams: [{ request in
+            var response = StubResponse(body: .delayed(.milliseconds(100), "ok"))
+            if request.head.uri.hasPrefix("/close") { response.headers.add(name: "connection", value: "close") }
+            return response
+        }], threads: 1) { harness in
+            for prefix in ["/keep", "/close"] {
+                try await withThrowingTaskGroup(of: [Int].self) { group in
+                    for i in 0..<3 { group.addTask { try await harness.get("\(prefix)/\(i)").statuses } }
+                    for try await statuses in group { #expect(statuses == [200]) }
+                }
+            }
+            // One connection serves the three keep-alive requests and the first closing one; the other
+            // two closing requests each wait for the previous connection to close, then get a new one.
+            #expect(harness.upstreams[0].connectionsAccepted == 3)
+        }
+    }
+
+    @Test func waitingPastTheConnectTimeoutIs503() async throws {
+        try await Harness.with(Self.config(connectTimeout: "100ms"), upstreams: [{ _ in
+            StubResponse(body: .delayed(.milliseconds(600), "slow"))
+        }], threads: 1) { harness in
+            async let first = harness.get("/a")
+            try await Task.sleep(for: .milliseconds(50))
+            let second = try await harness.get("/b")
+            #expect(second.statuses == [503])
+            #expect(second.text.contains("upstream connection limit reached"))
+            #expect(try await first.statuses == [200])
+        }
+    }
+}

@@ -5,6 +5,9 @@ public final class RouteTable: Sendable {
     private let wildcardHosts: [String: PathTrie]
     private let anyHost: PathTrie
     public let routes: [CompiledRoute]
+    /// Whether any route has header predicates: when none does, the request's headers need not be
+    /// converted for routing.
+    public let usesHeaders: Bool
 
     public init(routes: [CompiledRoute], patterns: [[PathPattern]]) {
         var exact: [String: PathTrie] = [:]
@@ -36,6 +39,7 @@ public final class RouteTable: Sendable {
         self.wildcardHosts = wildcard
         self.anyHost = any
         self.routes = routes
+        self.usesHeaders = routes.contains { !$0.headers.isEmpty }
     }
 
     /// Splits a normalized path into segments (empty ones dropped: a trailing slash does not matter).
@@ -59,12 +63,23 @@ public final class RouteTable: Sendable {
         return host
     }
 
+    /// Host tries from the most specific; without allocating on the common paths.
     public func match(_ request: RouteRequest) -> RouteMatch? {
         let segments = Self.segments(of: request.path)
-        for trie in tries(for: request.host) {
-            if let match = trie.match(request, segments: segments) { return match }
+        if let hostHeader = request.host, !exactHosts.isEmpty || !wildcardHosts.isEmpty {
+            let host = Self.hostName(hostHeader)
+            if let trie = exactHosts[String(host)], let match = trie.match(request, segments: segments) { return match }
+            if !wildcardHosts.isEmpty {
+                var rest = host
+                while let dot = rest.firstIndex(of: ".") {
+                    rest = rest[rest.index(after: dot)...]
+                    if let trie = wildcardHosts[String(rest)], let match = trie.match(request, segments: segments) {
+                        return match
+                    }
+                }
+            }
         }
-        return nil
+        return anyHost.isEmpty ? nil : anyHost.match(request, segments: segments)
     }
 
     private func tries(for hostHeader: Substring?) -> [PathTrie] {

@@ -6,6 +6,8 @@ import HTTPTypes
 /// routes match and that goes upstream (a rewrite can put it back with `{version}`).
 public struct VersionResolver: Sendable {
     public let config: VersioningConfig
+    /// Whether resolving reads headers (API-Version or Accept).
+    public var usesHeaders: Bool { config.header != nil || config.accept != nil }
 
     public init(config: VersioningConfig) {
         self.config = config

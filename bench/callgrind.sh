@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# User-space instructions per proxied request, counted by callgrind (exact and repeatable, unlike
+# req/s on a shared VM). nginx serves the upstream; Tollgate (release, 1 event loop, stripped of
+# debug info for valgrind) runs under callgrind; wrk warms up, the counters are zeroed, then a
+# measured run's requests divide the instructions counted.
+# Usage: bench/callgrind.sh [seconds=5]  (prints the per-request total and the top functions)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-5}
+command -v wrk >/dev/null && command -v nginx >/dev/null && command -v valgrind >/dev/null || {
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light valgrind
+}
+swift build -c release --product tollgate >/dev/null
+work=$(mktemp -d)
+trap 'kill $(cat "$work"/*.pid 2>/dev/null) 2>/dev/null || true; rm -rf "$work"' EXIT
+up=18191; tp=18193
+cat > "$work/upstream.conf" <<NGINX
+worker_processes 1; daemon off; pid $work/nginx.pidfile; error_log /dev/null;
+events { worker_connections 1024; }
+http { access_log off; keepalive_requests 1000000;
+  server { listen 127.0.0.1:$up; location / { default_type application/json; return 200 '{"id":42,"name":"Ada Lovelace","ok":true}'; } } }
+NGINX
+cat > "$work/tollgate.yaml" <<YAML
+listen: [{address: "127.0.0.1:$tp"}]
+server: {threads: 1}
+services:
+  backend: {targets: [{url: "http://127.0.0.1:$up"}]}
+routes:
+  - {match: {paths: ["/*"]}, service: backend}
+YAML
+cp "$(swift build -c release --show-bin-path)/tollgate" "$work/tollgate"
+strip -g "$work/tollgate"
+nginx -c "$work/upstream.conf" & echo $! > "$work/nginx.pid"
+valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" "$work/tollgate" run --config "$work/tollgate.yaml" \
+  --log-level error >/dev/null 2>&1 & echo $! > "$work/valgrind.pid"
+for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$tp/" && break; sleep 0.2; done
+wrk -t1 -c10 -d3s "http://127.0.0.1:$tp/users/42" >/dev/null
+callgrind_control -z "$(cat "$work/valgrind.pid")" >/dev/null
+requests=$(wrk -t1 -c10 -d"${seconds}s" "http://127.0.0.1:$tp/users/42" | awk '/requests in/ {print $1}')
+callgrind_control -d "$(cat "$work/valgrind.pid")" >/dev/null
+sleep 1
+[ -n "${CALLGRIND_OUT:-}" ] && cp "$work/cg.out.1" "$CALLGRIND_OUT"   # keep the dump for callgrind_annotate
+python3 "$(dirname "$0")/callgrind_summary.py" "$work/cg.out.1" "$requests"
