@@ -19,6 +19,7 @@ final class Exchange {
 
     let state: ServerState
     let requestHead: HTTPRequestHead
+    let facts: HeadFacts
     var context: RequestContext
     var phase: Phase = .preparing
     var route: CompiledRoute?
@@ -44,15 +45,16 @@ final class Exchange {
     var upstreamKeepAlive = true
     var errorReason: String?
 
-    init(state: ServerState, head: HTTPRequestHead, context: RequestContext) {
+    init(state: ServerState, head: HTTPRequestHead, facts: HeadFacts, context: RequestContext) {
         self.state = state
         self.requestHead = head
+        self.facts = facts
         self.context = context
         self.keepAlive = head.isKeepAlive
-        self.declaredLength = head.headers.first(name: "content-length").flatMap { Int($0) }
+        self.declaredLength = facts.declaredLength
     }
 
-    var isChunkedRequest: Bool { requestHead.headers.contains(name: "transfer-encoding") }
+    var isChunkedRequest: Bool { !facts.transferEncodings.isEmpty }
 
     /// Whether the rest of a request body, after an early answer, is small enough to read and drop
     /// rather than closing the connection.

@@ -18,21 +18,6 @@ enum HeaderRules {
         }
     }
 
-    /// Header names listed in `Connection:` (besides keep-alive/close/upgrade), which are hop-by-hop too.
-    static func connectionListed(_ headers: HTTPHeaders) -> [String] {
-        var names: [String] = []
-        for value in headers[canonicalForm: "connection"] {
-            let lower = value.lowercased()
-            if lower != "close" && lower != "keep-alive" && lower != "upgrade" { names.append(String(value)) }
-        }
-        return names
-    }
-
-    /// Whether the request asks to switch protocols (`Connection: upgrade` + `Upgrade`).
-    static func isUpgradeRequest(_ headers: HTTPHeaders) -> Bool {
-        headers.contains(name: "upgrade")
-            && headers[canonicalForm: "connection"].contains { $0.lowercased() == "upgrade" }
-    }
 
     static func fields(_ headers: HTTPHeaders) -> HTTPFields {
         var fields = HTTPFields()
@@ -46,6 +31,57 @@ enum HeaderRules {
     static func headers(_ fields: HTTPFields) -> HTTPHeaders {
         HTTPHeaders(fields.map { ($0.name.rawName, $0.value) })
     }
+}
+
+/// What the proxy needs to know of a head's headers, found in one pass over them (instead of one
+/// lookup, each a scan with case folding, per question).
+struct HeadFacts {
+    var host: String?
+    var requestID: String?
+    var contentLengths: [String] = []
+    var transferEncodings: [String] = []
+    var connection: [String] = []
+    var upgrade: String?
+
+    init(_ headers: HTTPHeaders, requestIDHeader: String) {
+        let requestIDLength = requestIDHeader.utf8.count
+        for (name, value) in headers {
+            let length = name.utf8.count
+            switch length {
+            case 4 where name.caseInsensitiveEquals("host"): if host == nil { host = value }
+            case 7 where name.caseInsensitiveEquals("upgrade"): upgrade = value
+            case 10 where name.caseInsensitiveEquals("connection"): connection.append(value)
+            case 14 where name.caseInsensitiveEquals("content-length"): contentLengths.append(value)
+            case 17 where name.caseInsensitiveEquals("transfer-encoding"): transferEncodings.append(value)
+            default: break
+            }
+            if length == requestIDLength && requestID == nil && name.asciiCaseInsensitiveEquals(requestIDHeader) {
+                requestID = value
+            }
+        }
+    }
+
+    private var connectionTokens: [Substring] {
+        connection.flatMap { $0.split(separator: ",").map(\.trimmingSpaces) }
+    }
+
+    /// Header names listed in `Connection:` (besides keep-alive/close/upgrade): hop-by-hop too.
+    var connectionListed: [String] {
+        guard !connection.isEmpty else { return [] }
+        return connectionTokens.compactMap { token in
+            let text = String(token)
+            if text.asciiCaseInsensitiveEquals("close") || text.asciiCaseInsensitiveEquals("keep-alive")
+                || text.asciiCaseInsensitiveEquals("upgrade") { return nil }
+            return text
+        }
+    }
+
+    /// `Connection: upgrade` together with `Upgrade:`: a protocol switch (WebSocket).
+    var isUpgrade: Bool {
+        upgrade != nil && connectionTokens.contains { String($0).asciiCaseInsensitiveEquals("upgrade") }
+    }
+
+    var declaredLength: Int? { contentLengths.first.flatMap { Int($0) } }
 }
 
 extension String {

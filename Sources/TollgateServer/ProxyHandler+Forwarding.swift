@@ -10,13 +10,14 @@ extension ProxyHandler {
         headStarted()
         let state = loop.state
         let config = state.snapshot.config
-        let requestID = incomingRequestID(head, header: config.server.requestIDHeader.rawName) ?? loop.makeRequestID()
+        let facts = HeadFacts(head.headers, requestIDHeader: state.requestIDHeader)
+        let requestID = facts.requestID.flatMap(Self.acceptableRequestID) ?? loop.makeRequestID()
         let context = RequestContext(requestID: requestID, clientIP: clientIP,
                                      startNanos: NIODeadline.now().uptimeNanoseconds)
-        let exchange = Exchange(state: state, head: head, context: context)
+        let exchange = Exchange(state: state, head: head, facts: facts, context: context)
         self.exchange = exchange
 
-        if let problem = Self.framingProblem(head) {
+        if let problem = Self.framingProblem(facts, version: head.version) {
             exchange.keepAlive = false
             return respondError(.badRequest, problem, exchange: exchange)
         }
@@ -30,7 +31,7 @@ extension ProxyHandler {
         }
 
         let uri = head.uri
-        let queryStart = uri.firstIndex(of: "?")
+        let queryStart = uri.utf8.firstIndex(of: UInt8(ascii: "?"))   // bytes, not grapheme clusters
         let rawPath = uri[..<(queryStart ?? uri.endIndex)]
         let query = queryStart.map { uri[uri.index(after: $0)...] }
         let normalized: String
@@ -44,7 +45,7 @@ extension ProxyHandler {
         // Converted only when routing or versioning reads headers; plugins convert on their own.
         var headerFields = snapshot.routeTable.usesHeaders || snapshot.versionResolver?.usesHeaders == true
             ? HeaderRules.fields(head.headers) : HTTPFields()
-        let host = head.headers.first(name: "host").map { Substring($0) }
+        let host = facts.host.map { Substring($0) }
         var path = normalized
         if let resolver = state.snapshot.versionResolver {
             let resolved = resolver.resolve(path: normalized, query: query, headerFields: headerFields)
@@ -65,7 +66,7 @@ extension ProxyHandler {
         exchange.context.route = route
         exchange.context.pathParameters = match.parameters
         if let serviceName = route.serviceName { exchange.service = state.services[serviceName] }
-        exchange.isUpgrade = HeaderRules.isUpgradeRequest(head.headers)
+        exchange.isUpgrade = facts.isUpgrade
 
         var upstreamPath = match.upstreamPath(for: path, version: exchange.context.version)
         if let query { upstreamPath += "?" + query }
@@ -76,25 +77,26 @@ extension ProxyHandler {
         }
         if headerFields.isEmpty { headerFields = HeaderRules.fields(head.headers) }
         headerFields[HTTPField.Name("Host")!] = nil
-        var request = HTTPRequest(method: method, scheme: nil, authority: head.headers.first(name: "host"),
+        var request = HTTPRequest(method: method, scheme: nil, authority: facts.host,
                                   path: upstreamPath, headerFields: headerFields)
         runRequestPlugins(&request, exchange: exchange, from: 0)
     }
 
-    private func incomingRequestID(_ head: HTTPRequestHead, header: String) -> String? {
-        guard let value = head.headers.first(name: header), value.utf8.count <= 200,
-              value.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else { return nil }
+    /// Client ids are echoed into logs and headers: printable ASCII, bounded length.
+    static func acceptableRequestID(_ value: String) -> String? {
+        guard value.utf8.count <= 200, !value.isEmpty, value.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else { return nil }
         return value
     }
 
     /// Request smuggling defence (RFC 9112 section 6.3): refuse ambiguous framing outright.
-    static func framingProblem(_ head: HTTPRequestHead) -> String? {
-        let transferEncodings = head.headers[canonicalForm: "transfer-encoding"]
-        let lengths = head.headers[canonicalForm: "content-length"]
+    static func framingProblem(_ facts: HeadFacts, version: HTTPVersion) -> String? {
+        let transferEncodings = facts.transferEncodings
+        let lengths = facts.contentLengths
         if !transferEncodings.isEmpty {
             if !lengths.isEmpty { return "both Content-Length and Transfer-Encoding" }
-            if head.version.major == 1 && head.version.minor == 0 { return "Transfer-Encoding in an HTTP/1.0 request" }
-            if transferEncodings.count != 1 || transferEncodings[0].lowercased() != "chunked" {
+            if version.major == 1 && version.minor == 0 { return "Transfer-Encoding in an HTTP/1.0 request" }
+            if transferEncodings.count != 1
+                || !String(Substring(transferEncodings[0]).trimmingSpaces).asciiCaseInsensitiveEquals("chunked") {
                 return "unsupported Transfer-Encoding"
             }
         }
@@ -102,7 +104,7 @@ extension ProxyHandler {
             let first = lengths[0]
             if lengths.contains(where: { $0 != first }) { return "conflicting Content-Length values" }
         }
-        if let length = lengths.first, Int(length) == nil || length.hasPrefix("+") || length.hasPrefix("-") {
+        if let length = lengths.first, length.isEmpty || !length.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }) {
             return "invalid Content-Length"
         }
         return nil
@@ -271,7 +273,7 @@ extension ProxyHandler {
     private func prepareUpstreamHead(_ head: inout HTTPRequestHead, exchange: Exchange, target: ResolvedTarget) {
         let state = exchange.state
         let original = head.headers
-        let listed = HeaderRules.connectionListed(original)
+        let listed = exchange.facts.connectionListed
         // Built as a plain array: HTTPHeaders.add re-validates every name byte by byte.
         var headers: [(String, String)] = []
         headers.reserveCapacity(original.count + 7)
@@ -322,7 +324,7 @@ extension ProxyHandler {
         if !hasRequestID { headers.append((state.requestIDHeader, exchange.context.requestID)) }
         if exchange.isUpgrade {
             headers.append(("connection", "upgrade"))
-            if let upgrade = original.first(name: "upgrade") { headers.append(("upgrade", upgrade)) }
+            if let upgrade = exchange.facts.upgrade { headers.append(("upgrade", upgrade)) }
         }
         head.headers = HTTPHeaders(headers)
         head.version = .http1_1

@@ -66,18 +66,17 @@ extension ProxyHandler: UpstreamOwner {
         // A plain array, as for requests: HTTPHeaders.add re-validates every name.
         var headers: [(String, String)] = []
         headers.reserveCapacity(upstreamHead.headers.count + 5)
-        let listed = HeaderRules.connectionListed(upstreamHead.headers)
+        let facts = HeadFacts(upstreamHead.headers, requestIDHeader: state.requestIDHeader)
+        let listed = facts.connectionListed
         var via: String?
-        var hasRequestID = false
         for (name, value) in upstreamHead.headers {
             if HeaderRules.isHopByHop(name) { continue }
             if !listed.isEmpty && listed.contains(where: { $0.asciiCaseInsensitiveEquals(name) }) { continue }
             if name.caseInsensitiveEquals("via") { via = via.map { "\($0), \(value)" } ?? value; continue }
-            if !hasRequestID && name.asciiCaseInsensitiveEquals(state.requestIDHeader) { hasRequestID = true }
             headers.append((name, value))
         }
         headers.append(("via", via.map { "\($0), \(state.viaValue)" } ?? state.viaValue))
-        if !hasRequestID { headers.append((state.requestIDHeader, exchange.context.requestID)) }
+        if facts.requestID == nil { headers.append((state.requestIDHeader, exchange.context.requestID)) }
         if let route = exchange.route {
             for field in route.deprecationFields { headers.append((field.name.rawName, field.value)) }
         }
@@ -88,16 +87,23 @@ extension ProxyHandler: UpstreamOwner {
                 return respondError(.badGateway, "upstream switched protocols without being asked", exchange: exchange)
             }
             headers.append(("connection", "upgrade"))
-            if let upgrade = upstreamHead.headers.first(name: "upgrade") { headers.append(("upgrade", upgrade)) }
+            if let upgrade = facts.upgrade { headers.append(("upgrade", upgrade)) }
         }
         head.headers = HTTPHeaders(headers)
         if let route = exchange.route, !route.chain.isEmpty {
             applyResponsePlugins(&head, chain: route.chain, exchange: exchange)
         }
-        if code != 101 { addConnectionHeader(&head, exchange: exchange) }
+        if code != 101 {
+            // An HTTP/1.0 client cannot take chunks: a body of unknown length ends with the connection.
+            if exchange.requestHead.version.minor == 0 && facts.contentLengths.isEmpty
+                && exchange.requestHead.method != .HEAD && head.status.mayHaveResponseBody {
+                exchange.keepAlive = false
+            }
+            addConnectionHeader(&head, exchange: exchange)
+        }
         exchange.status = Int(head.status.code)
         exchange.responseHeadSent = true
-        write(.head(head))
+        writeResponseHead(head, exchange: exchange)
         if code == 101 {
             flush()
             // The decoder still has this read's `.end` to deliver; switch once it has.
@@ -129,15 +135,12 @@ extension ProxyHandler: UpstreamOwner {
         do {
             try ByteRelayHandler.install(on: downstreamChannel, peer: upstreamChannel,
                                          removing: { sync in
-                                             sync.removeHandler(try sync.handler(type: HTTPResponseEncoder.self), promise: nil)
-                                             if let validator = try? sync.handler(type: NIOHTTPResponseHeadersValidator.self) {
-                                                 sync.removeHandler(validator, promise: nil)
-                                             }
+                                             sync.removeHandler(try sync.handler(type: ResponseEncoder.self), promise: nil)
                                              return try sync.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
                                          }, alsoRemove: [self])
             try ByteRelayHandler.install(on: upstreamChannel, peer: downstreamChannel,
                                          removing: { sync in
-                                             sync.removeHandler(try sync.handler(type: HTTPRequestEncoder.self), promise: nil)
+                                             sync.removeHandler(try sync.handler(type: RequestEncoder.self), promise: nil)
                                              return try sync.handler(type: ByteToMessageHandler<HTTPResponseDecoder>.self)
                                          }, alsoRemove: [upstream])
         } catch {

@@ -28,9 +28,13 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     var headTimerArmed = false
     var wroteUpstreamSinceFlush = false
 
-    init(loop: LoopContext, connections: ConnectionRegistry) {
+    /// This connection's response encoder, told before each head whether it answers a HEAD.
+    let encoder: ResponseEncoder
+
+    init(loop: LoopContext, connections: ConnectionRegistry, encoder: ResponseEncoder) {
         self.loop = loop
         self.connections = connections
+        self.encoder = encoder
     }
 
     var limits: LimitsConfig { loop.state.snapshot.config.limits }
@@ -178,6 +182,12 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
         channelContext?.write(wrapOutboundOut(part), promise: nil)
     }
 
+    /// Writes a final response head; a HEAD request's response gets no body on the wire.
+    func writeResponseHead(_ head: HTTPResponseHead, exchange: Exchange?) {
+        encoder.respondingToHead = exchange?.requestHead.method == .HEAD
+        write(.head(head))
+    }
+
     func flush() {
         channelContext?.flush()
     }
@@ -214,7 +224,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
         exchange.status = Int(head.status.code)
         exchange.responseHeadSent = true
         exchange.bytesSent = body.readableBytes
-        write(.head(head))
+        writeResponseHead(head, exchange: exchange)
         write(.body(.byteBuffer(body)))
         write(.end(nil))
         flush()
@@ -257,7 +267,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
         headers.add(name: "content-length", value: String(body.utf8.count))
         headers.add(name: "connection", value: "close")
         headers.add(name: loop.state.snapshot.config.server.requestIDHeader.rawName, value: requestID)
-        write(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers)))
+        writeResponseHead(HTTPResponseHead(version: .http1_1, status: status, headers: headers), exchange: exchange)
         write(.body(.byteBuffer(ByteBuffer(string: body))))
         write(.end(nil))
         flush()

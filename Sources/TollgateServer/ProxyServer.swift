@@ -81,15 +81,17 @@ public final class ProxyServer: Service, Sendable {
                     decoderLimits.maxHeaderFieldSize = limits.maxHeaderSize
                     let sync = channel.pipeline.syncOperations
                     let activity = ConnectionActivityHandler()
-                    try sync.addHandler(activity)
-                    try sync.configureHTTPServerPipeline(withPipeliningAssistance: false, withErrorHandling: false,
-                                                         // Response heads come from llhttp-parsed upstream
-                                                         // heads or swift-http-types' validated fields.
-                                                         withOutboundHeaderValidation: false,
-                                                         withEncoderConfiguration: .init(),
-                                                         withDecoderLimitConfiguration: decoderLimits)
-                    let proxy = ProxyHandler(loop: loop, connections: connections)
+                    let encoder = ResponseEncoder()
+                    let proxy = ProxyHandler(loop: loop, connections: connections, encoder: encoder)
                     activity.proxy = proxy
+                    // No pipelining helper, error handler or header validator: the proxy handler
+                    // orders pipelined requests and answers parse errors itself, and response heads
+                    // come from llhttp-parsed upstream heads or swift-http-types' validated fields.
+                    try sync.addHandler(activity)
+                    try sync.addHandler(encoder)
+                    try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(
+                        leftOverBytesStrategy: .dropBytes, informationalResponseStrategy: .drop,
+                        limitConfiguration: decoderLimits)))
                     try sync.addHandler(proxy)
                     connections.add(channel)
                     return channel.eventLoop.makeSucceededVoidFuture()

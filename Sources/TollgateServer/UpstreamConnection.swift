@@ -196,7 +196,7 @@ final class UpstreamPool {
             .channelInitializer { channel in
                 do {
                     let sync = channel.pipeline.syncOperations
-                    try sync.addHandler(HTTPRequestEncoder())
+                    try sync.addHandler(RequestEncoder())
                     try sync.addHandler(ByteToMessageHandler(HTTPResponseDecoder(
                         leftOverBytesStrategy: .forwardBytes, informationalResponseStrategy: .forward)))
                     try sync.addHandler(loopBoundHandler.value)

@@ -175,3 +175,39 @@ let basicConfig = """
         }
     }
 }
+
+@Suite struct FramingTests {
+    static let chunkedUpstream: StubUpstream.Responder = { _ in StubResponse(body: .stream(count: 100_000, chunked: true)) }
+
+    @Test func chunkedResponseStaysChunkedForHTTP11() async throws {
+        try await Harness.with(basicConfig, upstreams: [Self.chunkedUpstream]) { harness in
+            let response = try await harness.get("/api/stream")
+            #expect(response.statuses == [200])
+            #expect(response.text.header("transfer-encoding") == "chunked")
+            #expect(response.text.hasSuffix("0\r\n\r\n"))
+        }
+    }
+
+    @Test func http10ClientGetsABodyDelimitedByClose() async throws {
+        try await Harness.with(basicConfig, upstreams: [Self.chunkedUpstream]) { harness in
+            let response = try await harness.send("GET /api/stream HTTP/1.0\r\nHost: t\r\nConnection: keep-alive\r\n\r\n")
+            #expect(response.statuses == [200])
+            #expect(response.text.header("transfer-encoding") == nil)
+            #expect(response.text.header("connection") == "close")
+            #expect(response.lastBody.utf8.count == 100_000)
+            #expect(response.closedByServer)
+        }
+    }
+
+    /// HEAD keeps the framing headers but sends no body, not even a chunk terminator, so the next
+    /// pipelined response is not corrupted.
+    @Test func headResponseToChunkedUpstreamHasNoBody() async throws {
+        try await Harness.with(basicConfig, upstreams: [Self.chunkedUpstream]) { harness in
+            let response = try await harness.send(
+                "HEAD /api/stream HTTP/1.1\r\nHost: t\r\n\r\nHEAD /api/stream HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            #expect(response.statuses == [200, 200])
+            #expect(!response.text.contains("0\r\n\r\n"))
+            #expect(!response.text.contains("xxxx"))
+        }
+    }
+}

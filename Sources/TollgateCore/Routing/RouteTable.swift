@@ -45,7 +45,8 @@ public final class RouteTable: Sendable {
     /// Splits a normalized path into segments (empty ones dropped: a trailing slash does not matter).
     @inline(__always)
     static func segments(of path: String) -> [Substring] {
-        path.split(separator: "/", omittingEmptySubsequences: true)
+        // Split on bytes: splitting a String on a Character walks grapheme clusters.
+        path.utf8.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: true).map { Substring($0) }
     }
 
     /// Lower-cased host without port, from a Host header value.

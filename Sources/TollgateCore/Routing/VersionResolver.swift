@@ -54,7 +54,8 @@ public struct VersionResolver: Sendable {
 }
 
 extension Substring {
-    var trimmingSpaces: Substring {
+    /// Without leading and trailing spaces and tabs (header list items).
+    public var trimmingSpaces: Substring {
         var result = self
         while result.first == " " || result.first == "\t" { result = result.dropFirst() }
         while result.last == " " || result.last == "\t" { result = result.dropLast() }

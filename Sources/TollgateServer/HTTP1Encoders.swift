@@ -1,0 +1,191 @@
+import NIOCore
+import NIOHTTP1
+
+/// Renders a head into one String and writes it with a single copy. NIO's encoders write each name,
+/// separator and value separately, each copy paying ByteBuffer's exclusivity checks: about a sixth of
+/// the proxy's instructions per request under callgrind.
+enum HeadRenderer {
+    static func render(startLine: String, headers: HTTPHeaders, extra: (String, String)? = nil,
+                       into buffer: inout ByteBuffer) {
+        var total = startLine.utf8.count + 2
+        for (name, value) in headers { total += name.utf8.count + value.utf8.count + 4 }
+        if let (name, value) = extra { total += name.utf8.count + value.utf8.count + 4 }
+        // One reservation and one unchecked copy loop: no per-piece ByteBuffer or String appends.
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: total) { memory in
+            var offset = 0
+            func put(_ text: String) {
+                var text = text
+                text.withUTF8 { bytes in
+                    UnsafeMutableRawBufferPointer(rebasing: memory[offset..<offset + bytes.count]).copyMemory(from: UnsafeRawBufferPointer(bytes))
+                    offset += bytes.count
+                }
+            }
+            func put(_ a: UInt8, _ b: UInt8) {
+                memory[offset] = a
+                memory[offset + 1] = b
+                offset += 2
+            }
+            put(startLine)
+            for (name, value) in headers {
+                put(name)
+                put(UInt8(ascii: ":"), UInt8(ascii: " "))
+                put(value)
+                put(13, 10)
+            }
+            if let (name, value) = extra {
+                put(name)
+                put(UInt8(ascii: ":"), UInt8(ascii: " "))
+                put(value)
+                put(13, 10)
+            }
+            put(13, 10)
+            return offset
+        }
+    }
+
+    static func statusLine(_ head: HTTPResponseHead) -> String {
+        "HTTP/\(head.version.major).\(head.version.minor) \(head.status.code) \(head.status.reasonPhrase)\r\n"
+    }
+
+    static func writeChunkHeader(_ length: Int, into buffer: inout ByteBuffer) {
+        buffer.writeString(String(length, radix: 16))
+        buffer.writeStaticString("\r\n")
+    }
+}
+
+/// How a message body is delimited on the wire.
+enum BodyFraming {
+    case none
+    case length
+    case chunked
+    case untilClose
+}
+
+/// The downstream encoder. Frames responses from their own headers (Content-Length, else chunked on
+/// HTTP/1.1, else until close); the proxy handler says, before each head, whether the request was a
+/// HEAD (no body may follow, framing headers stay as they are).
+final class ResponseEncoder: ChannelOutboundHandler, RemovableChannelHandler {
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = ByteBuffer
+
+    private var framing = BodyFraming.none
+    private let crlf = ByteBuffer(string: "\r\n")
+    /// Set by the proxy handler for the response about to be written.
+    var respondingToHead = false
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        switch unwrapOutboundIn(data) {
+        case .head(var head):
+            var buffer = context.channel.allocator.buffer(capacity: 256)
+            let code = head.status.code
+            if head.version.minor == 0 && head.headers.contains(name: "transfer-encoding") {
+                head.headers.remove(name: "transfer-encoding")   // HTTP/1.0 has no chunks: until close
+            }
+            var extra: (String, String)?
+            if code < 200 && code != 101 {
+                framing = .none   // interim response: another head follows
+            } else if respondingToHead || !head.status.mayHaveResponseBody {
+                framing = .none
+            } else if head.headers.contains(name: "content-length") {
+                framing = .length
+            } else if head.headers.contains(name: "transfer-encoding") {
+                framing = .chunked
+            } else if head.version.major == 1 && head.version.minor >= 1 {
+                framing = .chunked
+                extra = ("transfer-encoding", "chunked")
+            } else {
+                framing = .untilClose
+            }
+            HeadRenderer.render(startLine: HeadRenderer.statusLine(head), headers: head.headers, extra: extra, into: &buffer)
+            context.write(wrapOutboundOut(buffer), promise: promise)
+        case .body(let body):
+            writeBody(body, context: context, promise: promise)
+        case .end(let trailers):
+            writeEnd(trailers, context: context, promise: promise)
+        }
+    }
+
+    private func writeBody(_ body: IOData, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
+        guard case .byteBuffer(let bytes) = body else {
+            context.write(NIOAny(body), promise: promise)   // file regions are never produced by the proxy
+            return
+        }
+        switch framing {
+        case .none:
+            promise?.succeed(())
+        case .length, .untilClose:
+            context.write(wrapOutboundOut(bytes), promise: promise)
+        case .chunked:
+            guard bytes.readableBytes > 0 else { promise?.succeed(()); return }
+            var header = context.channel.allocator.buffer(capacity: 12)
+            HeadRenderer.writeChunkHeader(bytes.readableBytes, into: &header)
+            context.write(wrapOutboundOut(header), promise: nil)
+            context.write(wrapOutboundOut(bytes), promise: nil)
+            context.write(wrapOutboundOut(crlf), promise: promise)
+        }
+    }
+
+    private func writeEnd(_ trailers: HTTPHeaders?, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
+        defer { framing = .none }
+        guard case .chunked = framing else {
+            promise?.succeed(())
+            return
+        }
+        var buffer = context.channel.allocator.buffer(capacity: 8)
+        if let trailers, !trailers.isEmpty {
+            HeadRenderer.render(startLine: "0\r\n", headers: trailers, into: &buffer)
+        } else {
+            buffer.writeStaticString("0\r\n\r\n")
+        }
+        context.write(wrapOutboundOut(buffer), promise: promise)
+    }
+}
+
+@available(*, unavailable)
+extension ResponseEncoder: Sendable {}
+
+/// The upstream encoder. The proxy forwards the client's own framing (Content-Length or chunked)
+/// upstream, so requests are framed from their headers alone.
+final class RequestEncoder: ChannelOutboundHandler, RemovableChannelHandler {
+    typealias OutboundIn = HTTPClientRequestPart
+    typealias OutboundOut = ByteBuffer
+
+    private var chunked = false
+    private let crlf = ByteBuffer(string: "\r\n")
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        switch unwrapOutboundIn(data) {
+        case .head(let head):
+            chunked = !head.headers.contains(name: "content-length") && head.headers.contains(name: "transfer-encoding")
+            var buffer = context.channel.allocator.buffer(capacity: 256)
+            let startLine = "\(head.method.rawValue) \(head.uri) HTTP/\(head.version.major).\(head.version.minor)\r\n"
+            HeadRenderer.render(startLine: startLine, headers: head.headers, into: &buffer)
+            context.write(wrapOutboundOut(buffer), promise: promise)
+        case .body(.byteBuffer(let bytes)):
+            if chunked {
+                guard bytes.readableBytes > 0 else { promise?.succeed(()); return }
+                var header = context.channel.allocator.buffer(capacity: 12)
+                HeadRenderer.writeChunkHeader(bytes.readableBytes, into: &header)
+                context.write(wrapOutboundOut(header), promise: nil)
+                context.write(wrapOutboundOut(bytes), promise: nil)
+                context.write(wrapOutboundOut(crlf), promise: promise)
+            } else {
+                context.write(wrapOutboundOut(bytes), promise: promise)
+            }
+        case .body(let other):
+            context.write(NIOAny(other), promise: promise)
+        case .end(let trailers):
+            guard chunked else { promise?.succeed(()); return }
+            var buffer = context.channel.allocator.buffer(capacity: 8)
+            if let trailers, !trailers.isEmpty {
+                HeadRenderer.render(startLine: "0\r\n", headers: trailers, into: &buffer)
+            } else {
+                buffer.writeStaticString("0\r\n\r\n")
+            }
+            context.write(wrapOutboundOut(buffer), promise: promise)
+        }
+    }
+}
+
+@available(*, unavailable)
+extension RequestEncoder: Sendable {}
