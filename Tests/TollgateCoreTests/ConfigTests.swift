@@ -208,3 +208,21 @@ private func lineOf(_ message: String) -> Int {
     guard let range = message.range(of: "(line ", options: .backwards) else { return .max }
     return Int(message[range.upperBound...].dropLast()) ?? .max
 }
+
+@Suite struct ConfigScalarTests {
+    /// Scalars are resolved by ConfigNode, not by YAML tags: null, ~ and empty mean "absent".
+    @Test func nullsAreAbsent() throws {
+        let snapshot = try ConfigLoader.load(yaml: """
+            services:
+              s: {targets: [{url: "http://127.0.0.1:1", weight: ~}], plugins: null}
+            limits: {max_body_size: null, merge_slashes: off}
+            routes:
+              - {match: {paths: ["/a"]}, service: s, strip_prefix: yes, rewrite: }
+            """, environment: [:], registry: BuiltinPlugins.registry)
+        #expect(snapshot.services["s"]?.targets.first?.weight == 1)
+        #expect(snapshot.config.limits.maxBodySize == 16 << 20)
+        #expect(snapshot.config.limits.mergeSlashes == false)
+        #expect(snapshot.config.routes[0].stripPrefix)
+        #expect(snapshot.config.routes[0].rewrite == nil)
+    }
+}

@@ -195,7 +195,8 @@ public struct ConfigNode {
     }
 
     private func interpolate(_ text: String) -> String {
-        guard text.contains("${") else { return text }
+        // A byte scan: Foundation's String.contains costs a CFString search per scalar of the file.
+        guard text.utf8.contains(UInt8(ascii: "$")) else { return text }
         var result = ""
         var rest = Substring(text)
         while let start = rest.range(of: "${") {
