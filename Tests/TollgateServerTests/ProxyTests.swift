@@ -216,3 +216,20 @@ let basicConfig = """
         }
     }
 }
+
+@Suite struct HostTests {
+    @Test func hostIsPreservedOrRewrittenPerRoute() async throws {
+        try await Harness.with("""
+            services:
+              api: {targets: [{url: "$UPSTREAM0"}]}
+            routes:
+              - {match: {paths: ["/keep"]}, service: api, preserve_host: true}
+              - {match: {paths: ["/rewrite"]}, service: api}
+            """) { harness in
+            _ = try await harness.get("/keep")
+            #expect(harness.upstreams[0].requests.last?.head.headers["host"] == ["test"])
+            _ = try await harness.get("/rewrite")
+            #expect(harness.upstreams[0].requests.last?.head.headers["host"] == ["127.0.0.1:\(harness.upstreams[0].port)"])
+        }
+    }
+}
