@@ -30,7 +30,7 @@ struct Demo: AsyncParsableCommand {
             let route = request.head.headers["x-route"].first ?? ""
             return StubResponse(body: .bytes(#"{"service":"users-v2","id":"\#(id)","given_name":"Ada","family_name":"Lovelace","x_route":"\#(route)"}"#))
         }
-        let yaml = Self.config(port: port, usersURL: users.url, usersV2URL: usersV2.url)
+        let yaml = DemoConfig.yaml(port: port, usersURL: users.url, usersV2URL: usersV2.url)
         let snapshot = try ConfigLoader.load(yaml: yaml, environment: [:], registry: BuiltinPlugins.registry)
         let server = try ProxyServer(snapshot: snapshot, group: group, logger: logger)
         print("""
@@ -58,48 +58,5 @@ struct Demo: AsyncParsableCommand {
         try await users.close()
         try await usersV2.close()
         try await group.shutdownGracefully()
-    }
-
-    static func config(port: Int, usersURL: String, usersV2URL: String) -> String {
-        """
-        listen:
-          - address: "127.0.0.1:\(port)"
-        versioning:
-          path: "/v{version}"
-          header: API-Version
-          query: version
-          accept: "application/vnd.tollgate.v{version}+json"
-          default: "1"
-        services:
-          users:
-            targets: [{url: "\(usersURL)"}]
-          users-v2:
-            targets: [{url: "\(usersV2URL)"}]
-        plugins:
-          - name: request-id
-        routes:
-          - name: users-v1
-            match: {paths: ["/users/{id}"], methods: [GET], version: "1"}
-            service: users
-            deprecation: {since: "2026-01-01", sunset: "2027-06-30", link: "https://example.com/migrate-to-v2"}
-            plugins:
-              - name: headers
-                config:
-                  response: {set: {X-Route: "$(route)", X-User-ID: "$(path.id)"}}
-          - name: users-v2
-            match: {paths: ["/users/{id}"], methods: [GET], version: "2"}
-            service: users-v2
-            rewrite: "/internal/users/{id}"
-            plugins:
-              - name: headers
-                config:
-                  request: {set: {X-Route: "$(route)", X-Client-IP: "$(client_ip)"}}
-                  response: {set: {X-API-Version: "$(version)"}}
-          - name: reports
-            match: {paths: ["/reports/*"]}
-            plugins:
-              - name: request-termination
-                config: {status: 503, message: "Reports are down for maintenance until 06:00 UTC"}
-        """
     }
 }

@@ -118,3 +118,23 @@ import TollgateTesting
         return port
     }
 }
+
+@Suite struct DemoTests {
+    /// The demo's embedded config loads and routes as its printed curl commands promise.
+    @Test func demoConfigServes() async throws {
+        let yaml = DemoConfig.yaml(port: 0, usersURL: "$UPSTREAM0", usersV2URL: "$UPSTREAM1")
+            .split(separator: "\n").dropFirst(2).joined(separator: "\n")   // Harness supplies `listen`
+        try await Harness.with(yaml, upstreams: [StubUpstream.echo, StubUpstream.echo]) { harness in
+            let v1 = try await harness.get("/v1/users/42")
+            #expect(v1.statuses == [200])
+            #expect(v1.text.header("deprecation") == "@1767225600")
+            #expect(v1.text.header("sunset") == "Wed, 30 Jun 2027 00:00:00 GMT")
+            #expect(v1.text.header("x-user-id") == "42")
+            let v2 = try await harness.get("/users/42", headers: ["API-Version: 2"])
+            #expect(v2.text.header("x-api-version") == "2")
+            #expect(harness.upstreams[1].requests.last?.head.uri == "/internal/users/42")
+            #expect(try await harness.get("/v9/users/42").lastBody.contains(#""available_versions":["1","2"]"#))
+            #expect(try await harness.get("/v1/reports/daily").statuses == [503])
+        }
+    }
+}
