@@ -200,6 +200,17 @@ final class ByteRelayHandler: ChannelDuplexHandler {
         context.fireChannelInactive()
     }
 
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        // A half-close (client listeners allow them) ends the relay: close both sides, flushing first.
+        if case .some(.inputClosed) = event as? ChannelEvent {
+            peer.flush()
+            peer.close(promise: nil)
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         context.close(promise: nil)
     }

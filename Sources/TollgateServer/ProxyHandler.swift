@@ -12,7 +12,6 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias OutboundOut = HTTPServerResponsePart
 
     let loop: LoopContext
-    let connections: ConnectionRegistry
     var channelContext: ChannelHandlerContext?
     var exchange: Exchange?
     /// Parts of pipelined requests that arrived while an earlier one was in flight.
@@ -31,9 +30,8 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// This connection's response encoder, told before each head whether it answers a HEAD.
     let encoder: ResponseEncoder
 
-    init(loop: LoopContext, connections: ConnectionRegistry, encoder: ResponseEncoder) {
+    init(loop: LoopContext, encoder: ResponseEncoder) {
         self.loop = loop
-        self.connections = connections
         self.encoder = encoder
     }
 
@@ -115,7 +113,6 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
             }
             self.exchange = nil
         }
-        connections.remove(context.channel)
         context.fireChannelInactive()
     }
 

@@ -82,7 +82,7 @@ public final class ProxyServer: Service, Sendable {
                     let sync = channel.pipeline.syncOperations
                     let activity = ConnectionActivityHandler()
                     let encoder = ResponseEncoder()
-                    let proxy = ProxyHandler(loop: loop, connections: connections, encoder: encoder)
+                    let proxy = ProxyHandler(loop: loop, encoder: encoder)
                     activity.proxy = proxy
                     // No pipelining helper, error handler or header validator: the proxy handler
                     // orders pipelined requests and answers parse errors itself, and response heads
@@ -148,12 +148,13 @@ public final class ProxyServer: Service, Sendable {
 final class ConnectionRegistry: Sendable {
     private let channels = NIOLockedValueBox<[ObjectIdentifier: any Channel]>([:])
 
+    /// Tracks `channel` until it closes, whichever handler it ends with (a WebSocket relay, say).
     func add(_ channel: any Channel) {
-        channels.withLockedValue { $0[ObjectIdentifier(channel)] = channel }
-    }
-
-    func remove(_ channel: any Channel) {
-        channels.withLockedValue { $0[ObjectIdentifier(channel)] = nil }
+        let id = ObjectIdentifier(channel)
+        channels.withLockedValue { $0[id] = channel }
+        channel.closeFuture.whenComplete { [channels] _ in
+            channels.withLockedValue { $0[id] = nil }
+        }
     }
 
     var count: Int { channels.withLockedValue { $0.count } }

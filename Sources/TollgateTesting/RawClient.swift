@@ -39,7 +39,8 @@ public enum RawClient {
                 channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(collector) }
             }
             .connect(host: host, port: port).get()
-        try await channel.writeAndFlush(ByteBuffer(string: request))
+        // The server may answer and close before it has read everything (431, 413): not an error here.
+        try? await channel.writeAndFlush(ByteBuffer(string: request))
         for chunk in chunks {
             if pauseBetweenChunks > .zero { try await Task.sleep(nanoseconds: UInt64(pauseBetweenChunks.nanoseconds)) }
             try? await channel.writeAndFlush(ByteBuffer(string: chunk))

@@ -2,10 +2,12 @@ import NIOCore
 import Testing
 import TollgateTesting
 
-let limitsConfig = basicConfig + """
+func limitsConfig(headerTimeout: String = "2s") -> String {
+    basicConfig + """
 
-    limits: {max_body_size: 1KB, max_uri_length: 128, max_header_size: 2KB, header_read_timeout: 300ms, idle_timeout: 2s}
-    """
+        limits: {max_body_size: 1KB, max_uri_length: 128, max_header_size: 2KB, header_read_timeout: \(headerTimeout), idle_timeout: 2s}
+        """
+}
 
 @Suite struct BadInputTests {
     @Test(arguments: [
@@ -22,7 +24,7 @@ let limitsConfig = basicConfig + """
         ("GET /api/x HTTP/1.1\r\nHost: t\r\nX-Big: " + String(repeating: "b", count: 4000) + "\r\n\r\n", 431),
     ])
     func rejectedAndClosed(_ request: String, _ status: Int) async throws {
-        try await Harness.with(limitsConfig) { harness in
+        try await Harness.with(limitsConfig()) { harness in
             let response = try await harness.send(request)
             #expect(response.statuses.first == status, "\(response.text.prefix(200))")
             #expect(response.closedByServer)
@@ -34,7 +36,7 @@ let limitsConfig = basicConfig + """
     }
 
     @Test func chunkedBodyOverLimitIsCutOff() async throws {
-        try await Harness.with(limitsConfig) { harness in
+        try await Harness.with(limitsConfig()) { harness in
             let chunk = String(repeating: "z", count: 512)
             let hex = String(512, radix: 16)
             let response = try await harness.send(
@@ -47,7 +49,7 @@ let limitsConfig = basicConfig + """
     }
 
     @Test func slowHeadersAreCutOff() async throws {
-        try await Harness.with(limitsConfig) { harness in
+        try await Harness.with(limitsConfig(headerTimeout: "300ms")) { harness in
             let clock = ContinuousClock()
             let start = clock.now
             let response = try await harness.send("GET /api/x HTTP/1.1\r\n", timeout: .seconds(5),
@@ -59,7 +61,7 @@ let limitsConfig = basicConfig + """
     }
 
     @Test func silentConnectionsAreClosed() async throws {
-        try await Harness.with(limitsConfig) { harness in
+        try await Harness.with(limitsConfig(headerTimeout: "300ms")) { harness in
             let response = try await harness.send("", timeout: .seconds(5))
             #expect(response.closedByServer)
         }
@@ -67,7 +69,7 @@ let limitsConfig = basicConfig + """
 
     /// Random and truncated requests on many connections; afterwards the gateway still answers.
     @Test func survivesGarbage() async throws {
-        try await Harness.with(limitsConfig) { harness in
+        try await Harness.with(limitsConfig()) { harness in
             var generator = SplitMix(seed: 42)
             let valid = "POST /api/x HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\nhello"
             try await withThrowingTaskGroup(of: Void.self) { group in

@@ -86,7 +86,8 @@ func reloadConfig(_ upstream: String, tag: String) -> String {
         try await Harness.with(basicConfig, upstreams: [{ _ in StubResponse(body: .delayed(.milliseconds(400), "finished")) }]) { harness in
             let port = harness.port
             async let inFlight = harness.get("/api/slow")
-            try await Task.sleep(for: .milliseconds(100))
+            // Drain only once the request is in flight (the upstream has it).
+            for _ in 0..<400 where harness.upstreams[0].requests.isEmpty { try await Task.sleep(for: .milliseconds(5)) }
             let clock = ContinuousClock()
             let start = clock.now
             await harness.server.drain(timeout: .seconds(5))

@@ -129,6 +129,9 @@ let basicConfig = """
             #expect(response.statuses == [101])
             #expect(response.text.hasSuffix("ping-1ping-2"))
             #expect(harness.upstreams[0].requests.last?.head.headers["upgrade"] == ["websocket"])
+            // The relayed connection is still tracked until it closes, then forgotten (drain needs both).
+            for _ in 0..<50 where harness.server.openConnections > 0 { try await Task.sleep(for: .milliseconds(20)) }
+            #expect(harness.server.openConnections == 0)
         }
     }
 }
@@ -164,14 +167,14 @@ let basicConfig = """
 
     @Test func waitingPastTheConnectTimeoutIs503() async throws {
         try await Harness.with(Self.config(connectTimeout: "100ms"), upstreams: [{ _ in
-            StubResponse(body: .delayed(.milliseconds(600), "slow"))
+            StubResponse(body: .delayed(.seconds(2), "slow"))
         }], threads: 1) { harness in
+            // Whichever leases the only connection holds it for 2 s; the other gives up after 100 ms.
             async let first = harness.get("/a")
-            try await Task.sleep(for: .milliseconds(50))
-            let second = try await harness.get("/b")
-            #expect(second.statuses == [503])
-            #expect(second.text.contains("upstream connection limit reached"))
-            #expect(try await first.statuses == [200])
+            async let second = harness.get("/b")
+            let responses = try await [first, second]
+            #expect(responses.flatMap(\.statuses).sorted() == [200, 503])
+            #expect(responses.contains { $0.text.contains("upstream connection limit reached") })
         }
     }
 }
