@@ -4,8 +4,8 @@ import NIOPosix
 import Testing
 import TollgateTesting
 
-/// The real `tollgate` binary as a child process: validate's exit codes and messages, SIGHUP reload,
-/// SIGTERM drain with exit 0.
+/// The real `tollgate` binary as a child process: validate's exit codes and messages, SIGHUP and
+/// file-change reloads, SIGTERM drain with exit 0.
 @Suite(.serialized) struct CLITests {
     static let binary: URL = {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
@@ -94,10 +94,14 @@ import TollgateTesting
         kill(process.processIdentifier, SIGHUP)
         #expect(await waitFor("two"))
 
+        // A change of the file alone (no signal) is picked up by the watcher.
+        try config("three").write(toFile: path, atomically: true, encoding: .utf8)
+        #expect(await waitFor("three"))
+
         try "routes: [oops".write(toFile: path, atomically: true, encoding: .utf8)
         kill(process.processIdentifier, SIGHUP)
         try await Task.sleep(for: .milliseconds(300))
-        #expect(await generation() == "two")   // the invalid file was refused
+        #expect(await generation() == "three")   // the invalid file was refused
         #expect(process.isRunning)
 
         kill(process.processIdentifier, SIGTERM)
