@@ -68,6 +68,9 @@ struct HeadFacts {
     /// Header names listed in `Connection:` (besides keep-alive/close/upgrade): hop-by-hop too.
     var connectionListed: [String] {
         guard !connection.isEmpty else { return [] }
+        if connection.count == 1, connection[0].asciiCaseInsensitiveEquals("keep-alive") || connection[0].asciiCaseInsensitiveEquals("close") {
+            return []   // the usual value, without splitting
+        }
         return connectionTokens.compactMap { token in
             let text = String(token)
             if text.asciiCaseInsensitiveEquals("close") || text.asciiCaseInsensitiveEquals("keep-alive")

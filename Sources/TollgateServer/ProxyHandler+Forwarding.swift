@@ -223,10 +223,16 @@ extension ProxyHandler {
         prepareUpstreamHead(&head, exchange: exchange, target: target)
         exchange.upstreamHead = head
         exchange.phase = .connecting
-        loop.pool.lease(target: target, service: service) { [weak self] result in
+        let pool = loop.pool
+        // The common case, an idle keep-alive connection, needs no callback.
+        if let connection = pool.takeIdle(target.authority) {
+            return attach(connection, exchange: exchange)
+        }
+        pool.lease(target: target, service: service) { [weak self] result in
             guard let self, self.exchange === exchange, !self.closing else {
+                // The client is gone: the connection goes back unused.
                 if case .success(let connection) = result {
-                    self?.loop.pool.release(connection, reusable: true, maxIdle: service.config.maxIdlePerTarget)
+                    pool.release(connection, reusable: true, maxIdle: service.config.maxIdlePerTarget)
                 }
                 return
             }

@@ -149,31 +149,35 @@ final class UpstreamPool {
     func idleCount(_ key: String) -> Int { pools[key]?.idle.count ?? 0 }
     func openCount(_ key: String) -> Int { pools[key]?.open ?? 0 }
 
+    /// An idle, still open connection to `key`, if there is one.
+    /// (Mutated in place through the dictionary: copying a TargetPool out and back would copy its
+    /// arrays on every request.)
+    func takeIdle(_ key: String) -> UpstreamConnection? {
+        while let connection = pools[key]?.idle.popLast() {
+            if connection.isActive { return connection }
+        }
+        return nil
+    }
+
     /// Calls back with a connection to `target`: an idle one at once, else a new one, else (at the
     /// limit) the next one released, failing after the connect timeout.
     func lease(target: ResolvedTarget, service: ServiceRuntime,
                callback: @escaping (Result<UpstreamConnection, any Error>) -> Void) {
         let key = target.authority
-        var pool = pools[key] ?? TargetPool()
-        while let connection = pool.idle.popLast() {
-            if connection.isActive {
-                pools[key] = pool
-                callback(.success(connection))
-                return
-            }
+        if let connection = takeIdle(key) {
+            callback(.success(connection))
+            return
         }
-        if pool.open >= service.config.maxConnectionsPerTarget {
+        if pools[key, default: TargetPool()].open >= service.config.maxConnectionsPerTarget {
             let id = nextWaiterID
             nextWaiterID += 1
-            pool.waiters.append(Waiter(id: id, target: target, service: service, callback: callback))
-            pools[key] = pool
+            pools[key, default: TargetPool()].waiters.append(Waiter(id: id, target: target, service: service, callback: callback))
             eventLoop.assumeIsolated().scheduleTask(in: service.connectTimeout) { [weak self] in
                 self?.expireWaiter(key: key, id: id)
             }
             return
         }
-        pool.open += 1
-        pools[key] = pool
+        pools[key, default: TargetPool()].open += 1
         connect(target: target, service: service, callback: callback)
     }
 
@@ -227,19 +231,15 @@ final class UpstreamPool {
             connection.close()
             return
         }
-        var pool = pools[key] ?? TargetPool()
-        if let waiter = pool.waiters.popFirst() {
-            pools[key] = pool
+        if let waiter = pools[key, default: TargetPool()].waiters.popFirst() {
             waiter.callback(.success(connection))
             return
         }
-        guard pool.idle.count < maxIdle else {
-            pools[key] = pool
+        guard pools[key, default: TargetPool()].idle.count < maxIdle else {
             connection.close()
             return
         }
-        pool.idle.append(connection)
-        pools[key] = pool
+        pools[key, default: TargetPool()].idle.append(connection)
     }
 
     /// Called when a pooled connection's channel closes, leased or idle.
