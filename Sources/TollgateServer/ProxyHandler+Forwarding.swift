@@ -218,6 +218,7 @@ extension ProxyHandler {
         guard let service = exchange.service, var head = exchange.upstreamHead else {
             return respondError(.internalServerError, "route has no service", exchange: exchange)
         }
+        exchange.upstreamHead = nil   // `head` is now the only reference: edited in place, not copied
         let target = loop.pickTarget(service)
         exchange.target = target
         prepareUpstreamHead(&head, exchange: exchange, target: target)
@@ -333,6 +334,5 @@ extension ProxyHandler {
             if let upgrade = exchange.facts.upgrade { headers.append(("upgrade", upgrade)) }
         }
         head.headers = HTTPHeaders(headers)
-        head.version = .http1_1
     }
 }
