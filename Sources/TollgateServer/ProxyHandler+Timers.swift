@@ -76,8 +76,7 @@ extension ProxyHandler {
         rescheduleTimer()
     }
 
-    /// Bytes arrived (from `ConnectionActivityHandler`): a slow client now has header_read_timeout to
-    /// finish its head.
+    /// Bytes arrived: a slow client now has header_read_timeout to finish its head.
     func bytesArrived() {
         guard waitingForHead, !headTimerArmed else { return }
         armConnectionTimer(headerPhase: true)

@@ -89,6 +89,9 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
+        // The decoder passes on every completed socket read, even one that yielded no message: so a
+        // head that has started arriving is noticed here, without a handler in front of the decoder.
+        bytesArrived()
         if wroteUpstreamSinceFlush {
             wroteUpstreamSinceFlush = false
             exchange?.upstream?.flush()
@@ -340,18 +343,3 @@ extension ProxyHandler: Sendable {}
 
 /// Sent through a connection's pipeline when the server drains.
 struct DrainEvent {}
-
-/// Sits in front of the HTTP decoder and tells the proxy handler when bytes arrive, so the header
-/// read timeout starts with the first byte of a head rather than at the end of the previous response.
-final class ConnectionActivityHandler: ChannelInboundHandler {
-    typealias InboundIn = ByteBuffer
-    weak var proxy: ProxyHandler?
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        proxy?.bytesArrived()
-        context.fireChannelRead(data)
-    }
-}
-
-@available(*, unavailable)
-extension ConnectionActivityHandler: Sendable {}

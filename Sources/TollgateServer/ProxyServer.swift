@@ -80,14 +80,11 @@ public final class ProxyServer: Service, Sendable {
                     decoderLimits.maxHeaderListSize = limits.maxHeaderSize
                     decoderLimits.maxHeaderFieldSize = limits.maxHeaderSize
                     let sync = channel.pipeline.syncOperations
-                    let activity = ConnectionActivityHandler()
                     let encoder = ResponseEncoder()
                     let proxy = ProxyHandler(loop: loop, encoder: encoder)
-                    activity.proxy = proxy
                     // No pipelining helper, error handler or header validator: the proxy handler
                     // orders pipelined requests and answers parse errors itself, and response heads
                     // come from llhttp-parsed upstream heads or swift-http-types' validated fields.
-                    try sync.addHandler(activity)
                     try sync.addHandler(encoder)
                     try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(
                         leftOverBytesStrategy: .dropBytes, informationalResponseStrategy: .drop,
