@@ -3,8 +3,7 @@
 # Download: nginx serves a 1 GB sparse file; upload: bench/sink.py counts the body.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-swift build -c release --product tollgate >/dev/null
-bin=$(swift build -c release --show-bin-path)/tollgate
+bin=$(scripts/build-release 2>/dev/null | tail -1)
 work=$(mktemp -d)
 chmod 755 "$work"   # nginx workers run as an unprivileged user
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
