@@ -236,3 +236,42 @@ let basicConfig = """
         }
     }
 }
+
+@Suite struct ConnectionReuseTests {
+    /// HTTP/1.0 with keep-alive stays open and says so; the next request on it is served.
+    @Test func http10KeepAlive() async throws {
+        try await Harness.with(basicConfig) { harness in
+            let response = try await harness.send(
+                "GET /api/a HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /api/b HTTP/1.0\r\n\r\n")
+            #expect(response.statuses == [200, 200])
+            #expect(response.text.header("connection") == "keep-alive")
+            #expect(response.closedByServer)   // the second request did not ask for keep-alive
+        }
+    }
+
+    /// A request answered by the gateway (404, a plugin's 410) with a small body: the body is read and
+    /// dropped, and the next pipelined request on the connection is still served.
+    @Test func localAnswersSkipSmallBodies() async throws {
+        try await Harness.with("""
+            services:
+              api: {targets: [{url: "$UPSTREAM0"}]}
+            routes:
+              - {match: {paths: ["/api/*"]}, service: api}
+              - {match: {paths: ["/closed"]}, plugins: [{name: request-termination, config: {status: 410}}]}
+            """) { harness in
+            let response = try await harness.send(
+                "POST /nowhere HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello" +
+                "POST /closed HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n" +
+                "GET /api/after HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                chunks: ["3\r\nabc\r\n0\r\n\r\n"], pause: .milliseconds(50))
+            // The chunked body's size is unknown up front, so the 410 closes the connection instead.
+            #expect(response.statuses == [404, 410])
+            #expect(response.text.header("connection") == "close")
+            let second = try await harness.send(
+                "POST /nowhere HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello" +
+                "GET /api/after HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            #expect(second.statuses == [404, 200])
+            #expect(harness.upstreams[0].requests.map(\.head.uri) == ["/api/after"])
+        }
+    }
+}
