@@ -28,8 +28,6 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
     /// Strong while leased: the exchange and the connection keep each other alive until release.
     var owner: (any UpstreamOwner)?
     private var pendingRead = false
-    /// Requests served on this connection, for metrics and tests.
-    private(set) var useCount = 0
 
     init(key: String) {
         self.key = key
@@ -49,7 +47,6 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
 
     func lease(to owner: any UpstreamOwner) {
         self.owner = owner
-        useCount += 1
     }
 
     func write(_ part: HTTPClientRequestPart) {
@@ -145,9 +142,6 @@ final class UpstreamPool {
     init(eventLoop: any EventLoop) {
         self.eventLoop = eventLoop
     }
-
-    func idleCount(_ key: String) -> Int { pools[key]?.idle.count ?? 0 }
-    func openCount(_ key: String) -> Int { pools[key]?.open ?? 0 }
 
     /// An idle, still open connection to `key`, if there is one.
     /// (Mutated in place through the dictionary: copying a TargetPool out and back would copy its
