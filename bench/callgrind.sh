@@ -6,6 +6,7 @@
 # Usage: bench/callgrind.sh [seconds=5]  (prints the per-request total and the top functions)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 seconds=${1:-5}
 command -v wrk >/dev/null && command -v nginx >/dev/null && command -v valgrind >/dev/null || {
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light valgrind
@@ -17,20 +18,8 @@ fi
 work=$(mktemp -d)
 trap 'kill $(cat "$work"/*.pid 2>/dev/null) 2>/dev/null || true; rm -rf "$work"' EXIT
 up=18191; tp=18193
-cat > "$work/upstream.conf" <<NGINX
-worker_processes 1; daemon off; pid $work/nginx.pidfile; error_log /dev/null;
-events { worker_connections 1024; }
-http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:$up; location / { default_type application/json; return 200 '{"id":42,"name":"Ada Lovelace","ok":true}'; } } }
-NGINX
-cat > "$work/tollgate.yaml" <<YAML
-listen: [{address: "127.0.0.1:$tp"}]
-server: {threads: 1}
-services:
-  backend: {targets: [{url: "http://127.0.0.1:$up"}]}
-routes:
-  - {match: {paths: ["/*"]}, service: backend}
-YAML
+upstream_config "$work/upstream.conf" $up
+tollgate_config "$work/tollgate.yaml" $tp $up
 cp "$TOLLGATE_BIN" "$work/tollgate"
 strip -g "$work/tollgate"
 nginx -c "$work/upstream.conf" & echo $! > "$work/nginx.pid"

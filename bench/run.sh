@@ -6,6 +6,7 @@
 # Usage: bench/run.sh [rounds=3] [seconds=10]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 rounds=${1:-3}
 seconds=${2:-10}
 command -v wrk >/dev/null && command -v nginx >/dev/null || {
@@ -20,12 +21,7 @@ work=$(mktemp -d)
 trap 'kill $(cat "$work"/*.pid 2>/dev/null) 2>/dev/null || true; rm -rf "$work"' EXIT
 
 up=18081; np=18082; tp=18083
-cat > "$work/upstream.conf" <<NGINX
-worker_processes 1; daemon off; pid $work/upstream.nginx.pid; error_log /dev/null;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:$up; location / { default_type application/json; return 200 '{"id":42,"name":"Ada Lovelace","ok":true}'; } } }
-NGINX
+upstream_config "$work/upstream.conf" $up
 cat > "$work/proxy.conf" <<NGINX
 worker_processes 1; daemon off; pid $work/proxy.nginx.pid; error_log /dev/null;
 events { worker_connections 4096; }
@@ -33,14 +29,7 @@ http { access_log off; keepalive_requests 1000000;
   upstream backend { server 127.0.0.1:$up; keepalive 64; }
   server { listen 127.0.0.1:$np; location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
 NGINX
-cat > "$work/tollgate.yaml" <<YAML
-listen: [{address: "127.0.0.1:$tp"}]
-server: {threads: 1}
-services:
-  backend: {targets: [{url: "http://127.0.0.1:$up"}]}
-routes:
-  - {match: {paths: ["/*"]}, service: backend}
-YAML
+tollgate_config "$work/tollgate.yaml" $tp $up
 
 start() { # name core command...
   local name=$1 core=$2; shift 2

@@ -61,6 +61,20 @@ enum HeadRenderer {
     }
 }
 
+/// Writes one chunk (size line, data, CRLF) on behalf of either encoder; empty data is no chunk,
+/// since a zero-size chunk would end the body.
+private func writeChunk(_ bytes: ByteBuffer, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
+    guard bytes.readableBytes > 0 else {
+        promise?.succeed(())
+        return
+    }
+    var header = context.channel.allocator.buffer(capacity: 12)
+    HeadRenderer.writeChunkHeader(bytes.readableBytes, into: &header)
+    context.write(NIOAny(header), promise: nil)
+    context.write(NIOAny(bytes), promise: nil)
+    context.write(NIOAny(ByteBuffer(staticString: "\r\n")), promise: promise)
+}
+
 /// `0\r\n` plus trailers (or none) and the final CRLF.
 func lastChunk(_ trailers: HTTPHeaders?, allocator: ByteBufferAllocator) -> ByteBuffer {
     guard let trailers, !trailers.isEmpty else { return ByteBuffer(staticString: "0\r\n\r\n") }
@@ -83,7 +97,6 @@ final class ResponseEncoder: ChannelOutboundHandler, RemovableChannelHandler {
     typealias OutboundOut = ByteBuffer
 
     private var framing = BodyFraming.none
-    private let crlf = ByteBuffer(string: "\r\n")
     /// Set by the proxy handler for the response about to be written.
     var respondingToHead = false
 
@@ -130,12 +143,7 @@ final class ResponseEncoder: ChannelOutboundHandler, RemovableChannelHandler {
         case .length, .untilClose:
             context.write(wrapOutboundOut(bytes), promise: promise)
         case .chunked:
-            guard bytes.readableBytes > 0 else { promise?.succeed(()); return }
-            var header = context.channel.allocator.buffer(capacity: 12)
-            HeadRenderer.writeChunkHeader(bytes.readableBytes, into: &header)
-            context.write(wrapOutboundOut(header), promise: nil)
-            context.write(wrapOutboundOut(bytes), promise: nil)
-            context.write(wrapOutboundOut(crlf), promise: promise)
+            writeChunk(bytes, context: context, promise: promise)
         }
     }
 
@@ -159,7 +167,6 @@ final class RequestEncoder: ChannelOutboundHandler, RemovableChannelHandler {
     typealias OutboundOut = ByteBuffer
 
     private var chunked = false
-    private let crlf = ByteBuffer(string: "\r\n")
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         switch unwrapOutboundIn(data) {
@@ -170,12 +177,7 @@ final class RequestEncoder: ChannelOutboundHandler, RemovableChannelHandler {
             context.write(wrapOutboundOut(buffer), promise: promise)
         case .body(.byteBuffer(let bytes)):
             if chunked {
-                guard bytes.readableBytes > 0 else { promise?.succeed(()); return }
-                var header = context.channel.allocator.buffer(capacity: 12)
-                HeadRenderer.writeChunkHeader(bytes.readableBytes, into: &header)
-                context.write(wrapOutboundOut(header), promise: nil)
-                context.write(wrapOutboundOut(bytes), promise: nil)
-                context.write(wrapOutboundOut(crlf), promise: promise)
+                writeChunk(bytes, context: context, promise: promise)
             } else {
                 context.write(wrapOutboundOut(bytes), promise: promise)
             }
