@@ -1,6 +1,5 @@
 import HTTPTypes
 import NIOCore
-import NIOHTTP1
 import TollgateCore
 
 /// One request/response on a downstream connection: what was asked, where it goes, and how far each
@@ -18,48 +17,58 @@ final class Exchange {
     }
 
     let state: ServerState
-    let requestHead: HTTPRequestHead
-    let facts: HeadFacts
+    /// The client's head, as it arrived.
+    let head: RawHead
     var context: RequestContext
     var phase: Phase = .preparing
     var route: CompiledRoute?
     var service: ServiceRuntime?
     var target: ResolvedTarget?
     var upstream: UpstreamConnection?
-    /// Head for the upstream, built after the plugins ran.
-    var upstreamHead: HTTPRequestHead?
-    /// Body parts that arrived before an upstream connection was attached.
-    var pendingBody = CircularBuffer<HTTPServerRequestPart>()
+    /// The head request plugins produced (nil: the client's head is forwarded), and the target.
+    var forwardHead: RawHead?
+    var upstreamTarget = ""
+    /// Body bytes that arrived before an upstream connection was attached (already framed for the
+    /// upstream), and whether the body's end was among them.
+    var pendingBody: [ByteBuffer] = []
+    var pendingEnd = false
+    var pendingTrailers: ByteBuffer?
+    var body: BodyDecoder
+    let requestChunked: Bool
 
     var keepAlive: Bool
-    var isUpgrade = false
-    /// A 101 was forwarded; the connection becomes a byte relay on the next loop tick.
-    var switchingProtocols = false
+    let isUpgrade: Bool
     var requestComplete = false
     var upstreamRequestComplete = false
     var requestBodyBytes = 0
     let declaredLength: Int?
     var responseHeadSent = false
+    /// How the response body goes to the client.
+    var responseFraming = BodyFraming.none
     var status = 0
     var bytesSent = 0
     var upstreamKeepAlive = true
     var errorReason: String?
 
-    init(state: ServerState, head: HTTPRequestHead, facts: HeadFacts, context: RequestContext) {
+    init(state: ServerState, head: RawHead, context: RequestContext) {
         self.state = state
-        self.requestHead = head
-        self.facts = facts
+        self.head = head
         self.context = context
         self.keepAlive = head.isKeepAlive
-        self.declaredLength = facts.declaredLength
+        self.isUpgrade = head.isUpgrade
+        self.declaredLength = head.contentLength
+        let framing = BodyFraming.request(head)
+        self.body = BodyDecoder(framing)
+        self.requestChunked = framing == .chunked
     }
 
-    var isChunkedRequest: Bool { !facts.transferEncodings.isEmpty }
+    var isHeadRequest: Bool { head.isHeadMethod }
+    var clientMinorVersion: Int { head.minorVersion }
 
     /// Whether the rest of a request body, after an early answer, is small enough to read and drop
     /// rather than closing the connection.
     var remainingBodyIsSmall: Bool {
-        guard !isChunkedRequest else { return false }
+        guard !requestChunked else { return false }
         return (declaredLength ?? 0) - requestBodyBytes <= 64 * 1024
     }
 }

@@ -1,3 +1,4 @@
+import HTTPTypes
 import NIOCore
 import TollgateCore
 
@@ -67,19 +68,29 @@ struct WyRand: RandomNumberGenerator {
 }
 
 /// The snapshot plus what the server derived from it (resolved target addresses).
-struct ServerState: Sendable {
+final class ServerState: Sendable {
     let snapshot: GatewaySnapshot
     let services: [String: ServiceRuntime]
     /// `1.1 tollgate`, rendered once.
     let viaValue: String
     /// The request-id header's name as written to the wire.
     let requestIDHeader: String
+    let requestIDFieldName: HTTPField.Name?
+    /// Each route's service, by route index (no lookup by name per request).
+    let routeServices: [ServiceRuntime?]
+    /// Request heads are parsed with this snapshot's limits.
+    let requestParser: HeadParser
 
     init(snapshot: GatewaySnapshot, services: [String: ServiceRuntime]) {
         self.snapshot = snapshot
         self.services = services
         self.viaValue = "1.1 \(snapshot.config.server.via)"
         self.requestIDHeader = snapshot.config.server.requestIDHeader.rawName
+        self.requestIDFieldName = snapshot.config.server.requestIDHeader
+        self.routeServices = snapshot.routeTable.routes.map { route in route.serviceName.flatMap { services[$0] } }
+        let limits = snapshot.config.limits
+        self.requestParser = HeadParser(kind: .request, maxURILength: limits.maxURILength,
+                                        maxHeaderSize: limits.maxHeaderSize, requestIDHeader: requestIDHeader)
     }
 }
 
@@ -100,10 +111,19 @@ final class ServiceRuntime: Sendable {
     }
 }
 
-struct ResolvedTarget: Sendable {
+final class ResolvedTarget: Sendable {
     let config: TargetConfig
     let address: SocketAddress
-    /// `host:port`: the pool key and the default upstream Host header.
+    /// `host:port`: the default upstream Host header.
     let authority: String
+    /// The authority's id (`TargetIDs`): where pools keep its connections.
+    let id: Int
     var weight: Int { config.weight }
+
+    init(config: TargetConfig, address: SocketAddress, authority: String, id: Int) {
+        self.config = config
+        self.address = address
+        self.authority = authority
+        self.id = id
+    }
 }

@@ -1,39 +1,37 @@
 import HTTPTypes
 import NIOCore
-import NIOHTTP1
 import TollgateCore
 
 extension ProxyHandler {
     // MARK: request head: checks, routing, plugins
 
-    func requestHeadReceived(_ head: HTTPRequestHead) {
+    func requestHeadReceived(_ head: RawHead) {
         headStarted()
         let state = loop.state
         let config = state.snapshot.config
-        let facts = HeadFacts(head.headers, requestIDHeader: state.requestIDHeader)
-        let requestID = facts.requestID.flatMap(Self.acceptableRequestID) ?? loop.makeRequestID()
+        let requestID = head.requestIDIndex.map(head.value).flatMap(Self.acceptableRequestID) ?? loop.makeRequestID()
         let context = RequestContext(requestID: requestID, clientIP: clientIP,
                                      startNanos: NIODeadline.now().uptimeNanoseconds)
-        let exchange = Exchange(state: state, head: head, facts: facts, context: context)
+        let exchange = Exchange(state: state, head: head, context: context)
         self.exchange = exchange
 
-        if let problem = Self.framingProblem(facts, version: head.version) {
+        if let problem = head.requestFramingProblem {
             exchange.keepAlive = false
+            exchange.requestComplete = true
             return respondError(.badRequest, problem, exchange: exchange)
-        }
-        if head.uri.utf8.count > config.limits.maxURILength {
-            exchange.keepAlive = false
-            return respondError(.uriTooLong, "request target longer than \(config.limits.maxURILength) bytes", exchange: exchange)
         }
         if let length = exchange.declaredLength, length > config.limits.maxBodySize {
             exchange.keepAlive = false
+            exchange.requestComplete = true
             return respondError(.contentTooLarge, "request body larger than \(config.limits.maxBodySize) bytes", exchange: exchange)
         }
 
-        let uri = head.uri
-        let queryStart = uri.utf8.firstIndex(of: UInt8(ascii: "?"))   // bytes, not grapheme clusters
-        let rawPath = uri[..<(queryStart ?? uri.endIndex)]
-        let query = queryStart.map { uri[uri.index(after: $0)...] }
+        let uri = head.target
+        let pathLength = Int(head.queryStart - head.targetStart)
+        let hasQuery = head.queryStart < head.targetEnd
+        let queryStart = uri.utf8.index(uri.startIndex, offsetBy: pathLength)   // O(1) on native strings
+        let rawPath = uri[..<queryStart]
+        let query = hasQuery ? uri[uri.utf8.index(after: queryStart)...] : nil
         let normalized: String
         do {
             normalized = try PathNormalizer.normalize(rawPath, mergeSlashes: config.limits.mergeSlashes)
@@ -44,41 +42,42 @@ extension ProxyHandler {
         let snapshot = state.snapshot
         // Converted only when routing or versioning reads headers; plugins convert on their own.
         var headerFields = snapshot.routeTable.usesHeaders || snapshot.versionResolver?.usesHeaders == true
-            ? HeaderRules.fields(head.headers) : HTTPFields()
-        let host = facts.host.map { Substring($0) }
+            ? head.httpFields() : HTTPFields()
+        let host = snapshot.routeTable.usesHosts ? head.host : nil
         var path = normalized
-        if let resolver = state.snapshot.versionResolver {
+        if let resolver = snapshot.versionResolver {
             let resolved = resolver.resolve(path: normalized, query: query, headerFields: headerFields)
             exchange.context.version = resolved.version
             path = resolved.path
         }
         exchange.context.originalPath = path
-        guard let method = HTTPRequest.Method(head.method.rawValue) else {
+        guard let method = head.method else {
             return respondError(.badRequest, "invalid method", exchange: exchange)
         }
-        let routeRequest = RouteRequest(method: method, host: host, path: path, query: query,
+        let routeRequest = RouteRequest(method: method, host: host.map { Substring($0) }, path: path, query: query,
                                         headerFields: headerFields, version: exchange.context.version)
-        guard let match = state.snapshot.routeTable.match(routeRequest) else {
+        guard let match = snapshot.routeTable.match(routeRequest) else {
             return respondNoRoute(routeRequest, exchange: exchange)
         }
         let route = match.route
         exchange.route = route
         exchange.context.route = route
         exchange.context.pathParameters = match.parameters
-        if let serviceName = route.serviceName { exchange.service = state.services[serviceName] }
-        exchange.isUpgrade = facts.isUpgrade
+        exchange.service = state.routeServices[route.index]
 
         var upstreamPath = match.upstreamPath(for: path, version: exchange.context.version)
         if let query { upstreamPath += "?" + query }
         if route.chain.isEmpty {
-            exchange.upstreamHead = HTTPRequestHead(version: .http1_1, method: head.method, uri: upstreamPath,
-                                                    headers: head.headers)
+            exchange.upstreamTarget = upstreamPath   // the client's head is forwarded
             return forward(exchange)
         }
-        if headerFields.isEmpty { headerFields = HeaderRules.fields(head.headers) }
-        headerFields[HTTPField.Name("Host")!] = nil
-        var request = HTTPRequest(method: method, scheme: nil, authority: facts.host,
-                                  path: upstreamPath, headerFields: headerFields)
+        if headerFields.isEmpty {
+            headerFields = head.httpFields { $0 == .host }
+        } else {
+            headerFields[HTTPField.Name("Host")!] = nil
+        }
+        var request = HTTPRequest(method: method, scheme: nil, authority: host ?? head.host, path: upstreamPath,
+                                  headerFields: headerFields)
         runRequestPlugins(&request, exchange: exchange, from: 0)
     }
 
@@ -86,28 +85,6 @@ extension ProxyHandler {
     static func acceptableRequestID(_ value: String) -> String? {
         guard value.utf8.count <= 200, !value.isEmpty, value.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else { return nil }
         return value
-    }
-
-    /// Request smuggling defence (RFC 9112 section 6.3): refuse ambiguous framing outright.
-    static func framingProblem(_ facts: HeadFacts, version: HTTPVersion) -> String? {
-        let transferEncodings = facts.transferEncodings
-        let lengths = facts.contentLengths
-        if !transferEncodings.isEmpty {
-            if !lengths.isEmpty { return "both Content-Length and Transfer-Encoding" }
-            if version.major == 1 && version.minor == 0 { return "Transfer-Encoding in an HTTP/1.0 request" }
-            if transferEncodings.count != 1
-                || !String(Substring(transferEncodings[0]).trimmingSpaces).asciiCaseInsensitiveEquals("chunked") {
-                return "unsupported Transfer-Encoding"
-            }
-        }
-        if lengths.count > 1 {
-            let first = lengths[0]
-            if lengths.contains(where: { $0 != first }) { return "conflicting Content-Length values" }
-        }
-        if let length = lengths.first, length.isEmpty || !length.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }) {
-            return "invalid Content-Length"
-        }
-        return nil
     }
 
     private func respondNoRoute(_ request: RouteRequest, exchange: Exchange) {
@@ -131,11 +108,17 @@ extension ProxyHandler {
         guard let route = exchange.route else { return }
         switch route.chain.runRequest(&request, context: &exchange.context, from: start) {
         case .proceed:
-            exchange.upstreamHead = HTTPRequestHead(version: .http1_1,
-                                                    method: HTTPMethod(rawValue: request.method.rawValue),
-                                                    uri: request.path ?? "/", headers: HeaderRules.headers(request.headerFields))
-            if let authority = request.authority { exchange.upstreamHead!.headers.replaceOrAdd(name: "host", value: authority) }
-            forward(exchange)
+            // The plugins' request is rendered and parsed again, so it is forwarded exactly like a
+            // client's head (hop-by-hop fields removed, forwarding fields added).
+            var head = RawHead()
+            switch exchange.state.requestParser.parse(HeadWriter.renderRequest(request), into: &head) {
+            case .complete:
+                exchange.forwardHead = head
+                exchange.upstreamTarget = request.path ?? "/"
+                forward(exchange)
+            case .incomplete, .failed:
+                respondError(.internalServerError, "request plugins produced an invalid request", exchange: exchange)
+            }
         case .respond(let response):
             respondLocally(response, exchange: exchange)
         case .suspend(let index, let work):
@@ -170,6 +153,7 @@ extension ProxyHandler {
                 case .failure(let error):
                     handler.respondError(.internalServerError, "plugin failed: \(error)", exchange: exchange)
                 }
+                handler.processInbound()
             }
         }
     }
@@ -178,18 +162,18 @@ extension ProxyHandler {
 
     func requestBodyReceived(_ buffer: ByteBuffer, exchange: Exchange) {
         exchange.requestBodyBytes += buffer.readableBytes
-        if exchange.requestBodyBytes > exchange.state.snapshot.config.limits.maxBodySize {
-            exchange.requestComplete = true   // stop treating later parts as this body
+        let maxBodySize = exchange.state.snapshot.config.limits.maxBodySize
+        if exchange.requestBodyBytes > maxBodySize {
+            exchange.requestComplete = true   // stop treating later bytes as this body
             exchange.keepAlive = false
             if exchange.responseHeadSent { return close() }
-            return respondError(.contentTooLarge, "request body larger than \(exchange.state.snapshot.config.limits.maxBodySize) bytes",
-                                exchange: exchange)
+            return respondError(.contentTooLarge, "request body larger than \(maxBodySize) bytes", exchange: exchange)
         }
         switch exchange.phase {
         case .preparing, .connecting:
-            exchange.pendingBody.append(.body(buffer))
+            exchange.pendingBody.append(buffer)
         case .proxying:
-            exchange.upstream?.write(.body(.byteBuffer(buffer)))
+            exchange.upstream?.writeBody(buffer, chunked: exchange.requestChunked)
             wroteUpstreamSinceFlush = true
             armWriteTimer(exchange)
         case .responded:
@@ -197,13 +181,14 @@ extension ProxyHandler {
         }
     }
 
-    func requestEndReceived(_ trailers: HTTPHeaders?, exchange: Exchange) {
+    func requestEndReceived(_ trailers: ByteBuffer?, exchange: Exchange) {
         exchange.requestComplete = true
         switch exchange.phase {
         case .preparing, .connecting:
-            exchange.pendingBody.append(.end(trailers))
+            exchange.pendingEnd = true
+            exchange.pendingTrailers = trailers
         case .proxying:
-            exchange.upstream?.write(.end(trailers))
+            exchange.upstream?.writeEnd(trailers: trailers, chunked: exchange.requestChunked)
             exchange.upstreamRequestComplete = true
             wroteUpstreamSinceFlush = true
             armReadTimer(exchange)
@@ -215,18 +200,15 @@ extension ProxyHandler {
     // MARK: upstream
 
     func forward(_ exchange: Exchange) {
-        guard let service = exchange.service, var head = exchange.upstreamHead else {
+        guard let service = exchange.service else {
             return respondError(.internalServerError, "route has no service", exchange: exchange)
         }
-        exchange.upstreamHead = nil   // `head` is now the only reference: edited in place, not copied
         let target = loop.pickTarget(service)
         exchange.target = target
-        prepareUpstreamHead(&head, exchange: exchange, target: target)
-        exchange.upstreamHead = head
         exchange.phase = .connecting
         let pool = loop.pool
         // The common case, an idle keep-alive connection, needs no callback.
-        if let connection = pool.takeIdle(target.authority) {
+        if let connection = pool.takeIdle(target.id) {
             return attach(connection, exchange: exchange)
         }
         pool.lease(target: target, service: service) { [weak self] result in
@@ -240,25 +222,45 @@ extension ProxyHandler {
             switch result {
             case .success(let connection):
                 self.attach(connection, exchange: exchange)
+                self.processInbound()
             case .failure(let error):
                 self.upstreamUnavailable(error, exchange: exchange)
+                self.processInbound()
             }
         }
     }
 
     private func attach(_ connection: UpstreamConnection, exchange: Exchange) {
+        guard let target = exchange.target else { return }
         connection.lease(to: self)
         exchange.upstream = connection
         exchange.phase = .proxying
-        connection.write(.head(exchange.upstreamHead!))
-        while let part = exchange.pendingBody.popFirst() {
-            switch part {
-            case .body(let buffer): connection.write(.body(.byteBuffer(buffer)))
-            case .end(let trailers):
-                connection.write(.end(trailers))
-                exchange.upstreamRequestComplete = true
-            case .head: break
+        let state = exchange.state
+        let forwarding = ForwardingValues(clientIP: clientIP, forwardedElement: forwardedElement, via: state.viaValue,
+                                          requestIDName: state.requestIDHeader)
+        let preserveHost = exchange.route?.preserveHost ?? false
+        func write(_ head: RawHead) {
+            let host = preserveHost ? (head.host ?? target.authority) : target.authority
+            connection.writeHead(toHeadRequest: head.isHeadMethod) { out in
+                HeadWriter.writeRequest(head, target: exchange.upstreamTarget, host: host, forwarding: forwarding,
+                                        requestID: exchange.context.requestID, into: &out)
             }
+        }
+        // The head plugins produced, or (no plugins) the client's own.
+        if let forwardHead = exchange.forwardHead {
+            exchange.forwardHead = nil
+            write(forwardHead)
+        } else {
+            write(exchange.head)
+        }
+        for bytes in exchange.pendingBody {
+            connection.writeBody(bytes, chunked: exchange.requestChunked)
+        }
+        exchange.pendingBody.removeAll()
+        if exchange.pendingEnd {
+            connection.writeEnd(trailers: exchange.pendingTrailers, chunked: exchange.requestChunked)
+            exchange.pendingTrailers = nil
+            exchange.upstreamRequestComplete = true
         }
         connection.flush()
         if exchange.upstreamRequestComplete { armReadTimer(exchange) } else { armWriteTimer(exchange) }
@@ -274,65 +276,5 @@ extension ProxyHandler {
         default:
             respondError(.badGateway, "upstream connection failed", exchange: exchange)
         }
-    }
-
-    /// Forwarding headers, hop-by-hop removal and Host, in one pass over the client's headers.
-    private func prepareUpstreamHead(_ head: inout HTTPRequestHead, exchange: Exchange, target: ResolvedTarget) {
-        let state = exchange.state
-        let original = head.headers
-        let listed = exchange.facts.connectionListed
-        // Built as a plain array: HTTPHeaders.add re-validates every name byte by byte.
-        var headers: [(String, String)] = []
-        headers.reserveCapacity(original.count + 7)
-        var forwardedFor: String?
-        var forwarded: String?
-        var via: String?
-        var clientHost: String?
-        var hasRequestID = false
-        for (name, value) in original {
-            if HeaderRules.isHopByHop(name) { continue }
-            if !listed.isEmpty && listed.contains(where: { $0.asciiCaseInsensitiveEquals(name) }) { continue }
-            switch name.utf8.count {
-            case 3 where name.caseInsensitiveEquals("via"):
-                via = via.map { "\($0), \(value)" } ?? value
-                continue
-            case 4 where name.caseInsensitiveEquals("host"):
-                clientHost = clientHost ?? value
-                continue
-            case 9 where name.caseInsensitiveEquals("forwarded"):
-                forwarded = forwarded.map { "\($0), \(value)" } ?? value
-                continue
-            case 15 where name.caseInsensitiveEquals("x-forwarded-for"):
-                forwardedFor = forwardedFor.map { "\($0), \(value)" } ?? value
-                continue
-            case 16 where name.caseInsensitiveEquals("x-forwarded-host"):
-                continue
-            case 17 where name.caseInsensitiveEquals("x-forwarded-proto"):
-                continue
-            default:
-                break
-            }
-            if !hasRequestID && name.asciiCaseInsensitiveEquals(state.requestIDHeader) { hasRequestID = true }
-            headers.append((name, value))
-        }
-        let preserveHost = exchange.route?.preserveHost ?? false
-        headers.append(("host", preserveHost ? (clientHost ?? target.authority) : target.authority))
-        headers.append(("x-forwarded-for", forwardedFor.map { "\($0), \(clientIP)" } ?? clientIP))
-        headers.append(("x-forwarded-proto", "http"))
-        var element = forwardedElement
-        if let clientHost {
-            headers.append(("x-forwarded-host", clientHost))
-            if clientHost.utf8.allSatisfy({ $0 > 0x20 && $0 != UInt8(ascii: "\"") && $0 < 0x7F }) {
-                element += ";host=\"\(clientHost)\""
-            }
-        }
-        headers.append(("forwarded", forwarded.map { "\($0), \(element)" } ?? element))
-        headers.append(("via", via.map { "\($0), \(state.viaValue)" } ?? state.viaValue))
-        if !hasRequestID { headers.append((state.requestIDHeader, exchange.context.requestID)) }
-        if exchange.isUpgrade {
-            headers.append(("connection", "upgrade"))
-            if let upgrade = exchange.facts.upgrade { headers.append(("upgrade", upgrade)) }
-        }
-        head.headers = HTTPHeaders(headers)
     }
 }

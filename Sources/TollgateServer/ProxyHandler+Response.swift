@@ -1,25 +1,101 @@
 import HTTPTypes
 import NIOCore
-import NIOHTTP1
 import TollgateCore
 
 extension ProxyHandler: UpstreamOwner {
     var upstreamMayRead: Bool { channelContext?.channel.isWritable ?? false }
 
-    func upstreamReceived(_ part: HTTPClientResponsePart) {
-        guard let exchange, exchange.phase == .proxying, !exchange.switchingProtocols else { return }
-        switch part {
-        case .head(let head):
-            responseHeadReceived(head, exchange: exchange)
-        case .body(let buffer):
-            exchange.bytesSent += buffer.readableBytes
-            write(.body(.byteBuffer(buffer)))
-            if exchange.upstreamRequestComplete { armReadTimer(exchange) }
-        case .end(let trailers):
-            write(.end(trailers))
+    func upstreamHead(_ head: RawHead, framing: BodyFraming) {
+        guard let exchange, exchange.phase == .proxying, let context = channelContext else { return }
+        let code = head.status
+        if code < 200 && code != 101 {
+            // 100 Continue and other interim responses go to the client as they are.
+            output.render(context.channel.allocator) { out in
+                HeadWriter.writeResponse(minorVersion: exchange.clientMinorVersion,
+                                         status: HTTPResponse.Status(code: code, reasonPhrase: head.reason),
+                                         fields: [:], addChunked: false, connection: .none, into: &out)
+            }
             flush()
-            responseFinished(exchange)
+            return
         }
+        exchange.upstreamKeepAlive = head.isKeepAlive
+        if code == 101 && !exchange.isUpgrade {
+            exchange.upstreamKeepAlive = false
+            return respondError(.badGateway, "upstream switched protocols without being asked", exchange: exchange)
+        }
+        // How the body reaches the client: as it came, or (HTTP/1.0 clients cannot take chunks) until
+        // close; a body of unknown length is chunked for HTTP/1.1 clients.
+        let http10 = exchange.clientMinorVersion == 0
+        var clientFraming = framing
+        var addChunked = false
+        switch framing {
+        case .none, .length:
+            break
+        case .chunked:
+            if http10 { clientFraming = .untilClose }
+        case .untilClose:
+            if http10 { clientFraming = .untilClose } else { clientFraming = .chunked; addChunked = true }
+        }
+        if http10 && clientFraming == .untilClose { exchange.keepAlive = false }
+        let connection: ConnectionHeader = code == 101 ? .upgrade : connectionHeader(exchange)
+        let state = exchange.state
+        let route = exchange.route
+        let extra = route?.deprecationFields ?? []
+        exchange.status = code
+        exchange.responseHeadSent = true
+        exchange.responseFraming = clientFraming
+        if let route, !route.chain.isEmpty {
+            var fields = HeadWriter.responseFields(head, via: state.viaValue, requestIDName: state.requestIDHeader,
+                                                   requestID: exchange.context.requestID, extra: extra)
+            if http10 { fields[.transferEncoding] = nil }
+            if code == 101 {
+                fields[.connection] = "upgrade"
+                if let index = head.upgradeIndex { fields[.upgrade] = head.value(index) }
+            }
+            var response = HTTPResponse(status: HTTPResponse.Status(code: code, reasonPhrase: head.reason), headerFields: fields)
+            route.chain.runResponse(&response, context: &exchange.context)
+            exchange.status = response.status.code
+            output.render(context.channel.allocator) { out in
+                HeadWriter.writeResponse(minorVersion: exchange.clientMinorVersion, status: response.status,
+                                         fields: response.headerFields, addChunked: addChunked,
+                                         connection: code == 101 ? .none : connection, into: &out)
+            }
+        } else {
+            let requestID = exchange.context.requestID
+            output.render(context.channel.allocator) { out in
+                HeadWriter.writeResponse(head, clientMinorVersion: exchange.clientMinorVersion, via: state.viaValue,
+                                         requestIDName: state.requestIDHeader, requestID: requestID, extra: extra,
+                                         dropTransferEncoding: http10, addChunked: addChunked, connection: connection,
+                                         into: &out)
+            }
+        }
+        if code == 101 {
+            flush()
+            switchToRelay(exchange)
+        }
+    }
+
+    func upstreamBody(_ buffer: ByteBuffer) {
+        guard let exchange, exchange.phase == .proxying, let context = channelContext else { return }
+        exchange.bytesSent += buffer.readableBytes
+        switch exchange.responseFraming {
+        case .length, .untilClose: output.data(buffer, context: context)
+        case .chunked: output.chunk(buffer, context: context)
+        case .none: break
+        }
+        if exchange.upstreamRequestComplete { armReadTimer(exchange) }
+    }
+
+    func upstreamEnd(trailers: ByteBuffer?) {
+        guard let exchange, exchange.phase == .proxying, let context = channelContext else { return }
+        if case .chunked = exchange.responseFraming { output.lastChunk(trailers, context: context) }
+        flush()
+        responseFinished(exchange)
+    }
+
+    func upstreamRelay(_ buffer: ByteBuffer) {
+        guard relayPeer != nil, let context = channelContext else { return }
+        output.data(buffer, context: context)
     }
 
     func upstreamReadComplete() {
@@ -41,180 +117,36 @@ extension ProxyHandler: UpstreamOwner {
     /// The upstream connection broke before the response ended: 502 if nothing was sent yet, else the
     /// client's response is cut off by closing (it cannot be completed honestly).
     private func upstreamLost() {
+        if relayPeer != nil {
+            relayPeer = nil
+            return close()
+        }
         guard let exchange, exchange.phase == .proxying else { return }
         exchange.upstream = nil
         exchange.upstreamKeepAlive = false
         if exchange.responseHeadSent {
-            flush()
             close()
         } else {
             exchange.keepAlive = exchange.keepAlive && exchange.requestComplete
             respondError(.badGateway, "upstream closed the connection", exchange: exchange)
+            processInbound()
         }
     }
 
-    private func responseHeadReceived(_ upstreamHead: HTTPResponseHead, exchange: Exchange) {
-        let code = upstreamHead.status.code
-        if code >= 100 && code < 200 && code != 101 {
-            // 100 Continue and other interim responses go to the client as they are.
-            write(.head(HTTPResponseHead(version: exchange.requestHead.version, status: upstreamHead.status)))
-            flush()
-            return
-        }
-        let state = exchange.state
-        var head = HTTPResponseHead(version: exchange.requestHead.version, status: upstreamHead.status)
-        // A plain array, as for requests: HTTPHeaders.add re-validates every name.
-        var headers: [(String, String)] = []
-        headers.reserveCapacity(upstreamHead.headers.count + 5)
-        let facts = HeadFacts(upstreamHead.headers, requestIDHeader: state.requestIDHeader)
-        let listed = facts.connectionListed
-        var via: String?
-        for (name, value) in upstreamHead.headers {
-            if HeaderRules.isHopByHop(name) { continue }
-            if !listed.isEmpty && listed.contains(where: { $0.asciiCaseInsensitiveEquals(name) }) { continue }
-            if name.caseInsensitiveEquals("via") { via = via.map { "\($0), \(value)" } ?? value; continue }
-            headers.append((name, value))
-        }
-        headers.append(("via", via.map { "\($0), \(state.viaValue)" } ?? state.viaValue))
-        if facts.requestID == nil { headers.append((state.requestIDHeader, exchange.context.requestID)) }
-        if let route = exchange.route {
-            for field in route.deprecationFields { headers.append((field.name.rawName, field.value)) }
-        }
-        exchange.upstreamKeepAlive = upstreamHead.isKeepAlive
-        if code == 101 {
-            guard exchange.isUpgrade else {
-                exchange.upstreamKeepAlive = false
-                return respondError(.badGateway, "upstream switched protocols without being asked", exchange: exchange)
-            }
-            headers.append(("connection", "upgrade"))
-            if let upgrade = facts.upgrade { headers.append(("upgrade", upgrade)) }
-        }
-        head.headers = HTTPHeaders(headers)
-        if let route = exchange.route, !route.chain.isEmpty {
-            applyResponsePlugins(&head, chain: route.chain, exchange: exchange)
-        }
-        if code != 101 {
-            // An HTTP/1.0 client cannot take chunks: a body of unknown length ends with the connection.
-            if exchange.requestHead.version.minor == 0 && facts.contentLengths.isEmpty
-                && exchange.requestHead.method != .HEAD && head.status.mayHaveResponseBody {
-                exchange.keepAlive = false
-            }
-            addConnectionHeader(&head, exchange: exchange)
-        }
-        exchange.status = Int(head.status.code)
-        exchange.responseHeadSent = true
-        writeResponseHead(head, exchange: exchange)
-        if code == 101 {
-            flush()
-            // The decoder still has this read's `.end` to deliver; switch once it has.
-            exchange.switchingProtocols = true
-            loop.eventLoop.assumeIsolated().execute { self.switchToRelay(exchange) }
-        }
-    }
-
-    /// Runs response hooks on a swift-http-types copy of the head and writes the result back.
-    func applyResponsePlugins(_ head: inout HTTPResponseHead, chain: FilterChain, exchange: Exchange) {
-        var response = HTTPResponse(status: HTTPResponse.Status(code: Int(head.status.code), reasonPhrase: head.status.reasonPhrase),
-                                    headerFields: HeaderRules.fields(head.headers))
-        chain.runResponse(&response, context: &exchange.context)
-        head.status = HTTPResponseStatus(statusCode: response.status.code, reasonPhrase: response.status.reasonPhrase)
-        head.headers = HeaderRules.headers(response.headerFields)
-    }
-
-    /// After a 101, both connections carry opaque bytes (WebSocket): the HTTP codecs leave both
-    /// pipelines and a relay copies bytes each way, with backpressure through autoRead.
+    /// After a 101, both connections carry opaque bytes (WebSocket): client bytes go to the upstream
+    /// connection and its bytes come back through `upstreamRelay`, with backpressure through the same
+    /// read gating as bodies.
     private func switchToRelay(_ exchange: Exchange) {
-        guard let upstream = exchange.upstream, let upstreamChannel = upstream.channel,
-              let downstreamChannel = channelContext?.channel else { return close() }
+        guard let upstream = exchange.upstream else { return close() }
         exchange.upstream = nil
-        timers.upstreamDeadline = nil
-        upstream.owner = nil
         self.exchange = nil
-        queued.removeAll()
-        closing = true   // this handler is done; the relay owns the connection now
-        do {
-            try ByteRelayHandler.install(on: downstreamChannel, peer: upstreamChannel,
-                                         removing: { sync in
-                                             sync.removeHandler(try sync.handler(type: ResponseEncoder.self), promise: nil)
-                                             return try sync.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
-                                         }, alsoRemove: [self])
-            try ByteRelayHandler.install(on: upstreamChannel, peer: downstreamChannel,
-                                         removing: { sync in
-                                             sync.removeHandler(try sync.handler(type: RequestEncoder.self), promise: nil)
-                                             return try sync.handler(type: ByteToMessageHandler<HTTPResponseDecoder>.self)
-                                         }, alsoRemove: [upstream])
-        } catch {
-            downstreamChannel.close(promise: nil)
-            upstreamChannel.close(promise: nil)
+        timers.cancel()
+        relayPeer = upstream
+        // Bytes the client sent right after its request belong to the new protocol.
+        if inbound.readableBytes > 0 {
+            upstream.writeRaw(inbound.readSlice(length: inbound.readableBytes)!)
+            upstream.flush()
         }
+        resumeReadingIfPossible()
     }
 }
-
-/// Copies bytes to a peer channel; closing either side closes the other. Reads on this side pause
-/// while the peer cannot take more.
-final class ByteRelayHandler: ChannelDuplexHandler {
-    typealias InboundIn = ByteBuffer
-    typealias OutboundIn = ByteBuffer
-    typealias OutboundOut = ByteBuffer
-
-    private let peer: any Channel
-
-    init(peer: any Channel) {
-        self.peer = peer
-    }
-
-    /// Puts a relay right after the decoder that `removing` returns (after it removed the encoder),
-    /// then removes the decoder, whose buffered bytes flow into the relay, and the `alsoRemove` handlers.
-    static func install(on channel: any Channel, peer: any Channel,
-                        removing: (ChannelPipeline.SynchronousOperations) throws -> any RemovableChannelHandler & ChannelHandler,
-                        alsoRemove: [any RemovableChannelHandler]) throws {
-        let sync = channel.pipeline.syncOperations
-        let decoder = try removing(sync)
-        let relay = ByteRelayHandler(peer: peer)
-        try sync.addHandler(relay, position: .after(decoder))
-        for handler in alsoRemove { sync.removeHandler(handler, promise: nil) }
-        sync.removeHandler(decoder, promise: nil)
-        _ = channel.setOption(.autoRead, value: true)
-        // The removed handlers may have held back a read (backpressure); start reading again.
-        channel.read()
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let buffer = unwrapInboundIn(data)
-        peer.write(buffer, promise: nil)
-    }
-
-    func channelReadComplete(context: ChannelHandlerContext) {
-        peer.flush()
-        if !peer.isWritable { _ = context.channel.setOption(.autoRead, value: false) }
-    }
-
-    func channelWritabilityChanged(context: ChannelHandlerContext) {
-        // This side drained: let the peer read again.
-        if context.channel.isWritable { _ = peer.setOption(.autoRead, value: true) }
-        context.fireChannelWritabilityChanged()
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        peer.close(promise: nil)
-        context.fireChannelInactive()
-    }
-
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        // A half-close (client listeners allow them) ends the relay: close both sides, flushing first.
-        if case .some(.inputClosed) = event as? ChannelEvent {
-            peer.flush()
-            peer.close(promise: nil)
-            context.close(promise: nil)
-            return
-        }
-        context.fireUserInboundEventTriggered(event)
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        context.close(promise: nil)
-    }
-}
-
-@available(*, unavailable)
-extension ByteRelayHandler: Sendable {}

@@ -1,24 +1,39 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import HTTPTypes
 import NIOCore
-import NIOHTTP1
 import TollgateCore
 
-/// The downstream side of one client connection: parses nothing itself (NIO's codec does), runs one
-/// exchange at a time (pipelined requests wait in order), streams bodies both ways with backpressure,
-/// and enforces the connection's timeouts.
+/// The downstream side of one client connection, the only handler in its pipeline: parses request
+/// heads and bodies from the bytes (`HeadParser`, `BodyDecoder`), runs one exchange at a time
+/// (pipelined requests wait, unparsed, in the inbound buffer), streams bodies both ways with
+/// backpressure, relays bytes after a protocol switch, and enforces the connection's timeouts.
 final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPServerRequestPart
-    typealias OutboundIn = HTTPServerResponsePart
-    typealias OutboundOut = HTTPServerResponsePart
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
 
     let loop: LoopContext
     var channelContext: ChannelHandlerContext?
     var exchange: Exchange?
-    /// Parts of pipelined requests that arrived while an earlier one was in flight.
-    var queued = CircularBuffer<HTTPServerRequestPart>()
+    /// Bytes read and not yet parsed: the rest of a body, or the next (pipelined) request.
+    var inbound: ByteBuffer
+    /// How many buffered bytes were searched for a line end without finding one (while waiting for a head).
+    private var headScanned = 0
+    /// Request heads are parsed into this one value (its field array is reused).
+    private var head = RawHead()
+    private var processing = false
+    /// After a 101: the upstream connection bytes are relayed to and from.
+    var relayPeer: UpstreamConnection?
     private var pendingRead = false
     var draining = false
     var closing = false
+    var output = PendingOutput()
     var clientIP = "unknown"
     /// `for=...;proto=http`, the start of this connection's RFC 7239 element (the peer never changes).
     var forwardedElement = "for=unknown;proto=http"
@@ -27,12 +42,13 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     var headTimerArmed = false
     var wroteUpstreamSinceFlush = false
 
-    /// This connection's response encoder, told before each head whether it answers a HEAD.
-    let encoder: ResponseEncoder
+    private static let empty = ByteBuffer()
+    /// Unparsed bytes (pipelined requests) buffered behind the request in flight before reads pause.
+    static let maxPipelinedBytes = 64 << 10
 
-    init(loop: LoopContext, encoder: ResponseEncoder) {
+    init(loop: LoopContext) {
         self.loop = loop
-        self.encoder = encoder
+        self.inbound = Self.empty
     }
 
     var limits: LimitsConfig { loop.state.snapshot.config.limits }
@@ -60,37 +76,87 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        dispatch(unwrapInboundIn(data))
-    }
-
-    /// Routes one part to the exchange it belongs to, or queues it behind the one in flight.
-    func dispatch(_ part: HTTPServerRequestPart) {
-        guard !closing else { return }
-        if !queued.isEmpty || (exchange != nil && exchange!.requestComplete) {
-            queued.append(part)
+        var buffer = unwrapInboundIn(data)
+        if let relayPeer {
+            relayPeer.writeRaw(buffer)
             return
         }
-        process(part)
+        guard !closing else { return }
+        if inbound.readableBytes == 0 {
+            inbound = buffer
+        } else {
+            inbound.writeBuffer(&buffer)
+        }
+        processInbound()
     }
 
-    private func process(_ part: HTTPServerRequestPart) {
-        switch part {
-        case .head(let head):
-            if exchange != nil {   // cannot happen with a well-behaved decoder; be safe
-                queued.append(part)
-                return
-            }
-            requestHeadReceived(head)
-        case .body(let buffer):
-            exchange.map { requestBodyReceived(buffer, exchange: $0) }
-        case .end(let trailers):
-            exchange.map { requestEndReceived(trailers, exchange: $0) }
+    /// Parses what is buffered for as long as the current exchange can take it: a head when none is in
+    /// flight, else its body. Stops at a complete request (the next one waits for its response).
+    func processInbound() {
+        guard !processing else { return }   // re-entered from a response finishing inside the loop
+        processing = true
+        defer {
+            processing = false
+            if inbound.readableBytes == 0 { inbound = Self.empty }
         }
+        while !closing && relayPeer == nil {
+            if let exchange {
+                if exchange.requestComplete { return }
+                let event: BodyEvent?
+                do {
+                    event = try exchange.body.next(&inbound)
+                } catch {
+                    exchange.requestComplete = true
+                    exchange.keepAlive = false
+                    if exchange.responseHeadSent { return close() }
+                    return failConnection(status: .badRequest, message: "invalid chunked body")
+                }
+                guard let event else { return }
+                switch event {
+                case .data(let bytes): requestBodyReceived(bytes, exchange: exchange)
+                case .end(let trailers): requestEndReceived(trailers, exchange: exchange)
+                }
+            } else {
+                guard inbound.readableBytes > 0, let parser = headParserIfLineEnded() else { return }
+                switch parser.parse(inbound, into: &head) {
+                case .incomplete:
+                    headScanned = inbound.readableBytes
+                    if inbound.readableBytes > parser.maxHeadBytes {
+                        return failConnection(status: .requestHeaderFieldsTooLarge, message: "request head too large")
+                    }
+                    return
+                case .failed(let error):
+                    return failConnection(status: HTTPResponse.Status(code: error.status), message: error.message)
+                case .complete(let consumed):
+                    inbound.moveReaderIndex(forwardBy: consumed)
+                    headScanned = 0
+                    requestHeadReceived(head)
+                }
+            }
+        }
+    }
+
+    /// The parser, when a line end arrived since the last attempt (a head trickling in byte by byte is
+    /// not parsed again per byte) or the buffer outgrew every limit (so the parser names the error).
+    private func headParserIfLineEnded() -> HeadParser? {
+        let parser = loop.state.requestParser
+        let readable = inbound.readableBytes
+        if readable > parser.maxHeadBytes { return parser }
+        let from = min(headScanned, readable)
+        let found = inbound.withUnsafeReadableBytes { p in
+            memchr(p.baseAddress! + from, 10, readable - from) != nil
+        }
+        if !found { headScanned = readable }
+        return found ? parser : nil
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        // The decoder passes on every completed socket read, even one that yielded no message: so a
-        // head that has started arriving is noticed here, without a handler in front of the decoder.
+        if let relayPeer {
+            relayPeer.flush()
+            context.fireChannelReadComplete()
+            return
+        }
+        // A head that has started arriving is noticed here.
         bytesArrived()
         if wroteUpstreamSinceFlush {
             wroteUpstreamSinceFlush = false
@@ -100,13 +166,21 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable { exchange?.upstream?.resumeReading() }
+        if context.channel.isWritable {
+            exchange?.upstream?.resumeReading()
+            relayPeer?.resumeReading()
+        }
         context.fireChannelWritabilityChanged()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
         closing = true
         timers.cancel()
+        if let relayPeer {
+            self.relayPeer = nil
+            relayPeer.owner = nil
+            relayPeer.close()
+        }
         if let exchange {
             if let upstream = exchange.upstream {
                 // The client went away mid-exchange: the upstream stream is out of step, drop it.
@@ -120,29 +194,27 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if let parserError = error as? HTTPParserError {
-            let status: HTTPResponseStatus
-            switch parserError {
-            case .headerOverflow: status = .requestHeaderFieldsTooLarge
-            default: status = .badRequest
-            }
-            failConnection(status: status, message: Self.describe(parserError))
-            return
-        }
         // I/O errors (reset by peer): nothing to answer.
         context.close(promise: nil)
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is DrainEvent {
+            if relayPeer != nil { return }   // a relayed connection ends with its peers (or the drain timeout)
             draining = true
-            if exchange == nil && queued.isEmpty { close() }
+            if exchange == nil { close() }
             return
         }
         if case ChannelEvent.inputClosed = event as? ChannelEvent ?? .outputClosed {
+            if let relayPeer {
+                relayPeer.flush()
+                relayPeer.close()
+                close()
+                return
+            }
             // Half-close: finish what is in flight, then close.
             draining = true
-            if exchange == nil && queued.isEmpty { close() }
+            if exchange == nil { close() }
             return
         }
         context.fireUserInboundEventTriggered(event)
@@ -158,11 +230,13 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    /// Reads stop while a request waits for its response (bounding pipelined input), while body parts
-    /// wait for an upstream connection, and while the upstream cannot take more.
+    /// Reads stop when pipelined requests pile up behind the one in flight, while body parts wait for
+    /// an upstream connection, and while the upstream cannot take more. A client that simply waits for
+    /// its response is not paused: pausing and resuming would cost two `epoll_ctl` calls per request.
     private var mayRead: Bool {
-        guard let exchange else { return queued.isEmpty }
-        if exchange.requestComplete { return false }
+        if let relayPeer { return relayPeer.isWritable }
+        guard let exchange else { return true }
+        if exchange.requestComplete { return inbound.readableBytes < Self.maxPipelinedBytes }
         switch exchange.phase {
         case .preparing, .connecting: return exchange.pendingBody.count < 4
         case .proxying: return exchange.upstream?.isWritable ?? true
@@ -178,55 +252,57 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     // MARK: writing responses
 
-    func write(_ part: HTTPServerResponsePart) {
-        channelContext?.write(wrapOutboundOut(part), promise: nil)
-    }
-
-    /// Writes a final response head; a HEAD request's response gets no body on the wire.
-    func writeResponseHead(_ head: HTTPResponseHead, exchange: Exchange?) {
-        encoder.respondingToHead = exchange?.requestHead.method == .HEAD
-        write(.head(head))
-    }
-
     func flush() {
-        channelContext?.flush()
+        guard let context = channelContext else { return }
+        output.writeOut(context)
+        context.flush()
     }
 
     func close() {
         guard !closing else { return }
         closing = true
-        channelContext?.close(promise: nil)
+        if let context = channelContext {
+            output.writeOut(context)
+            context.flush()
+            context.close(promise: nil)
+        }
+    }
+
+    /// The Connection header of a response, and whether the connection stays open after it.
+    func connectionHeader(_ exchange: Exchange) -> ConnectionHeader {
+        if draining { exchange.keepAlive = false }
+        if !exchange.keepAlive { return .close }
+        return exchange.clientMinorVersion == 0 ? .keepAlive : .none
     }
 
     /// A response made by the gateway. Closes the connection afterwards when the request body cannot be
     /// cheaply skipped.
     func respondLocally(_ response: LocalResponse, exchange: Exchange) {
-        guard !exchange.responseHeadSent else {
+        guard !exchange.responseHeadSent, let context = channelContext else {
             close()
             return
         }
-        var headers = HTTPHeaders()
-        for field in response.headerFields { headers.add(name: field.name.rawName, value: field.value) }
-        var body = channelContext?.channel.allocator.buffer(capacity: response.body.utf8.count) ?? ByteBuffer()
-        body.writeString(response.body)
-        headers.replaceOrAdd(name: "content-length", value: String(body.readableBytes))
-        let state = exchange.state
-        headers.replaceOrAdd(name: state.snapshot.config.server.requestIDHeader.rawName, value: exchange.context.requestID)
+        var fields = response.headerFields
+        fields[.contentLength] = String(response.body.utf8.count)
+        if let name = exchange.state.requestIDFieldName { fields[name] = exchange.context.requestID }
         if !exchange.requestComplete && !exchange.remainingBodyIsSmall { exchange.keepAlive = false }
-        var head = HTTPResponseHead(version: exchange.requestHead.version,
-                                    status: HTTPResponseStatus(statusCode: response.status.code,
-                                                               reasonPhrase: response.status.reasonPhrase),
-                                    headers: headers)
+        var status = response.status
         if let route = exchange.route, !route.chain.isEmpty {
-            applyResponsePlugins(&head, chain: route.chain, exchange: exchange)
+            var message = HTTPResponse(status: status, headerFields: fields)
+            route.chain.runResponse(&message, context: &exchange.context)
+            status = message.status
+            fields = message.headerFields
         }
-        addConnectionHeader(&head, exchange: exchange)
-        exchange.status = Int(head.status.code)
+        let connection = connectionHeader(exchange)
+        exchange.status = status.code
         exchange.responseHeadSent = true
-        exchange.bytesSent = body.readableBytes
-        writeResponseHead(head, exchange: exchange)
-        write(.body(.byteBuffer(body)))
-        write(.end(nil))
+        let withBody = !exchange.isHeadRequest
+        exchange.bytesSent = withBody ? response.body.utf8.count : 0
+        output.render(context.channel.allocator) { out in
+            HeadWriter.writeResponse(minorVersion: exchange.clientMinorVersion, status: status, fields: fields,
+                                     addChunked: false, connection: connection, into: &out)
+            if withBody { out.writeString(response.body) }
+        }
         flush()
         responseFinished(exchange)
     }
@@ -237,18 +313,10 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
         respondLocally(.error(status, message, requestID: exchange.context.requestID, extra: extra), exchange: exchange)
     }
 
-    func addConnectionHeader(_ head: inout HTTPResponseHead, exchange: Exchange) {
-        if draining { exchange.keepAlive = false }
-        if !exchange.keepAlive {
-            head.headers.replaceOrAdd(name: "connection", value: "close")
-        } else if exchange.requestHead.version.major == 1 && exchange.requestHead.version.minor == 0 {
-            head.headers.replaceOrAdd(name: "connection", value: "keep-alive")
-        }
-    }
-
-    /// An error before any exchange could be formed (unparseable bytes): answer once and close.
-    func failConnection(status: HTTPResponseStatus, message: String) {
-        guard !closing else { return }
+    /// An error outside an answerable exchange (unparseable bytes, a timeout reading the head): answer
+    /// once and close.
+    func failConnection(status: HTTPResponse.Status, message: String) {
+        guard !closing, let context = channelContext else { return }
         if let exchange, exchange.responseHeadSent {
             close()
             return
@@ -258,19 +326,20 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
             timers.upstreamDeadline = nil
             if let upstream = exchange.upstream {
                 exchange.upstream = nil
+                upstream.owner = nil
                 upstream.close()
             }
         }
-        let body = LocalResponse.error(HTTPResponse.Status(code: Int(status.code)), message, requestID: requestID).body
-        var headers = HTTPHeaders()
-        headers.add(name: "content-type", value: "application/json")
-        headers.add(name: "content-length", value: String(body.utf8.count))
-        headers.add(name: "connection", value: "close")
-        headers.add(name: loop.state.snapshot.config.server.requestIDHeader.rawName, value: requestID)
-        writeResponseHead(HTTPResponseHead(version: .http1_1, status: status, headers: headers), exchange: exchange)
-        write(.body(.byteBuffer(ByteBuffer(string: body))))
-        write(.end(nil))
-        flush()
+        let body = LocalResponse.error(status, message, requestID: requestID).body
+        var fields = HTTPFields()
+        fields[.contentType] = "application/json"
+        fields[.contentLength] = String(body.utf8.count)
+        if let name = loop.state.requestIDFieldName { fields[name] = requestID }
+        output.render(context.channel.allocator) { out in
+            HeadWriter.writeResponse(minorVersion: 1, status: status, fields: fields, addChunked: false,
+                                     connection: .close, into: &out)
+            out.writeString(body)
+        }
         exchange = nil
         close()
     }
@@ -284,6 +353,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if let upstream = exchange.upstream {
             exchange.upstream = nil
             let reusable = exchange.upstreamKeepAlive && exchange.upstreamRequestComplete && !exchange.isUpgrade
+                && upstream.isClean
             loop.pool.release(upstream, reusable: reusable, maxIdle: exchange.service?.config.maxIdlePerTarget ?? 0)
         }
         if let route = exchange.route, !route.chain.isEmpty {
@@ -303,16 +373,12 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Both directions are done: take the next pipelined request, or wait for one.
     func exchangeFinished() {
         exchange = nil
-        if draining && queued.isEmpty {
+        if draining && inbound.readableBytes == 0 {
             close()
             return
         }
-        armConnectionTimer(headerPhase: false)
-        // Feed queued parts until a request is complete again (its response then frees the rest).
-        while !closing, let part = queued.first, !(exchange?.requestComplete ?? false) {
-            queued.removeFirst()
-            process(part)
-        }
+        armConnectionTimer(headerPhase: inbound.readableBytes > 0)
+        processInbound()
         if exchange == nil && !closing && draining {
             close()
             return
@@ -322,19 +388,6 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
             exchange?.upstream?.flush()
         }
         resumeReadingIfPossible()
-    }
-
-    static func describe(_ error: HTTPParserError) -> String {
-        switch error {
-        case .headerOverflow: return "request header section too large"
-        case .invalidHeaderToken: return "malformed header"
-        case .invalidContentLength, .unexpectedContentLength: return "invalid Content-Length"
-        case .invalidMethod: return "invalid method"
-        case .invalidURL: return "invalid request target"
-        case .invalidVersion: return "invalid HTTP version"
-        case .invalidChunkSize: return "invalid chunk size"
-        default: return "malformed request"
-        }
     }
 }
 

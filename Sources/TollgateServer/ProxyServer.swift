@@ -1,7 +1,6 @@
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
-import NIOHTTP1
 import NIOPosix
 import ServiceLifecycle
 import TollgateCore
@@ -38,7 +37,8 @@ public final class ProxyServer: Service, Sendable {
         for (name, config) in snapshot.services {
             let targets = try config.targets.map { target -> ResolvedTarget in
                 let address = try SocketAddress.makeAddressResolvingHost(target.host, port: target.port)
-                return ResolvedTarget(config: target, address: address, authority: target.authority)
+                return ResolvedTarget(config: target, address: address, authority: target.authority,
+                                      id: TargetIDs.id(for: target.authority))
             }
             services[name] = ServiceRuntime(config: config, targets: targets)
         }
@@ -75,21 +75,8 @@ public final class ProxyServer: Service, Sendable {
                     return channel.eventLoop.makeFailedFuture(ChannelError.inappropriateOperationForState)
                 }
                 do {
-                    let limits = loop.state.snapshot.config.limits
-                    var decoderLimits = NIOHTTPDecoderLimitConfiguration()
-                    decoderLimits.maxHeaderListSize = limits.maxHeaderSize
-                    decoderLimits.maxHeaderFieldSize = limits.maxHeaderSize
-                    let sync = channel.pipeline.syncOperations
-                    let encoder = ResponseEncoder()
-                    let proxy = ProxyHandler(loop: loop, encoder: encoder)
-                    // No pipelining helper, error handler or header validator: the proxy handler
-                    // orders pipelined requests and answers parse errors itself, and response heads
-                    // come from llhttp-parsed upstream heads or swift-http-types' validated fields.
-                    try sync.addHandler(encoder)
-                    try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(
-                        leftOverBytesStrategy: .dropBytes, informationalResponseStrategy: .drop,
-                        limitConfiguration: decoderLimits)))
-                    try sync.addHandler(proxy)
+                    // One handler: it parses, proxies and writes the bytes itself.
+                    try channel.pipeline.syncOperations.addHandler(ProxyHandler(loop: loop))
                     connections.add(channel)
                     return channel.eventLoop.makeSucceededVoidFuture()
                 } catch {

@@ -1,11 +1,16 @@
 import NIOCore
-import NIOHTTP1
 import NIOPosix
+import TollgateCore
 
 /// What an upstream connection reports to the downstream request that leased it. Both live on the
 /// same event loop, so these are plain synchronous calls.
 protocol UpstreamOwner: AnyObject {
-    func upstreamReceived(_ part: HTTPClientResponsePart)
+    /// A response head: interim (1xx, framing `.none`), final, or a 101 after which bytes are relayed.
+    func upstreamHead(_ head: RawHead, framing: BodyFraming)
+    func upstreamBody(_ buffer: ByteBuffer)
+    func upstreamEnd(trailers: ByteBuffer?)
+    /// Bytes after a 101 Switching Protocols.
+    func upstreamRelay(_ buffer: ByteBuffer)
     func upstreamReadComplete()
     func upstreamWritabilityChanged(_ writable: Bool)
     func upstreamFailed(_ error: any Error)
@@ -14,27 +19,59 @@ protocol UpstreamOwner: AnyObject {
     var upstreamMayRead: Bool { get }
 }
 
-/// The handler at the end of one upstream connection's pipeline: forwards response parts to the
-/// request that leased it, and gates reads on the downstream's writability (backpressure).
-final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPClientResponsePart
-    typealias OutboundIn = HTTPClientRequestPart
-    typealias OutboundOut = HTTPClientRequestPart
+enum UpstreamProtocolError: Error {
+    case invalidResponse(String)
+    case unexpectedBytes
+}
 
-    let key: String
+/// One upstream connection: writes request heads and bodies, parses responses from the bytes (head
+/// offsets, body slices) and hands them to the request that leased it. Reads are gated on the
+/// downstream's writability (backpressure).
+final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private enum ReadState {
+        /// No request in flight: any byte is out of step.
+        case idle
+        case head(toHeadRequest: Bool)
+        case body
+        case relay
+    }
+
+    /// Response heads up to this size are accepted.
+    static let parser = HeadParser(kind: .response, maxHeaderSize: 64 << 10)
+
+    /// The pool of the target this connection goes to (on this loop).
+    let targetPool: UpstreamPool.TargetPool
     private(set) var channel: (any Channel)?
     private var context: ChannelHandlerContext?
     weak var pool: UpstreamPool?
     /// Strong while leased: the exchange and the connection keep each other alive until release.
     var owner: (any UpstreamOwner)?
     private var pendingRead = false
+    private var readState = ReadState.idle
+    private var decoder = BodyDecoder(.none)
+    private var untilClose = false
+    private var inbound: ByteBuffer
+    private var output = PendingOutput()
+    private var processing = false
+    /// Response heads are parsed into this one value (its field array is reused).
+    private var head = RawHead()
 
-    init(key: String) {
-        self.key = key
+    init(targetPool: UpstreamPool.TargetPool) {
+        self.targetPool = targetPool
+        self.inbound = Self.empty
     }
 
     var isActive: Bool { channel?.isActive ?? false }
     var isWritable: Bool { channel?.isWritable ?? false }
+    /// No response in flight and no stray bytes: safe to hand to the next request.
+    var isClean: Bool {
+        if case .idle = readState { return inbound.readableBytes == 0 }
+        return false
+    }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
@@ -49,12 +86,35 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
         self.owner = owner
     }
 
-    func write(_ part: HTTPClientRequestPart) {
-        context?.write(wrapOutboundOut(part), promise: nil)
+    // MARK: writing
+
+    /// Renders a request head; the response that follows is parsed as an answer to it.
+    func writeHead(toHeadRequest: Bool, _ render: (inout ByteBuffer) -> Void) {
+        guard let context else { return }
+        readState = .head(toHeadRequest: toHeadRequest)
+        output.render(context.channel.allocator, render)
+    }
+
+    func writeBody(_ bytes: ByteBuffer, chunked: Bool) {
+        guard let context else { return }
+        if chunked { output.chunk(bytes, context: context) } else { output.data(bytes, context: context) }
+    }
+
+    func writeEnd(trailers: ByteBuffer?, chunked: Bool) {
+        guard chunked, let context else { return }
+        output.lastChunk(trailers, context: context)
+    }
+
+    /// Relayed bytes after a protocol switch.
+    func writeRaw(_ bytes: ByteBuffer) {
+        guard let context else { return }
+        output.data(bytes, context: context)
     }
 
     func flush() {
-        context?.flush()
+        guard let context else { return }
+        output.writeOut(context)
+        context.flush()
     }
 
     func close() {
@@ -69,14 +129,105 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
         context.read()
     }
 
+    // MARK: reading
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let part = unwrapInboundIn(data)
-        guard let owner else {
-            // An idle pooled connection must not speak; a stray response means the stream is out of step.
-            context.close(promise: nil)
-            return
+        var buffer = unwrapInboundIn(data)
+        if inbound.readableBytes == 0 {
+            inbound = buffer
+        } else {
+            inbound.writeBuffer(&buffer)
         }
-        owner.upstreamReceived(part)
+        process()
+        // Let go of a consumed read buffer, so the channel can reuse it for the next read.
+        if inbound.readableBytes == 0 { inbound = Self.empty }
+    }
+
+    private static let empty = ByteBuffer()
+
+    private func process() {
+        guard !processing else { return }
+        processing = true
+        defer { processing = false }
+        while inbound.readableBytes > 0 || isReadingBody {
+            guard let owner else {
+                // An idle pooled connection must not speak; a stray response means the stream is out of step.
+                context?.close(promise: nil)
+                return
+            }
+            switch readState {
+            case .idle:
+                fail(UpstreamProtocolError.unexpectedBytes)
+                return
+            case .head(let toHeadRequest):
+                switch Self.parser.parse(inbound, into: &head) {
+                case .incomplete:
+                    if inbound.readableBytes > Self.parser.maxHeadBytes { fail(UpstreamProtocolError.invalidResponse("head too large")) }
+                    return
+                case .failed(let error):
+                    fail(UpstreamProtocolError.invalidResponse(error.message))
+                    return
+                case .complete(let consumed):
+                    inbound.moveReaderIndex(forwardBy: consumed)
+                    if head.status == 101 {
+                        readState = .relay
+                        owner.upstreamHead(head, framing: .none)
+                        continue
+                    }
+                    if head.status < 200 {
+                        owner.upstreamHead(head, framing: .none)
+                        continue
+                    }
+                    if let problem = head.framingProblem {
+                        fail(UpstreamProtocolError.invalidResponse(problem))
+                        return
+                    }
+                    if head.transferEncodingFields > 0 && head.contentLengthFields > 0 {
+                        fail(UpstreamProtocolError.invalidResponse("both Content-Length and Transfer-Encoding"))
+                        return
+                    }
+                    let framing = BodyFraming.response(head, toHead: toHeadRequest)
+                    decoder = BodyDecoder(framing)
+                    untilClose = framing == .untilClose
+                    readState = .body
+                    owner.upstreamHead(head, framing: framing)
+                }
+            case .body:
+                let event: BodyEvent?
+                do {
+                    event = try decoder.next(&inbound)
+                } catch {
+                    fail(UpstreamProtocolError.invalidResponse("invalid chunked body"))
+                    return
+                }
+                guard let event else { return }
+                switch event {
+                case .data(let bytes):
+                    owner.upstreamBody(bytes)
+                case .end(let trailers):
+                    readState = .idle
+                    owner.upstreamEnd(trailers: trailers)
+                }
+            case .relay:
+                guard inbound.readableBytes > 0 else { return }
+                let bytes = inbound.readSlice(length: inbound.readableBytes)!
+                owner.upstreamRelay(bytes)
+            }
+        }
+    }
+
+    /// In a body, events may come without new bytes (the `.end` of an empty body).
+    private var isReadingBody: Bool {
+        if case .body = readState { return true }
+        return false
+    }
+
+    private func fail(_ error: any Error) {
+        let owner = self.owner
+        self.owner = nil
+        readState = .idle
+        owner?.upstreamFailed(error)
+        context?.close(promise: nil)
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -92,7 +243,13 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
         pool?.connectionClosed(self)
         let owner = self.owner
         self.owner = nil
-        owner?.upstreamClosed()
+        if case .body = readState, untilClose, let owner {
+            // The close is how this body ends.
+            readState = .idle
+            owner.upstreamEnd(trailers: nil)
+        } else {
+            owner?.upstreamClosed()
+        }
         context.fireChannelInactive()
     }
 
@@ -114,162 +271,3 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
 
 @available(*, unavailable)
 extension UpstreamConnection: Sendable {}
-
-/// Keep-alive connections of one event loop, per target, with a per-target connection limit. Only
-/// touched on its loop: no locks.
-final class UpstreamPool {
-    enum PoolError: Error {
-        case connectionLimitReached
-    }
-
-    private struct TargetPool {
-        var idle: [UpstreamConnection] = []
-        var open = 0
-        var waiters = CircularBuffer<Waiter>()
-    }
-
-    private struct Waiter {
-        let id: Int
-        let target: ResolvedTarget
-        let service: ServiceRuntime
-        let callback: (Result<UpstreamConnection, any Error>) -> Void
-    }
-
-    let eventLoop: any EventLoop
-    private var pools: [String: TargetPool] = [:]
-    private var nextWaiterID = 0
-
-    init(eventLoop: any EventLoop) {
-        self.eventLoop = eventLoop
-    }
-
-    /// An idle, still open connection to `key`, if there is one.
-    /// (Mutated in place through the dictionary: copying a TargetPool out and back would copy its
-    /// arrays on every request.)
-    func takeIdle(_ key: String) -> UpstreamConnection? {
-        while let connection = pools[key]?.idle.popLast() {
-            if connection.isActive { return connection }
-        }
-        return nil
-    }
-
-    /// Calls back with a connection to `target`: an idle one at once, else a new one, else (at the
-    /// limit) the next one released, failing after the connect timeout.
-    func lease(target: ResolvedTarget, service: ServiceRuntime,
-               callback: @escaping (Result<UpstreamConnection, any Error>) -> Void) {
-        let key = target.authority
-        if let connection = takeIdle(key) {
-            callback(.success(connection))
-            return
-        }
-        if pools[key, default: TargetPool()].open >= service.config.maxConnectionsPerTarget {
-            let id = nextWaiterID
-            nextWaiterID += 1
-            pools[key, default: TargetPool()].waiters.append(Waiter(id: id, target: target, service: service, callback: callback))
-            eventLoop.assumeIsolated().scheduleTask(in: service.connectTimeout) { [weak self] in
-                self?.expireWaiter(key: key, id: id)
-            }
-            return
-        }
-        pools[key, default: TargetPool()].open += 1
-        connect(target: target, service: service, callback: callback)
-    }
-
-    private func expireWaiter(key: String, id: Int) {
-        guard var pool = pools[key], let index = pool.waiters.firstIndex(where: { $0.id == id }) else { return }
-        let waiter = pool.waiters.remove(at: index)
-        pools[key] = pool
-        waiter.callback(.failure(PoolError.connectionLimitReached))
-    }
-
-    private func connect(target: ResolvedTarget, service: ServiceRuntime,
-                         callback: @escaping (Result<UpstreamConnection, any Error>) -> Void) {
-        let handler = UpstreamConnection(key: target.authority)
-        handler.pool = self
-        let loopBoundHandler = NIOLoopBound(handler, eventLoop: eventLoop)
-        let future = ClientBootstrap(group: eventLoop)
-            .connectTimeout(service.connectTimeout)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelOption(.autoRead, value: true)
-            .channelInitializer { channel in
-                do {
-                    let sync = channel.pipeline.syncOperations
-                    try sync.addHandler(RequestEncoder())
-                    try sync.addHandler(ByteToMessageHandler(HTTPResponseDecoder(
-                        leftOverBytesStrategy: .forwardBytes, informationalResponseStrategy: .forward)))
-                    try sync.addHandler(loopBoundHandler.value)
-                    return channel.eventLoop.makeSucceededVoidFuture()
-                } catch {
-                    return channel.eventLoop.makeFailedFuture(error)
-                }
-            }
-            .connect(to: target.address)
-        future.assumeIsolated().whenComplete { result in
-            switch result {
-            case .success:
-                callback(.success(handler))
-            case .failure(let error):
-                // A channel that never became active fires no channelInactive: count it closed here.
-                handler.pool = nil
-                self.connectionFailed(key: target.authority)
-                callback(.failure(error))
-            }
-        }
-    }
-
-    /// Returns a connection after a complete exchange; reusable ones go idle, the rest are closed.
-    func release(_ connection: UpstreamConnection, reusable: Bool, maxIdle: Int) {
-        connection.owner = nil
-        let key = connection.key
-        guard reusable, connection.isActive else {
-            connection.close()
-            return
-        }
-        if let waiter = pools[key, default: TargetPool()].waiters.popFirst() {
-            waiter.callback(.success(connection))
-            return
-        }
-        guard pools[key, default: TargetPool()].idle.count < maxIdle else {
-            connection.close()
-            return
-        }
-        pools[key, default: TargetPool()].idle.append(connection)
-    }
-
-    /// Called when a pooled connection's channel closes, leased or idle.
-    func connectionClosed(_ connection: UpstreamConnection) {
-        guard var pool = pools[connection.key] else { return }
-        pool.idle.removeAll { $0 === connection }
-        pool.open = max(0, pool.open - 1)
-        pools[connection.key] = pool
-        connection.pool = nil
-        connectForWaiter(key: connection.key)
-    }
-
-    private func connectionFailed(key: String) {
-        guard var pool = pools[key] else { return }
-        pool.open = max(0, pool.open - 1)
-        pools[key] = pool
-        connectForWaiter(key: key)
-    }
-
-    /// A slot freed up at the limit: open a connection for the longest waiter.
-    private func connectForWaiter(key: String) {
-        guard var pool = pools[key], let waiter = pool.waiters.first,
-              pool.open < waiter.service.config.maxConnectionsPerTarget else { return }
-        pool.waiters.removeFirst()
-        pool.open += 1
-        pools[key] = pool
-        connect(target: waiter.target, service: waiter.service, callback: waiter.callback)
-    }
-
-    /// Closes every idle connection (shutdown).
-    func closeIdle() {
-        for (key, var pool) in pools {
-            let idle = pool.idle
-            pool.idle = []
-            pools[key] = pool
-            for connection in idle { connection.close() }
-        }
-    }
-}

@@ -8,7 +8,7 @@ final class PathTrie: @unchecked Sendable {
     }
 
     final class Node {
-        var literals: [String: Node] = [:]
+        var literals: [Substring: Node] = [:]
         var parameter: Node?
         /// Routes whose path ends here.
         var terminal: [Entry] = []
@@ -32,11 +32,11 @@ final class PathTrie: @unchecked Sendable {
         for segment in pattern.segments {
             switch segment {
             case .literal(let text):
-                if let next = node.literals[text] {
+                if let next = node.literals[Substring(text)] {
                     node = next
                 } else {
                     let next = Node()
-                    node.literals[text] = next
+                    node.literals[Substring(text)] = next
                     node = next
                 }
             case .parameter:
@@ -71,7 +71,7 @@ final class PathTrie: @unchecked Sendable {
             for entry in node.terminal where entry.route.predicatesMatch(request) { return entry }
         } else {
             let segment = segments[depth]
-            if let child = node.literals[String(segment)],
+            if let child = node.literals[segment],
                let found = search(child, segments: segments, depth: depth + 1, request: request) {
                 return found
             }
@@ -93,7 +93,7 @@ final class PathTrie: @unchecked Sendable {
         if depth == segments.count {
             result.append(contentsOf: node.terminal.map(\.route))
         } else {
-            if let child = node.literals[String(segments[depth])] { collect(child, segments: segments, depth: depth + 1, into: &result) }
+            if let child = node.literals[segments[depth]] { collect(child, segments: segments, depth: depth + 1, into: &result) }
             if let child = node.parameter { collect(child, segments: segments, depth: depth + 1, into: &result) }
         }
         result.append(contentsOf: node.catchAll.map(\.route))

@@ -8,6 +8,8 @@ public final class RouteTable: Sendable {
     /// Whether any route has header predicates: when none does, the request's headers need not be
     /// converted for routing.
     public let usesHeaders: Bool
+    /// Whether any route names hosts: when none does, the Host header is not read for routing.
+    public var usesHosts: Bool { !exactHosts.isEmpty || !wildcardHosts.isEmpty }
 
     public init(routes: [CompiledRoute], patterns: [[PathPattern]]) {
         var exact: [String: PathTrie] = [:]
@@ -45,8 +47,22 @@ public final class RouteTable: Sendable {
     /// Splits a normalized path into segments (empty ones dropped: a trailing slash does not matter).
     @inline(__always)
     static func segments(of path: String) -> [Substring] {
-        // Split on bytes: splitting a String on a Character walks grapheme clusters.
-        path.utf8.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: true).map { Substring($0) }
+        // Split on bytes, into one array: splitting a String on a Character walks grapheme clusters,
+        // and the generic split builds an array of its own first.
+        var result: [Substring] = []
+        result.reserveCapacity(8)
+        let utf8 = path.utf8
+        var start = utf8.startIndex
+        var index = start
+        while index != utf8.endIndex {
+            if utf8[index] == UInt8(ascii: "/") {
+                if start != index { result.append(path[start..<index]) }
+                start = utf8.index(after: index)
+            }
+            index = utf8.index(after: index)
+        }
+        if start != index { result.append(path[start..<index]) }
+        return result
     }
 
     /// Lower-cased host without port, from a Host header value.

@@ -1,0 +1,352 @@
+import HTTPTypes
+import NIOCore
+
+/// What the proxy adds to a request it forwards (RFC 7239 and the X-Forwarded family), prepared per
+/// connection and per snapshot so a request only copies them.
+public struct ForwardingValues: Sendable {
+    public var clientIP: String
+    /// `for=...;proto=http`: the start of this hop's RFC 7239 element.
+    public var forwardedElement: String
+    /// `1.1 tollgate`.
+    public var via: String
+    /// The request-id header's name as written when the client sent none.
+    public var requestIDName: String
+
+    public init(clientIP: String, forwardedElement: String, via: String, requestIDName: String) {
+        self.clientIP = clientIP
+        self.forwardedElement = forwardedElement
+        self.via = via
+        self.requestIDName = requestIDName
+    }
+}
+
+/// How a response head ends: the Connection header the client gets.
+public enum ConnectionHeader: Sendable {
+    case none
+    case close
+    case keepAlive
+    case upgrade
+}
+
+/// Writes HTTP/1 heads. Fields nobody changed are copied as the lines they arrived in, runs of them
+/// at once; only what the proxy adds or rewrites is rendered.
+public enum HeadWriter {
+    /// The head sent upstream: the client's method, `target`, the client's fields minus hop-by-hop
+    /// ones and the forwarding fields, then Host and the forwarding fields with this hop appended.
+    public static func writeRequest(_ head: RawHead, target: String, host: String, forwarding: ForwardingValues,
+                                    requestID: String, into out: inout ByteBuffer) {
+        let hostLength = head.hostIndex.map { Int(head.fields[$0].valueEnd - head.fields[$0].valueStart) } ?? 0
+        let bound = head.bytes.readableBytes + target.utf8.count + host.utf8.count + forwarding.clientIP.utf8.count
+            + forwarding.forwardedElement.utf8.count + forwarding.via.utf8.count + forwarding.requestIDName.utf8.count
+            + requestID.utf8.count + 2 * hostLength + 192
+        _ = head.withBytes { p in
+            out.writeWithUnsafeMutableBytes(minimumWritableBytes: bound) { memory in
+                var o = HeadOutput(memory)
+                o.put(UnsafeRawBufferPointer(rebasing: p[0..<Int(head.methodEnd)]))
+                o.put(UInt8(ascii: " "))
+                o.put(target)
+                o.put(" HTTP/1.1\r\n")
+                var run = LineRun()
+                var hasXFF = false
+                var hasForwarded = false
+                var hasVia = false
+                let checkListed = head.connection.hasListed
+                for index in head.fields.indices {
+                    let field = head.fields[index]
+                    switch field.kind {
+                    case .other:
+                        if checkListed && head.isListedInConnection(index) {
+                            run.flush(p, into: &o)
+                        } else {
+                            run.add(field, p, into: &o)
+                        }
+                    case .contentLength, .transferEncoding, .requestID:
+                        run.add(field, p, into: &o)
+                    case .xForwardedFor:
+                        hasXFF = true
+                        run.flush(p, into: &o)
+                    case .forwarded:
+                        hasForwarded = true
+                        run.flush(p, into: &o)
+                    case .via:
+                        hasVia = true
+                        run.flush(p, into: &o)
+                    default:   // hop-by-hop, Host, X-Forwarded-Host/-Proto: replaced below
+                        run.flush(p, into: &o)
+                    }
+                }
+                run.flush(p, into: &o)
+
+                o.put("host: ")
+                o.put(host)
+                o.put("\r\nx-forwarded-for: ")
+                if hasXFF { o.putValues(of: .xForwardedFor, head, p) }
+                o.put(forwarding.clientIP)
+                o.put("\r\nx-forwarded-proto: http\r\n")
+                var clientHost: UnsafeRawBufferPointer?
+                if let hostIndex = head.hostIndex {
+                    let field = head.fields[hostIndex]
+                    let value = UnsafeRawBufferPointer(rebasing: p[Int(field.valueStart)..<Int(field.valueEnd)])
+                    o.put("x-forwarded-host: ")
+                    o.put(value)
+                    o.put("\r\n")
+                    if value.allSatisfy({ $0 > 0x20 && $0 != UInt8(ascii: "\"") && $0 < 0x7F }) { clientHost = value }
+                }
+                o.put("forwarded: ")
+                if hasForwarded { o.putValues(of: .forwarded, head, p) }
+                o.put(forwarding.forwardedElement)
+                if let clientHost {
+                    o.put(";host=\"")
+                    o.put(clientHost)
+                    o.put(UInt8(ascii: "\""))
+                }
+                o.put("\r\nvia: ")
+                if hasVia { o.putValues(of: .via, head, p) }
+                o.put(forwarding.via)
+                o.put("\r\n")
+                if head.requestIDIndex == nil {
+                    o.put(forwarding.requestIDName)
+                    o.put(": ")
+                    o.put(requestID)
+                    o.put("\r\n")
+                }
+                if head.isUpgrade, let upgradeIndex = head.upgradeIndex {
+                    let field = head.fields[upgradeIndex]
+                    o.put("connection: upgrade\r\nupgrade: ")
+                    o.put(UnsafeRawBufferPointer(rebasing: p[Int(field.valueStart)..<Int(field.valueEnd)]))
+                    o.put("\r\n")
+                }
+                o.put("\r\n")
+                return o.offset
+            }
+        }
+    }
+
+    /// The head sent to the client for an upstream response, without plugins: status line in the
+    /// client's version, the upstream's end-to-end fields as they came, Via and the request id, `extra`
+    /// (deprecation fields), then framing and Connection as the proxy decided them.
+    public static func writeResponse(_ head: RawHead, clientMinorVersion: Int, via: String, requestIDName: String,
+                                     requestID: String, extra: [HTTPField], dropTransferEncoding: Bool,
+                                     addChunked: Bool, connection: ConnectionHeader, into out: inout ByteBuffer) {
+        var bound = head.bytes.readableBytes + via.utf8.count + requestIDName.utf8.count + requestID.utf8.count + 160
+        for field in extra { bound += field.name.rawName.utf8.count + field.value.utf8.count + 4 }
+        _ = head.withBytes { p in
+            out.writeWithUnsafeMutableBytes(minimumWritableBytes: bound) { memory in
+                var o = HeadOutput(memory)
+                o.put(clientMinorVersion == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
+                o.putStatus(head.status)
+                o.put(UnsafeRawBufferPointer(rebasing: p[Int(head.reasonStart)..<Int(head.reasonEnd)]))
+                o.put("\r\n")
+                var run = LineRun()
+                var hasVia = false
+                let checkListed = head.connection.hasListed
+                for index in head.fields.indices {
+                    let field = head.fields[index]
+                    switch field.kind {
+                    case .via:
+                        hasVia = true
+                        run.flush(p, into: &o)
+                    case .transferEncoding where dropTransferEncoding:
+                        run.flush(p, into: &o)
+                    case let kind where kind.isHopByHop:
+                        run.flush(p, into: &o)
+                    default:
+                        if checkListed && head.isListedInConnection(index) {
+                            run.flush(p, into: &o)
+                        } else {
+                            run.add(field, p, into: &o)
+                        }
+                    }
+                }
+                run.flush(p, into: &o)
+                o.put("via: ")
+                if hasVia { o.putValues(of: .via, head, p) }
+                o.put(via)
+                o.put("\r\n")
+                if head.requestIDIndex == nil {
+                    o.put(requestIDName)
+                    o.put(": ")
+                    o.put(requestID)
+                    o.put("\r\n")
+                }
+                for field in extra {
+                    o.put(field.name.rawName)
+                    o.put(": ")
+                    o.put(field.value)
+                    o.put("\r\n")
+                }
+                if addChunked { o.put("transfer-encoding: chunked\r\n") }
+                switch connection {
+                case .none: break
+                case .close: o.put("connection: close\r\n")
+                case .keepAlive: o.put("connection: keep-alive\r\n")
+                case .upgrade:
+                    o.put("connection: upgrade\r\n")
+                    if let upgradeIndex = head.upgradeIndex {
+                        let field = head.fields[upgradeIndex]
+                        o.put("upgrade: ")
+                        o.put(UnsafeRawBufferPointer(rebasing: p[Int(field.valueStart)..<Int(field.valueEnd)]))
+                        o.put("\r\n")
+                    }
+                }
+                o.put("\r\n")
+                return o.offset
+            }
+        }
+    }
+
+    /// The fields of an upstream response as the client will see them before plugins and framing:
+    /// hop-by-hop fields removed, Via and the request id added, then `extra`.
+    public static func responseFields(_ head: RawHead, via: String, requestIDName: String, requestID: String,
+                                      extra: [HTTPField]) -> HTTPFields {
+        var fields = head.httpFields { $0.isHopByHop || $0 == .via }
+        if head.connection.hasListed {
+            fields = HTTPFields(fields.filter { !head.connection.listed.contains($0.name.canonicalName) })
+        }
+        var viaValue = via
+        let upstreamVia = head.fields.indices.filter { head.fields[$0].kind == .via }.map(head.value)
+        if !upstreamVia.isEmpty { viaValue = upstreamVia.joined(separator: ", ") + ", " + via }
+        fields.append(HTTPField(name: HTTPField.Name("via")!, value: viaValue))
+        if head.requestIDIndex == nil, let name = HTTPField.Name(requestIDName) {
+            fields.append(HTTPField(name: name, value: requestID))
+        }
+        fields.append(contentsOf: extra)
+        return fields
+    }
+
+    /// A head from swift-http-types fields (local answers, and responses plugins changed).
+    public static func writeResponse(minorVersion: Int, status: HTTPResponse.Status, fields: HTTPFields,
+                                     addChunked: Bool, connection: ConnectionHeader, into out: inout ByteBuffer) {
+        var reason = status.reasonPhrase
+        reason.withUTF8 { writeStatusLine(minorVersion: minorVersion, status: status.code, reason: UnsafeRawBufferPointer($0), into: &out) }
+        for field in fields { writeField(field.name.rawName, field.value, into: &out) }
+        if addChunked { out.writeStaticString("transfer-encoding: chunked\r\n") }
+        switch connection {
+        case .none, .upgrade: break
+        case .close: out.writeStaticString("connection: close\r\n")
+        case .keepAlive: out.writeStaticString("connection: keep-alive\r\n")
+        }
+        out.writeStaticString("\r\n")
+    }
+
+    /// A request head from swift-http-types values (after request plugins), to be parsed again and
+    /// forwarded like a client's.
+    public static func renderRequest(_ request: HTTPRequest, allocator: ByteBufferAllocator = ByteBufferAllocator()) -> ByteBuffer {
+        var out = allocator.buffer(capacity: 256)
+        out.writeString(request.method.rawValue)
+        out.writeInteger(UInt8(ascii: " "))
+        out.writeString(request.path ?? "/")
+        out.writeStaticString(" HTTP/1.1\r\n")
+        if let authority = request.authority { writeField("host", authority, into: &out) }
+        for field in request.headerFields { writeField(field.name.rawName, field.value, into: &out) }
+        out.writeStaticString("\r\n")
+        return out
+    }
+
+    static func writeStatusLine(minorVersion: Int, status: Int, reason: UnsafeRawBufferPointer, into out: inout ByteBuffer) {
+        out.writeStaticString(minorVersion == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
+        let code = status >= 100 && status <= 999 ? status : 500
+        out.writeInteger(UInt8(ascii: "0") + UInt8(code / 100))
+        out.writeInteger(UInt8(ascii: "0") + UInt8(code / 10 % 10))
+        out.writeInteger(UInt8(ascii: "0") + UInt8(code % 10))
+        out.writeInteger(UInt8(ascii: " "))
+        out.writeBytes(reason)
+        out.writeStaticString("\r\n")
+    }
+
+    static func writeField(_ name: String, _ value: String, into out: inout ByteBuffer) {
+        out.writeString(name)
+        out.writeStaticString(": ")
+        out.writeString(value)
+        out.writeStaticString("\r\n")
+    }
+
+    /// Consecutive field lines copied with one copy.
+    private struct LineRun {
+        var start = -1
+        var end = -1
+
+        @inline(__always)
+        mutating func add(_ field: RawField, _ p: UnsafeRawBufferPointer, into o: inout HeadOutput) {
+            if start >= 0 && end == Int(field.start) {
+                end = Int(field.end)
+                return
+            }
+            flush(p, into: &o)
+            start = Int(field.start)
+            end = Int(field.end)
+        }
+
+        @inline(__always)
+        mutating func flush(_ p: UnsafeRawBufferPointer, into o: inout HeadOutput) {
+            guard start >= 0 else { return }
+            o.put(UnsafeRawBufferPointer(rebasing: p[start..<end]))
+            start = -1
+        }
+    }
+
+    /// A chunk's size line.
+    public static func writeChunkHeader(_ length: Int, into out: inout ByteBuffer) {
+        var digits = 1
+        while length >> (4 * digits) > 0 { digits += 1 }
+        let hex: StaticString = "0123456789abcdef"
+        for k in stride(from: digits - 1, through: 0, by: -1) {
+            out.writeInteger(hex.utf8Start[(length >> (4 * k)) & 0xF])
+        }
+        out.writeStaticString("\r\n")
+    }
+}
+
+/// Copies into memory reserved for a whole head (its size bounded beforehand): plain memcpy, none of
+/// ByteBuffer's per-write bookkeeping.
+struct HeadOutput {
+    let memory: UnsafeMutableRawBufferPointer
+    var offset = 0
+
+    init(_ memory: UnsafeMutableRawBufferPointer) {
+        self.memory = memory
+    }
+
+    @inline(__always)
+    mutating func put(_ bytes: UnsafeRawBufferPointer) {
+        guard let source = bytes.baseAddress, bytes.count > 0 else { return }
+        precondition(offset + bytes.count <= memory.count, "head larger than its bound")
+        (memory.baseAddress! + offset).copyMemory(from: source, byteCount: bytes.count)
+        offset += bytes.count
+    }
+
+    @inline(__always)
+    mutating func put(_ text: StaticString) {
+        put(UnsafeRawBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
+    }
+
+    @inline(__always)
+    mutating func put(_ text: String) {
+        var text = text
+        text.withUTF8 { put(UnsafeRawBufferPointer($0)) }
+    }
+
+    @inline(__always)
+    mutating func put(_ byte: UInt8) {
+        precondition(offset < memory.count, "head larger than its bound")
+        memory[offset] = byte
+        offset += 1
+    }
+
+    /// Three digits and a space.
+    mutating func putStatus(_ status: Int) {
+        let code = status >= 100 && status <= 999 ? status : 500
+        put(UInt8(ascii: "0") + UInt8(code / 100))
+        put(UInt8(ascii: "0") + UInt8(code / 10 % 10))
+        put(UInt8(ascii: "0") + UInt8(code % 10))
+        put(UInt8(ascii: " "))
+    }
+
+    /// The values of every field of `kind`, each followed by ", " (the caller appends this hop's).
+    mutating func putValues(of kind: FieldKind, _ head: RawHead, _ p: UnsafeRawBufferPointer) {
+        for field in head.fields where field.kind == kind {
+            put(UnsafeRawBufferPointer(rebasing: p[Int(field.valueStart)..<Int(field.valueEnd)]))
+            put(", ")
+        }
+    }
+}
