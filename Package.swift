@@ -85,7 +85,7 @@ let package = Package(
         ),
         .testTarget(
             name: "TollgateCoreTests",
-            dependencies: ["TollgateCore", "TollgatePlugins"],
+            dependencies: ["TollgateCore", "TollgatePlugins", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
         .testTarget(

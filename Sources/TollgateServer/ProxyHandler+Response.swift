@@ -107,16 +107,16 @@ extension ProxyHandler: UpstreamOwner {
     }
 
     func upstreamFailed(_ error: any Error) {
-        upstreamLost()
+        upstreamLost(error is UpstreamProtocolError ? "upstream sent an invalid response" : "upstream connection failed")
     }
 
     func upstreamClosed() {
-        upstreamLost()
+        upstreamLost("upstream closed the connection")
     }
 
     /// The upstream connection broke before the response ended: 502 if nothing was sent yet, else the
     /// client's response is cut off by closing (it cannot be completed honestly).
-    private func upstreamLost() {
+    private func upstreamLost(_ reason: String) {
         if relayPeer != nil {
             relayPeer = nil
             return close()
@@ -128,7 +128,7 @@ extension ProxyHandler: UpstreamOwner {
             close()
         } else {
             exchange.keepAlive = exchange.keepAlive && exchange.requestComplete
-            respondError(.badGateway, "upstream closed the connection", exchange: exchange)
+            respondError(.badGateway, reason, exchange: exchange)
             processInbound()
         }
     }

@@ -1,0 +1,275 @@
+import HTTPTypes
+import NIOCore
+import Testing
+import TollgateCore
+
+private func parse(_ text: String, kind: HeadParser.Kind = .request, maxURI: Int = 8 << 10,
+                   maxHeader: Int = 32 << 10) -> (HeadParseResult, RawHead) {
+    var head = RawHead()
+    let parser = HeadParser(kind: kind, maxURILength: maxURI, maxHeaderSize: maxHeader)
+    let result = parser.parse(ByteBuffer(string: text), into: &head)
+    return (result, head)
+}
+
+@Suite struct HeadParserTests {
+    @Test func parsesARequestHead() {
+        let text = "\r\nGET /users/42?x=1 HTTP/1.1\r\nHost: example.com\r\nX-Request-ID:  abc \r\nContent-Length: 5\r\n\r\nhello"
+        let (result, head) = parse(text)
+        #expect(result == .complete(consumed: text.utf8.count - 5))
+        #expect(head.methodString == "GET")
+        #expect(head.method == .get)
+        #expect(head.target == "/users/42?x=1")
+        #expect(head.string(head.targetStart, head.queryStart) == "/users/42")
+        #expect(head.minorVersion == 1)
+        #expect(head.fields.count == 3)
+        #expect(head.host == "example.com")
+        #expect(head.requestIDIndex.map(head.value) == "abc")   // surrounding whitespace trimmed
+        #expect(head.contentLength == 5)
+        #expect(head.isKeepAlive)
+        #expect(head.requestFramingProblem == nil)
+        #expect(head.fields.map(\.kind) == [.host, .requestID, .contentLength])
+    }
+
+    @Test func parsesAResponseHead() {
+        let text = "HTTP/1.0 404 Not Found\r\nConnection: keep-alive, X-Secret\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+        let (result, head) = parse(text, kind: .response)
+        #expect(result == .complete(consumed: text.utf8.count))
+        #expect(head.status == 404)
+        #expect(head.reason == "Not Found")
+        #expect(head.minorVersion == 0)
+        #expect(head.isKeepAlive)
+        #expect(head.chunked)
+        #expect(!head.onlyChunked)
+        #expect(head.connection.listed == ["x-secret"])
+        #expect(BodyFraming.response(head, toHead: false) == .chunked)
+        #expect(BodyFraming.response(head, toHead: true) == .none)
+    }
+
+    @Test func statusLineWithoutReason() {
+        let (result, head) = parse("HTTP/1.1 204\r\n\r\n", kind: .response)
+        #expect(result == .complete(consumed: 16))
+        #expect(head.status == 204)
+        #expect(head.reason == "")
+    }
+
+    @Test func everyPrefixIsIncomplete() {
+        let text = "POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+        for length in 0..<text.utf8.count {
+            let prefix = String(decoding: Array(text.utf8.prefix(length)), as: UTF8.self)
+            #expect(parse(prefix).0 == .incomplete, "prefix \(length)")
+        }
+        #expect(parse(text).0 == .complete(consumed: text.utf8.count))
+    }
+
+    @Test(arguments: [
+        ("GET /x HTTP/1.1\r\nBad Header: x\r\n\r\n", "malformed header"),
+        ("GET /x HTTP/1.1\r\nName : x\r\n\r\n", "malformed header"),
+        ("GET /x HTTP/1.1\r\nA: b\r\n c\r\n\r\n", "malformed header"),          // obsolete line folding
+        ("GET /x HTTP/1.1\r\nA: b\nC: d\r\n\r\n", "malformed header"),          // bare LF
+        ("GET /x HTTP/1.1\r\nA: b\rc\r\n\r\n", "malformed header"),             // bare CR
+        ("GET /x HTTP/1.1\r\nA: b\u{01}\r\n\r\n", "malformed header"),          // control byte
+        ("GET /x HTTP/1.1\r\n: b\r\n\r\n", "malformed header"),
+        ("GET /x HTTP/9.9\r\n\r\n", "invalid HTTP version"),
+        ("GET /x HTTP/1.1 \r\n\r\n", "malformed request line"),
+        ("GET  /x HTTP/1.1\r\n\r\n", "malformed request line"),
+        ("NOT A REQUEST\r\n\r\n", "malformed request line"),
+        ("G(T /x HTTP/1.1\r\n\r\n", "malformed request line"),
+        ("GET /x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "more than one Host"),
+    ])
+    func refusesMalformedHeads(_ text: String, _ message: String) {
+        guard case .failed(let error) = parse(text).0 else {
+            Issue.record("accepted: \(text)")
+            return
+        }
+        #expect(error.status == 400)
+        #expect(error.message == message)
+    }
+
+    @Test func framingProblems() {
+        #expect(parse("POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n").1.requestFramingProblem
+                == "both Content-Length and Transfer-Encoding")
+        #expect(parse("POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n").1.requestFramingProblem
+                == "conflicting Content-Length values")
+        #expect(parse("POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n").1.requestFramingProblem == nil)
+        #expect(parse("POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n").1.requestFramingProblem == "invalid Content-Length")
+        #expect(parse("POST / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n").1.requestFramingProblem
+                == "invalid Content-Length")
+        #expect(parse("POST / HTTP/1.1\r\nTransfer-Encoding: chunked, identity\r\n\r\n").1.requestFramingProblem
+                == "unsupported Transfer-Encoding")
+        #expect(parse("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n").1.requestFramingProblem
+                == "unsupported Transfer-Encoding")
+        #expect(parse("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n").1.requestFramingProblem
+                == "Transfer-Encoding in an HTTP/1.0 request")
+        #expect(parse("POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n").1.requestFramingProblem == nil)
+    }
+
+    @Test func limits() {
+        #expect(parse("GET /" + String(repeating: "a", count: 200) + " HTTP/1.1\r\n\r\n", maxURI: 128).0 == .failed(.uriTooLong))
+        // Too long before the line has even ended.
+        #expect(parse("GET /" + String(repeating: "a", count: 200), maxURI: 128).0 == .failed(.uriTooLong))
+        #expect(parse("GET / HTTP/1.1\r\nX: " + String(repeating: "b", count: 300) + "\r\n\r\n", maxHeader: 256).0
+                == .failed(.headerTooLarge))
+        #expect(parse("GET / HTTP/1.1\r\nX: " + String(repeating: "b", count: 300), maxHeader: 256).0 == .failed(.headerTooLarge))
+        let many = (0..<300).map { "A\($0): b\r\n" }.joined()
+        #expect(parse("GET / HTTP/1.1\r\n" + many + "\r\n").0 == .failed(.headerTooLarge))
+    }
+
+    @Test func connectionTokensAndKeepAlive() {
+        #expect(!parse("GET / HTTP/1.1\r\nConnection: close\r\n\r\n").1.isKeepAlive)
+        #expect(!parse("GET / HTTP/1.0\r\n\r\n").1.isKeepAlive)
+        #expect(parse("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").1.isKeepAlive)
+        let upgrade = parse("GET / HTTP/1.1\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n").1
+        #expect(upgrade.isUpgrade)
+        #expect(!parse("GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n").1.isUpgrade)
+    }
+
+    @Test func reusesTheFieldArray() {
+        var head = RawHead()
+        let parser = HeadParser(kind: .request)
+        #expect(parser.parse(ByteBuffer(string: "GET /a HTTP/1.1\r\nA: 1\r\nB: 2\r\n\r\n"), into: &head) == .complete(consumed: 31))
+        #expect(head.fields.count == 2)
+        #expect(parser.parse(ByteBuffer(string: "GET /b HTTP/1.1\r\nC: 3\r\n\r\n"), into: &head) == .complete(consumed: 25))
+        #expect(head.fields.count == 1)
+        #expect(head.name(0) == "C")
+        #expect(head.target == "/b")
+        #expect(head.contentLength == nil)
+    }
+}
+
+@Suite struct BodyDecoderTests {
+    /// Feeds `input` in pieces of `step` bytes and collects the body and trailers.
+    private func decode(_ framing: BodyFraming, _ input: String, step: Int) throws -> (body: String, trailers: String?, rest: String) {
+        var decoder = BodyDecoder(framing)
+        var pending = ByteBuffer()
+        var body = ""
+        var trailers: String?
+        var ended = false
+        let bytes = Array(input.utf8)
+        var offset = 0
+        while offset < bytes.count || !ended {
+            if offset < bytes.count {
+                pending.writeBytes(bytes[offset..<min(offset + step, bytes.count)])
+                offset += step
+            }
+            while let event = try decoder.next(&pending) {
+                switch event {
+                case .data(let data): body += String(buffer: data)
+                case .end(let trailerBytes):
+                    trailers = trailerBytes.map { String(buffer: $0) }
+                    ended = true
+                }
+            }
+            if offset >= bytes.count && !ended { break }
+        }
+        #expect(ended)
+        return (body, trailers, String(buffer: pending))
+    }
+
+    @Test(arguments: [1, 2, 7, 1000])
+    func chunkedBodies(step: Int) throws {
+        let input = "5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Sum: 1\r\n\r\nGET /next"
+        let result = try decode(.chunked, input, step: step)
+        #expect(result.body == "hello world")
+        #expect(result.trailers == "X-Sum: 1\r\n")
+        #expect(result.rest == "GET /next")
+    }
+
+    @Test(arguments: [1, 3, 1000])
+    func lengthBodies(step: Int) throws {
+        let result = try decode(.length(5), "helloGET", step: step)
+        #expect(result.body == "hello")
+        #expect(result.trailers == nil)
+        #expect(result.rest == "GET")
+    }
+
+    @Test func emptyBodiesEndAtOnce() throws {
+        var empty = ByteBuffer()
+        var none = BodyDecoder(.none)
+        guard case .end(nil) = try none.next(&empty) else { Issue.record("no end"); return }
+        #expect(try none.next(&empty) == nil)
+        var zero = BodyDecoder(.length(0))
+        guard case .end = try zero.next(&empty) else { Issue.record("no end"); return }
+    }
+
+    @Test(arguments: ["zz\r\n", "5\r\nhelloXX", "\r\n", "fffffffffffffffff\r\n", "5\nhello\r\n", "5;a\nb\r\n"])
+    func refusesBadChunks(_ input: String) {
+        var decoder = BodyDecoder(.chunked)
+        var buffer = ByteBuffer(string: input)
+        #expect(throws: BodyDecodingError.self) {
+            while try decoder.next(&buffer) != nil {}
+        }
+    }
+
+    @Test func trailerSectionIsBounded() {
+        var decoder = BodyDecoder(.chunked, maxTrailerBytes: 64)
+        var buffer = ByteBuffer(string: "0\r\nX: " + String(repeating: "y", count: 100) + "\r\n\r\n")
+        #expect(throws: BodyDecodingError.trailersTooLarge) {
+            while try decoder.next(&buffer) != nil {}
+        }
+    }
+}
+
+@Suite struct HeadWriterTests {
+    let forwarding = ForwardingValues(clientIP: "10.0.0.9", forwardedElement: "for=10.0.0.9;proto=http",
+                                      via: "1.1 tollgate", requestIDName: "X-Request-ID")
+
+    @Test func forwardedRequestDropsHopByHopAndAppendsThisHop() {
+        let (_, head) = parse("""
+            GET /old HTTP/1.1\r
+            Host: api.example.com\r
+            Accept: */*\r
+            Connection: keep-alive, X-Hop\r
+            X-Hop: secret\r
+            Keep-Alive: timeout=5\r
+            X-Forwarded-For: 1.2.3.4\r
+            X-Forwarded-Proto: https\r
+            Via: 1.0 edge\r
+            Content-Length: 0\r
+            \r
+
+            """)
+        var out = ByteBuffer()
+        HeadWriter.writeRequest(head, target: "/new?q=1", host: "backend:8080", forwarding: forwarding, requestID: "rid", into: &out)
+        #expect(String(buffer: out) == """
+            GET /new?q=1 HTTP/1.1\r
+            Accept: */*\r
+            Content-Length: 0\r
+            host: backend:8080\r
+            x-forwarded-for: 1.2.3.4, 10.0.0.9\r
+            x-forwarded-proto: http\r
+            x-forwarded-host: api.example.com\r
+            forwarded: for=10.0.0.9;proto=http;host="api.example.com"\r
+            via: 1.0 edge, 1.1 tollgate\r
+            X-Request-ID: rid\r
+            \r
+
+            """)
+    }
+
+    @Test func responseKeepsEndToEndFieldsAsTheyCame() {
+        let (_, head) = parse("HTTP/1.1 200 OK\r\nServer: up\r\nTransfer-Encoding: chunked\r\nX-Request-ID: given\r\nConnection: close\r\n\r\n",
+                              kind: .response)
+        var out = ByteBuffer()
+        HeadWriter.writeResponse(head, clientMinorVersion: 0, via: "1.1 tollgate", requestIDName: "X-Request-ID", requestID: "rid",
+                                 extra: [HTTPField(name: HTTPField.Name("Deprecation")!, value: "@1")],
+                                 dropTransferEncoding: true, addChunked: false, connection: .close, into: &out)
+        #expect(String(buffer: out) == """
+            HTTP/1.0 200 OK\r
+            Server: up\r
+            X-Request-ID: given\r
+            via: 1.1 tollgate\r
+            Deprecation: @1\r
+            connection: close\r
+            \r
+
+            """)
+    }
+
+    @Test func chunkHeaders() {
+        for (length, hex) in [(1, "1"), (15, "f"), (16, "10"), (4096, "1000"), (0x7fff_ffff, "7fffffff")] {
+            var out = ByteBuffer()
+            HeadWriter.writeChunkHeader(length, into: &out)
+            #expect(String(buffer: out) == hex + "\r\n")
+        }
+    }
+}

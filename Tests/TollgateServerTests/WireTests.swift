@@ -1,0 +1,120 @@
+import NIOCore
+import NIOPosix
+import Testing
+import TollgateTesting
+
+/// Exact bytes on both sides of the proxy: what it forwards of unusual framing, and what it refuses.
+@Suite struct WireTests {
+    /// A gateway whose one route (`/api/*`) goes to an upstream answering with `answer`.
+    static func withRawUpstream(_ answer: @escaping @Sendable (String) -> RawUpstream.Answer,
+                                _ body: (Harness, RawUpstream) async throws -> Void) async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let upstream = try await RawUpstream(group: group, answer: answer)
+        do {
+            try await Harness.with("""
+                services:
+                  api: {targets: [{url: "\(upstream.url)"}], timeouts: {read: 2s}}
+                routes:
+                  - {match: {paths: ["/api/*"]}, service: api}
+                """, upstreams: []) { harness in
+                try await body(harness, upstream)
+            }
+        } catch {
+            try? await upstream.close()
+            try? await group.shutdownGracefully()
+            throw error
+        }
+        try? await upstream.close()
+        try? await group.shutdownGracefully()
+    }
+
+    @Test(arguments: [
+        "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+        "HTTP/1.1 200 OK\r\nBad Header\r\n\r\n",
+        "garbage that is no response\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nX: a\nY: b\r\n\r\n",
+    ])
+    func malformedUpstreamResponsesAre502(_ reply: String) async throws {
+        try await Self.withRawUpstream({ _ in .init(reply) }) { harness, _ in
+            let response = try await harness.get("/api/x")
+            #expect(response.statuses == [502], "\(response.text.prefix(300))")
+            #expect(response.lastBody.contains(#""error":"upstream sent an invalid response""#))
+        }
+    }
+
+    /// An upstream body of unknown length (ended by close) reaches an HTTP/1.1 client chunked, on a
+    /// connection that stays usable.
+    @Test func closeDelimitedBodyIsChunkedForTheClient() async throws {
+        try await Self.withRawUpstream({ _ in .init("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil close", close: true) }) { harness, _ in
+            let response = try await harness.send("GET /api/a HTTP/1.1\r\nHost: t\r\n\r\nGET /api/b HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            #expect(response.statuses == [200, 200])
+            #expect(response.text.header("transfer-encoding") == "chunked")
+            #expect(response.text.contains("b\r\nuntil close\r\n0\r\n\r\nHTTP/1.1 200"))
+        }
+    }
+
+    /// Chunked bodies are re-framed, not passed through: chunk extensions are dropped, trailers kept.
+    @Test func chunkedRequestWithTrailersIsReframed() async throws {
+        try await Self.withRawUpstream({ _ in .init("HTTP/1.1 204 No Content\r\n\r\n") }) { harness, upstream in
+            let response = try await harness.send(
+                "POST /api/upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+                chunks: ["5;name=value\r\nhello\r\n", "6\r\n world\r\n0\r\nX-Checksum: 42\r\n\r\n"])
+            #expect(response.statuses == [204])
+            let forwarded = try #require(upstream.requests.first)
+            #expect(forwarded.hasSuffix("\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\nX-Checksum: 42\r\n\r\n"))
+            #expect(forwarded.contains("Transfer-Encoding: chunked\r\n"))
+            #expect(!forwarded.contains("name=value"))
+        }
+    }
+
+    @Test func responseTrailersReachHTTP11Clients() async throws {
+        try await Self.withRawUpstream({ _ in
+            .init("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n5\r\nhello\r\n0\r\nX-Sum: 9\r\n\r\n")
+        }) { harness, _ in
+            let response = try await harness.get("/api/t")
+            #expect(response.statuses == [200])
+            #expect(response.text.hasSuffix("5\r\nhello\r\n0\r\nX-Sum: 9\r\n\r\n"))
+            #expect(response.text.header("trailer") == nil)   // hop-by-hop
+        }
+    }
+
+    /// A chunked body that turns invalid after the head went out cannot be finished honestly: the
+    /// client's connection is closed, and the gateway keeps serving.
+    @Test func brokenBodyAfterTheHeadCutsTheConnection() async throws {
+        try await Self.withRawUpstream({ request in
+            request.contains("/api/broken")
+                ? .init("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXXzz\r\n")
+                : .init("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        }) { harness, _ in
+            let response = try await harness.send("GET /api/broken HTTP/1.1\r\nHost: t\r\n\r\n")
+            #expect(response.statuses == [200])
+            #expect(response.closedByServer)
+            #expect(!response.text.hasSuffix("0\r\n\r\n"))
+            #expect(try await harness.get("/api/fine").statuses == [200])
+        }
+    }
+
+    /// A head that arrives one byte at a time is parsed once per line end, and served.
+    @Test func headTrickledByteByByte() async throws {
+        try await Harness.with(basicConfig) { harness in
+            let request = "GET /api/slow HTTP/1.1\r\nHost: t\r\nX-Long: " + String(repeating: "v", count: 300) + "\r\nConnection: close\r\n\r\n"
+            let bytes = request.map { String($0) }
+            let response = try await harness.send(bytes[0], chunks: Array(bytes.dropFirst()))
+            #expect(response.statuses == [200])
+            #expect(harness.upstreams[0].requests.first?.head.headers["x-long"].first?.count == 300)
+        }
+    }
+
+    /// Many pipelined requests in one write are answered in order, each exactly once.
+    @Test func longPipelineInOneWrite() async throws {
+        try await Harness.with(basicConfig) { harness in
+            let requests = (0..<50).map { "GET /api/p\($0) HTTP/1.1\r\nHost: t\r\n\r\n" }.joined()
+                + "GET /api/last HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+            let response = try await harness.send(requests)
+            #expect(response.statuses == Array(repeating: 200, count: 51))
+            let uris = harness.upstreams[0].requests.map(\.head.uri)
+            #expect(uris == (0..<50).map { "/p\($0)" } + ["/last"])   // basicConfig strips /api
+        }
+    }
+}
