@@ -50,10 +50,10 @@ final class Exchange {
     var upstreamKeepAlive = true
     var errorReason: String?
 
-    init(state: ServerState, head: RawHead, context: RequestContext) {
+    init(state: ServerState, head: RawHead, requestID: String, clientIP: String, startNanos: UInt64) {
         self.state = state
         self.head = head
-        self.context = context
+        self.context = RequestContext(requestID: requestID, clientIP: clientIP, startNanos: startNanos)
         self.keepAlive = head.isKeepAlive
         self.isUpgrade = head.isUpgrade
         self.declaredLength = head.contentLength

@@ -10,9 +10,8 @@ extension ProxyHandler {
         let state = loop.state
         let config = state.snapshot.config
         let requestID = head.requestIDIndex.map(head.value).flatMap(Self.acceptableRequestID) ?? loop.makeRequestID()
-        let context = RequestContext(requestID: requestID, clientIP: clientIP,
-                                     startNanos: NIODeadline.now().uptimeNanoseconds)
-        let exchange = Exchange(state: state, head: head, context: context)
+        let exchange = Exchange(state: state, head: head, requestID: requestID, clientIP: clientIP,
+                                startNanos: NIODeadline.now().uptimeNanoseconds)
         self.exchange = exchange
 
         if let problem = head.requestFramingProblem {
@@ -236,8 +235,7 @@ extension ProxyHandler {
         exchange.upstream = connection
         exchange.phase = .proxying
         let state = exchange.state
-        let forwarding = ForwardingValues(clientIP: clientIP, forwardedElement: forwardedElement, via: state.viaValue,
-                                          requestIDName: state.requestIDHeader)
+        let forwarding = forwardingValues(state)
         let preserveHost = exchange.route?.preserveHost ?? false
         func write(_ head: RawHead) {
             let host = preserveHost ? (head.host ?? target.authority) : target.authority

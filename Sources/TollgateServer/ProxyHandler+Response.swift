@@ -3,7 +3,7 @@ import NIOCore
 import TollgateCore
 
 extension ProxyHandler: UpstreamOwner {
-    var upstreamMayRead: Bool { channelContext?.channel.isWritable ?? false }
+    var upstreamMayRead: Bool { isWritable }
 
     func upstreamHead(_ head: RawHead, framing: BodyFraming) {
         guard let exchange, exchange.phase == .proxying, let context = channelContext else { return }

@@ -41,6 +41,10 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     var waitingForHead = true
     var headTimerArmed = false
     var wroteUpstreamSinceFlush = false
+    /// The client connection's writability, kept from channel events (asking the channel each time costs).
+    var isWritable = true
+    /// This connection's forwarding values, built once per snapshot.
+    private var forwardingCache: (state: ServerState, values: ForwardingValues)?
 
     private static let empty = ByteBuffer()
     /// Unparsed bytes (pipelined requests) buffered behind the request in flight before reads pause.
@@ -52,6 +56,15 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     var limits: LimitsConfig { loop.state.snapshot.config.limits }
+
+    /// What this connection adds to forwarded requests (X-Forwarded-For, Forwarded, Via...).
+    func forwardingValues(_ state: ServerState) -> ForwardingValues {
+        if let cache = forwardingCache, cache.state === state { return cache.values }
+        let values = ForwardingValues(clientIP: clientIP, forwardedElement: forwardedElement, via: state.viaValue,
+                                      requestIDName: state.requestIDHeader)
+        forwardingCache = (state, values)
+        return values
+    }
 
     // MARK: channel events
 
@@ -166,7 +179,8 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable {
+        isWritable = context.channel.isWritable
+        if isWritable {
             exchange?.upstream?.resumeReading()
             relayPeer?.resumeReading()
         }

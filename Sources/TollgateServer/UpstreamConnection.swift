@@ -65,8 +65,9 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
         self.inbound = Self.empty
     }
 
-    var isActive: Bool { channel?.isActive ?? false }
-    var isWritable: Bool { channel?.isWritable ?? false }
+    /// Kept from channel events: asking the channel costs NIO a lifecycle check each time.
+    private(set) var isActive = false
+    private(set) var isWritable = true
     /// No response in flight and no stray bytes: safe to hand to the next request.
     var isClean: Bool {
         if case .idle = readState { return inbound.readableBytes == 0 }
@@ -76,6 +77,12 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         self.channel = context.channel
+        isActive = context.channel.isActive
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        isActive = true
+        context.fireChannelActive()
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -235,11 +242,13 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        owner?.upstreamWritabilityChanged(context.channel.isWritable)
+        isWritable = context.channel.isWritable
+        owner?.upstreamWritabilityChanged(isWritable)
         context.fireChannelWritabilityChanged()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        isActive = false
         pool?.connectionClosed(self)
         let owner = self.owner
         self.owner = nil

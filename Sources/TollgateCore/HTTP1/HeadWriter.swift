@@ -2,15 +2,15 @@ import HTTPTypes
 import NIOCore
 
 /// What the proxy adds to a request it forwards (RFC 7239 and the X-Forwarded family), prepared per
-/// connection and per snapshot so a request only copies them.
-public struct ForwardingValues: Sendable {
-    public var clientIP: String
+/// connection and per snapshot so a request only copies them. A class: passing it costs one retain.
+public final class ForwardingValues: Sendable {
+    public let clientIP: String
     /// `for=...;proto=http`: the start of this hop's RFC 7239 element.
-    public var forwardedElement: String
+    public let forwardedElement: String
     /// `1.1 tollgate`.
-    public var via: String
+    public let via: String
     /// The request-id header's name as written when the client sent none.
-    public var requestIDName: String
+    public let requestIDName: String
 
     public init(clientIP: String, forwardedElement: String, via: String, requestIDName: String) {
         self.clientIP = clientIP
