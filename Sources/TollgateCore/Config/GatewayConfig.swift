@@ -355,7 +355,7 @@ public struct LimitsConfig: Sendable {
                                   "idle_timeout", "merge_slashes"])
         if let value = node["max_body_size"].size() { maxBodySize = value }
         if let value = node["max_header_size"].size() {
-            // llhttp refuses header sections over 80 KB whatever we configure.
+            // A head is buffered whole while it is parsed: 80 KB bounds what one connection may hold.
             if value < 1024 || value > 80 << 10 { node["max_header_size"].error("must be between 1KB and 80KB") } else { maxHeaderSize = value }
         }
         if let value = node["max_uri_length"].size() {
