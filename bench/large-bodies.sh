@@ -30,6 +30,10 @@ python3 bench/sink.py 18395 &
 sleep 1
 (while kill -0 $gateway 2>/dev/null; do awk '/VmRSS/ {print $2}' /proc/$gateway/status; sleep 0.1; done) > "$work/rss" &
 echo "idle RSS: $(awk '/VmRSS/ {print $2}' /proc/$gateway/status) KB"
+# The first read of the new (sparse) file is slow in nginx itself: read it once directly, and time
+# the direct download too, so the gateway's figure has something to be read against.
+curl -s -o /dev/null http://127.0.0.1:18391/file.bin
+curl -s -o /dev/null -w "download direct from nginx: %{size_download} bytes in %{time_total} s\n" http://127.0.0.1:18391/file.bin
 curl -s -o /dev/null -w "download: %{http_code}, %{size_download} bytes in %{time_total} s\n" http://127.0.0.1:18393/file.bin
 curl -s -X POST -T "$work/file.bin" -o "$work/answer" -w "upload: %{http_code}, %{size_upload} bytes in %{time_total} s" \
   http://127.0.0.1:18393/upload
