@@ -59,22 +59,6 @@ private func RouterTests_snapshot() throws -> GatewaySnapshot {
         """)
 }
 
-@Suite struct BalancerTests {
-    @Test func smoothWeightedSequence() {
-        var balancer = SmoothWeightedRoundRobin(weights: [5, 1, 1])
-        let names = ["a", "b", "c"]
-        let sequence = (0..<7).map { _ in names[balancer.next()!] }
-        #expect(sequence == ["a", "a", "b", "a", "c", "a", "a"])
-    }
-
-    @Test func skipsUnavailable() {
-        var balancer = SmoothWeightedRoundRobin(weights: [1, 1, 1])
-        let picks = (0..<6).map { _ in balancer.next { $0 != 1 }! }
-        #expect(!picks.contains(1))
-        #expect(balancer.next { _ in false } == nil)
-    }
-}
-
 @Suite struct HTTPDateTests {
     @Test func formatsAndParses() {
         #expect(HTTPDate.format(unixSeconds: 784_111_777) == "Sun, 06 Nov 1994 08:49:37 GMT")
