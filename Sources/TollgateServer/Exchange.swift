@@ -50,6 +50,28 @@ final class Exchange {
     var upstreamKeepAlive = true
     var errorReason: String?
 
+    // Balancing and retries.
+    /// The current attempt's target, as an index into `service.targets` (-1 before the first).
+    var targetIndex = -1
+    /// Attempts made so far, the current one included.
+    var attempt = 0
+    /// Targets already tried (bit per index, the first 64), so a retry goes elsewhere.
+    var tried: UInt64 = 0
+    /// Whether this request may be sent again (idempotent, or the route allows it).
+    var retryable = false
+    /// The body kept for a retry; nil once it outgrew the limit (or nothing is kept).
+    var retryBody: [ByteBuffer]?
+    var retryBodyBytes = 0
+    var retryTrailers: ByteBuffer?
+    /// When the current attempt started (monotonic ns), and whether balancers count it in flight.
+    var attemptStart: UInt64 = 0
+    var attemptCounted = false
+    /// Circuit-breaker units this exchange holds.
+    var holdsRetry = false
+    var holdsPending = false
+    var deadline: NIODeadline?
+    var hashKey: UInt64 = 0
+
     init(state: ServerState, head: RawHead, requestID: String, clientIP: String, startNanos: UInt64) {
         self.state = state
         self.head = head
@@ -63,6 +85,13 @@ final class Exchange {
     }
 
     var isHeadRequest: Bool { head.isHeadMethod }
+
+    /// Whether the request can be sent again after bytes of it went upstream: retryable, and its body
+    /// (if any) kept whole.
+    var replayable: Bool {
+        guard retryable else { return false }
+        return requestBodyBytes == 0 && declaredLength ?? 0 == 0 && !requestChunked || retryBody != nil
+    }
     var clientMinorVersion: Int { head.minorVersion }
 
     /// Whether the rest of a request body, after an early answer, is small enough to read and drop

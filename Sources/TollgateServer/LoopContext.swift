@@ -1,4 +1,5 @@
 import HTTPTypes
+import Logging
 import NIOCore
 import TollgateCore
 
@@ -9,11 +10,15 @@ final class LoopContext: @unchecked Sendable {
     let eventLoop: any EventLoop
     private var _state: ServerState
     let pool: UpstreamPool
-    private var balancers: [ObjectIdentifier: SmoothWeightedRoundRobin] = [:]
+    /// Each service's balancer and retry budget on this loop, by service index.
+    private var balancers: [LoopBalancer?] = []
     private var random: WyRand
 
-    init(eventLoop: any EventLoop, state: ServerState) {
+    let logger: Logger
+
+    init(eventLoop: any EventLoop, state: ServerState, logger: Logger = Logger(label: "tollgate")) {
         self.eventLoop = eventLoop
+        self.logger = logger
         self._state = state
         self.pool = UpstreamPool(eventLoop: eventLoop)
         var system = SystemRandomNumberGenerator()
@@ -27,19 +32,105 @@ final class LoopContext: @unchecked Sendable {
         }
         set {
             eventLoop.preconditionInEventLoop()
-            if newValue.snapshot !== _state.snapshot { balancers.removeAll(keepingCapacity: true) }
+            if newValue !== _state { balancers.removeAll(keepingCapacity: true) }
             _state = newValue
         }
     }
 
-    /// The next target of `service`, by smooth weighted round robin on this loop.
-    func pickTarget(_ service: ServiceRuntime) -> ResolvedTarget {
-        if service.targets.count == 1 { return service.targets[0] }
-        let key = ObjectIdentifier(service)
-        var balancer = balancers[key] ?? SmoothWeightedRoundRobin(weights: service.targets.map(\.weight))
-        let index = balancer.next() ?? 0
-        balancers[key] = balancer
-        return service.targets[index]
+    private func balancer(_ service: ServiceRuntime) -> LoopBalancer {
+        if service.index < balancers.count, let balancer = balancers[service.index] { return balancer }
+        if service.index >= balancers.count {
+            balancers.append(contentsOf: repeatElement(nil, count: service.index - balancers.count + 1))
+        }
+        let balancer = LoopBalancer(service)
+        balancers[service.index] = balancer
+        return balancer
+    }
+
+    /// The next target of `service` on this loop: one that is healthy, not ejected and (for a retry)
+    /// not yet tried when another is left; nil when none is available. `hashKey` feeds hash balancers.
+    func pickTarget(_ service: ServiceRuntime, now: UInt64, hashKey: UInt64, tried: UInt64 = 0) -> Int? {
+        let targets = service.targets
+        if targets.count == 1 { return targets[0].state.isAvailable(now: now) ? 0 : nil }
+        if tried != 0, let index = pick(service, now: now, hashKey: hashKey, isAvailable: { index in
+            (index >= 64 || tried & (1 << UInt64(index)) == 0) && targets[index].state.isAvailable(now: now)
+        }) {
+            return index
+        }
+        return pick(service, now: now, hashKey: hashKey) { targets[$0].state.isAvailable(now: now) }
+    }
+
+    private func pick(_ service: ServiceRuntime, now: UInt64, hashKey: UInt64, isAvailable: (Int) -> Bool) -> Int? {
+        let balancer = self.balancer(service)
+        switch balancer.kind {
+        case .roundRobin(var state):
+            defer { balancer.kind = .roundRobin(state) }
+            return state.next(isAvailable: isAvailable)
+        case .weighted(var state):
+            balancer.kind = .hash   // let go of the payload, so mutating `state` copies no array
+            defer { balancer.kind = .weighted(state) }
+            if service.slowStartNanos == 0 { return state.next(isAvailable: isAvailable) }
+            return state.next(isAvailable: isAvailable, weight: { service.weight($0, now: now) })
+        case .leastConnections(var state):
+            defer { balancer.kind = .leastConnections(state) }
+            return state.next(inFlight: { service.targets[$0].state.inFlight.load(ordering: .relaxed) },
+                              weight: { service.weight($0, now: now) }, isAvailable: isAvailable)
+        case .hash:
+            return service.maglev?.lookup(hashKey, isAvailable: isAvailable)
+        case .peakEWMA(var state):
+            balancer.kind = .hash
+            defer { balancer.kind = .peakEWMA(state) }
+            return state.next(now: now, random: &random, weight: { service.weight($0, now: now) }, isAvailable: isAvailable)
+        }
+    }
+
+    /// An attempt to `index` began (least connections and p2c count what is in flight).
+    func attemptStarted(_ service: ServiceRuntime, _ index: Int) {
+        switch service.config.balancer {
+        case .leastConnections:
+            service.targets[index].state.inFlight.wrappingIncrement(ordering: .relaxed)
+        case .p2cEWMA:
+            let balancer = self.balancer(service)
+            if case .peakEWMA(var state) = balancer.kind {
+                balancer.kind = .hash   // let go of the payload before mutating it
+                state.started(index)
+                balancer.kind = .peakEWMA(state)
+            }
+        default:
+            break
+        }
+    }
+
+    /// The attempt to `index` ended after `latency` (its response, or its failure).
+    func attemptEnded(_ service: ServiceRuntime, _ index: Int, latencyNanos: UInt64, now: UInt64) {
+        switch service.config.balancer {
+        case .leastConnections:
+            service.targets[index].state.inFlight.wrappingDecrement(ordering: .relaxed)
+        case .p2cEWMA:
+            let balancer = self.balancer(service)
+            if case .peakEWMA(var state) = balancer.kind {
+                balancer.kind = .hash
+                state.finished(index, latencyNanos: latencyNanos, now: now)
+                balancer.kind = .peakEWMA(state)
+            }
+        default:
+            break
+        }
+    }
+
+    func recordRequest(_ service: ServiceRuntime, now: UInt64) {
+        guard service.config.retries.attempts > 1 else { return }
+        balancer(service).budget.recordRequest(now: now)
+    }
+
+    /// Whether the service's retry budget on this loop has room for one more retry (counted if so).
+    func retryBudgetAllows(_ service: ServiceRuntime, now: UInt64) -> Bool {
+        balancer(service).budget.tryRetry(now: now)
+    }
+
+    /// A random number in [0, 1), for backoff jitter.
+    func randomUnit() -> Double {
+        Double(random.next() >> 11) / Double(UInt64(1) << 53)
     }
 
     /// A 128-bit random id as 32 hex digits, from a per-loop PRNG (no syscall per request).
@@ -94,36 +185,29 @@ final class ServerState: Sendable {
     }
 }
 
-/// A service with its targets' addresses resolved once per snapshot, not per request.
-final class ServiceRuntime: Sendable {
-    let config: ServiceConfig
-    let targets: [ResolvedTarget]
-    let connectTimeout: TimeAmount
-    let readTimeout: TimeAmount
-    let writeTimeout: TimeAmount
 
-    init(config: ServiceConfig, targets: [ResolvedTarget]) {
-        self.config = config
-        self.targets = targets
-        self.connectTimeout = .nanoseconds(config.connectTimeout.nanoseconds)
-        self.readTimeout = .nanoseconds(config.readTimeout.nanoseconds)
-        self.writeTimeout = .nanoseconds(config.writeTimeout.nanoseconds)
+/// One service's balancing state on one loop.
+final class LoopBalancer {
+    enum Kind {
+        case roundRobin(RoundRobin)
+        case weighted(SmoothWeightedRoundRobin)
+        case leastConnections(LeastConnections)
+        case hash
+        case peakEWMA(PeakEWMABalancer)
     }
-}
 
-final class ResolvedTarget: Sendable {
-    let config: TargetConfig
-    let address: SocketAddress
-    /// `host:port`: the default upstream Host header.
-    let authority: String
-    /// The authority's id (`TargetIDs`): where pools keep its connections.
-    let id: Int
-    var weight: Int { config.weight }
+    var kind: Kind
+    var budget: RetryBudget
 
-    init(config: TargetConfig, address: SocketAddress, authority: String, id: Int) {
-        self.config = config
-        self.address = address
-        self.authority = authority
-        self.id = id
+    init(_ service: ServiceRuntime) {
+        let count = max(1, service.targets.count)
+        switch service.config.balancer {
+        case .roundRobin: kind = .roundRobin(RoundRobin(count: count))
+        case .weightedRoundRobin: kind = .weighted(SmoothWeightedRoundRobin(weights: service.targets.isEmpty ? [1] : service.targets.map(\.weight)))
+        case .leastConnections: kind = .leastConnections(LeastConnections(count: count))
+        case .ipHash, .consistentHash: kind = .hash
+        case .p2cEWMA: kind = .peakEWMA(PeakEWMABalancer(count: count))
+        }
+        budget = RetryBudget(percent: service.config.retries.budgetPercent, minPerSecond: service.config.retries.budgetMinPerSecond)
     }
 }

@@ -63,6 +63,9 @@ extension ProxyHandler {
         exchange.context.route = route
         exchange.context.pathParameters = match.parameters
         exchange.service = state.routeServices[route.index]
+        if let service = exchange.service {
+            prepareBalancing(exchange, service: service, route: route, method: method, query: query)
+        }
 
         var upstreamPath = match.upstreamPath(for: path, version: exchange.context.version)
         if let query { upstreamPath += "?" + query }
@@ -168,6 +171,16 @@ extension ProxyHandler {
             if exchange.responseHeadSent { return close() }
             return respondError(.contentTooLarge, "request body larger than \(maxBodySize) bytes", exchange: exchange)
         }
+        if exchange.retryBody != nil {
+            // Kept while it fits, so a retry can send it again; past the limit the request is no
+            // longer retried once its body went upstream.
+            exchange.retryBodyBytes += buffer.readableBytes
+            if let limit = exchange.service?.config.retries.bufferBodyLimit, exchange.retryBodyBytes <= limit {
+                exchange.retryBody!.append(buffer)
+            } else {
+                exchange.retryBody = nil
+            }
+        }
         switch exchange.phase {
         case .preparing, .connecting:
             exchange.pendingBody.append(buffer)
@@ -182,6 +195,7 @@ extension ProxyHandler {
 
     func requestEndReceived(_ trailers: ByteBuffer?, exchange: Exchange) {
         exchange.requestComplete = true
+        if exchange.retryBody != nil { exchange.retryTrailers = trailers }
         switch exchange.phase {
         case .preparing, .connecting:
             exchange.pendingEnd = true
@@ -198,25 +212,86 @@ extension ProxyHandler {
 
     // MARK: upstream
 
+    /// What balancing and retries need to know of a routed request, worked out once.
+    private func prepareBalancing(_ exchange: Exchange, service: ServiceRuntime, route: CompiledRoute,
+                                  method: HTTPRequest.Method, query: Substring?) {
+        let config = service.config
+        if config.retries.attempts > 1 {
+            exchange.retryable = route.retryNonIdempotent || RetryPolicy.isIdempotent(method.rawValue)
+            if exchange.retryable && (exchange.requestChunked || (exchange.declaredLength ?? 0) > 0) { exchange.retryBody = [] }
+        }
+        if let total = config.totalTimeout {
+            exchange.deadline = .uptimeNanoseconds(exchange.context.startNanos) + .nanoseconds(total.nanoseconds)
+        }
+        if service.maglev != nil { exchange.hashKey = hashKey(config.hashKey, exchange: exchange, query: query) }
+        loop.recordRequest(service, now: exchange.context.startNanos)
+    }
+
+    /// The key a hash balancer places the request by; the client's IP when the key is missing.
+    private func hashKey(_ key: HashKey, exchange: Exchange, query: Substring?) -> UInt64 {
+        let head = exchange.head
+        switch key {
+        case .clientIP:
+            break
+        case .header(let name):
+            if let index = head.fields.indices.first(where: { head.name($0).lowercased() == name.canonicalName }) {
+                return StableHash.hash(head.value(index))
+            }
+        case .cookie(let name):
+            for index in head.fields.indices where head.name(index).lowercased() == "cookie" {
+                for pair in head.value(index).split(separator: ";") {
+                    let parts = pair.split(separator: "=", maxSplits: 1)
+                    if parts.count == 2, parts[0].trimmingSpaces == name { return StableHash.hash(String(parts[1].trimmingSpaces)) }
+                }
+            }
+        case .query(let name):
+            if let value = QueryString.value(of: name, in: query) { return StableHash.hash(value) }
+        case .pathParameter(let name):
+            if let value = exchange.context.pathParameter(name) { return StableHash.hash(value) }
+        }
+        return StableHash.hash(clientIP)
+    }
+
     func forward(_ exchange: Exchange) {
         guard let service = exchange.service else {
             return respondError(.internalServerError, "route has no service", exchange: exchange)
         }
-        let target = loop.pickTarget(service)
+        let now = exchange.attempt == 0 ? exchange.context.startNanos : NIODeadline.now().uptimeNanoseconds
+        guard let index = loop.pickTarget(service, now: now, hashKey: exchange.hashKey, tried: exchange.tried) else {
+            exchange.keepAlive = exchange.keepAlive && exchange.requestComplete
+            return respondError(.serviceUnavailable, "no healthy upstream target", exchange: exchange)
+        }
+        let target = service.targets[index]
+        exchange.targetIndex = index
         exchange.target = target
+        exchange.attempt += 1
+        if index < 64 { exchange.tried |= 1 << UInt64(index) }
         exchange.phase = .connecting
         let pool = loop.pool
         // The common case, an idle keep-alive connection, needs no callback.
         if let connection = pool.takeIdle(target.id) {
             return attach(connection, exchange: exchange)
         }
+        let limits = service.config.circuitBreaker
+        guard service.counters.acquire(.pending, limits: limits) else {
+            return respondOverloaded("max_pending", exchange: exchange)
+        }
+        exchange.holdsPending = true
         pool.lease(target: target, service: service) { [weak self] result in
             guard let self, self.exchange === exchange, !self.closing else {
                 // The client is gone: the connection goes back unused.
+                if exchange.holdsPending {
+                    exchange.holdsPending = false
+                    service.counters.release(.pending)
+                }
                 if case .success(let connection) = result {
                     pool.release(connection, reusable: true, maxIdle: service.config.maxIdlePerTarget)
                 }
                 return
+            }
+            if exchange.holdsPending {
+                exchange.holdsPending = false
+                service.counters.release(.pending)
             }
             switch result {
             case .success(let connection):
@@ -230,15 +305,19 @@ extension ProxyHandler {
     }
 
     private func attach(_ connection: UpstreamConnection, exchange: Exchange) {
-        guard let target = exchange.target else { return }
+        guard let target = exchange.target, let service = exchange.service else { return }
         connection.lease(to: self)
         exchange.upstream = connection
         exchange.phase = .proxying
+        exchange.upstreamRequestComplete = false
+        exchange.attemptStart = NIODeadline.now().uptimeNanoseconds
+        exchange.attemptCounted = true
+        loop.attemptStarted(service, exchange.targetIndex)
         let state = exchange.state
         let forwarding = forwardingValues(state)
         let preserveHost = exchange.route?.preserveHost ?? false
         func write(_ head: RawHead) {
-            let host = preserveHost ? (head.host ?? target.authority) : target.authority
+            let host = preserveHost ? (head.host ?? target.hostHeader) : target.hostHeader
             connection.writeHead(toHeadRequest: head.isHeadMethod) { out in
                 HeadWriter.writeRequest(head, target: exchange.upstreamTarget, host: host, forwarding: forwarding,
                                         requestID: exchange.context.requestID, into: &out)
@@ -246,7 +325,6 @@ extension ProxyHandler {
         }
         // The head plugins produced, or (no plugins) the client's own.
         if let forwardHead = exchange.forwardHead {
-            exchange.forwardHead = nil
             write(forwardHead)
         } else {
             write(exchange.head)
@@ -265,7 +343,99 @@ extension ProxyHandler {
         resumeReadingIfPossible()
     }
 
+    /// The attempt in flight is over: balancers stop counting it, passive health hears how it went.
+    func endAttempt(_ exchange: Exchange, failed: Bool) {
+        finishCounting(exchange)
+        recordHealth(exchange, failed: failed)
+    }
+
+    /// Balancers stop counting the attempt as in flight (its response is complete, or it failed).
+    func finishCounting(_ exchange: Exchange) {
+        guard exchange.attemptCounted, let service = exchange.service, exchange.targetIndex >= 0 else { return }
+        exchange.attemptCounted = false
+        let now = NIODeadline.now().uptimeNanoseconds
+        loop.attemptEnded(service, exchange.targetIndex, latencyNanos: now &- exchange.attemptStart, now: now)
+    }
+
+    /// Passive health: a failure (connect error, reset, timeout, 5xx) or a success of the target.
+    func recordHealth(_ exchange: Exchange, failed: Bool) {
+        guard let service = exchange.service, exchange.targetIndex >= 0 else { return }
+        if failed {
+            if service.recordFailure(exchange.targetIndex, now: NIODeadline.now().uptimeNanoseconds) {
+                logEjection(service, exchange.targetIndex)
+            }
+        } else {
+            service.recordSuccess(exchange.targetIndex)
+        }
+    }
+
+    private func logEjection(_ service: ServiceRuntime, _ index: Int) {
+        loop.logger.warning("target ejected by passive health checks", metadata: [
+            "service": "\(service.config.name)", "target": "\(service.targets[index].authority)",
+        ])
+    }
+
+    /// Frees what the exchange holds of its service's circuit breaker.
+    func releaseLimits(_ exchange: Exchange) {
+        guard let service = exchange.service else { return }
+        if exchange.holdsRetry {
+            exchange.holdsRetry = false
+            service.counters.release(.retry)
+        }
+        if exchange.holdsPending {
+            exchange.holdsPending = false
+            service.counters.release(.pending)
+        }
+    }
+
+    /// After a failure before any response byte reached the client: sends the request again, to
+    /// another target when there is one, after a jittered backoff, when the policy, the method, the
+    /// body, the retry budget, the circuit breaker and the deadline all allow it.
+    func retry(_ exchange: Exchange, after condition: RetryPolicy.Condition) -> Bool {
+        guard let service = exchange.service, !closing, !exchange.responseHeadSent, self.exchange === exchange else { return false }
+        let policy = service.config.retries
+        guard exchange.attempt < policy.attempts, policy.on.contains(condition) else { return false }
+        // A connection that never opened carried nothing: any request may go elsewhere.
+        guard condition == .connectError || exchange.replayable else { return false }
+        let now = NIODeadline.now()
+        if let deadline = exchange.deadline, now >= deadline { return false }
+        guard loop.retryBudgetAllows(service, now: now.uptimeNanoseconds) else { return false }
+        if !exchange.holdsRetry {
+            guard service.counters.acquire(.retry, limits: service.config.circuitBreaker) else { return false }
+            exchange.holdsRetry = true
+        }
+        if let upstream = exchange.upstream {
+            exchange.upstream = nil
+            upstream.owner = nil
+            upstream.close()
+        }
+        timers.upstreamDeadline = nil
+        if condition != .connectError {
+            // What went upstream is sent again from the kept copy.
+            exchange.pendingBody = exchange.retryBody ?? []
+            exchange.pendingEnd = exchange.requestComplete
+            exchange.pendingTrailers = exchange.retryTrailers
+        }
+        exchange.phase = .preparing
+        let delay = policy.backoffNanos(retry: exchange.attempt - 1, unit: loop.randomUnit())
+        if delay == 0 {
+            forward(exchange)
+        } else {
+            loop.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(Int64(delay))) { [weak self] in
+                guard let self, self.exchange === exchange, !self.closing else { return }
+                self.forward(exchange)
+                self.processInbound()
+            }
+        }
+        return true
+    }
+
     private func upstreamUnavailable(_ error: any Error, exchange: Exchange) {
+        if case UpstreamPool.PoolError.overloaded = error {
+            return respondOverloaded("max_connections", exchange: exchange)
+        }
+        endAttempt(exchange, failed: !(error is UpstreamPool.PoolError))
+        if retry(exchange, after: .connectError) { return }
         switch error {
         case ChannelError.connectTimeout:
             respondError(.gatewayTimeout, "upstream connect timeout", exchange: exchange)
@@ -274,5 +444,15 @@ extension ProxyHandler {
         default:
             respondError(.badGateway, "upstream connection failed", exchange: exchange)
         }
+    }
+
+    /// A circuit-breaker limit is reached: refused at once, marked so clients and operators can tell.
+    func respondOverloaded(_ limit: String, exchange: Exchange) {
+        exchange.keepAlive = exchange.keepAlive && exchange.requestComplete
+        exchange.errorReason = "circuit breaker: \(limit)"
+        var response = LocalResponse.error(.serviceUnavailable, "service overloaded (\(limit) reached)",
+                                           requestID: exchange.context.requestID)
+        response.headerFields[HTTPField.Name("X-Tollgate-Overloaded")!] = limit
+        respondLocally(response, exchange: exchange)
     }
 }

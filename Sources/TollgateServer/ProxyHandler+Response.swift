@@ -19,6 +19,15 @@ extension ProxyHandler: UpstreamOwner {
             return
         }
         exchange.upstreamKeepAlive = head.isKeepAlive
+        if code >= 500 {
+            recordHealth(exchange, failed: true)
+            if exchange.service?.config.retries.on.contains(.status(code)) == true {
+                finishCounting(exchange)
+                if retry(exchange, after: .status(code)) { return }
+            }
+        } else {
+            recordHealth(exchange, failed: false)
+        }
         if code == 101 && !exchange.isUpgrade {
             exchange.upstreamKeepAlive = false
             return respondError(.badGateway, "upstream switched protocols without being asked", exchange: exchange)
@@ -125,8 +134,11 @@ extension ProxyHandler: UpstreamOwner {
         exchange.upstream = nil
         exchange.upstreamKeepAlive = false
         if exchange.responseHeadSent {
+            finishCounting(exchange)
             close()
         } else {
+            endAttempt(exchange, failed: true)
+            if retry(exchange, after: .reset) { return }
             exchange.keepAlive = exchange.keepAlive && exchange.requestComplete
             respondError(.badGateway, reason, exchange: exchange)
             processInbound()

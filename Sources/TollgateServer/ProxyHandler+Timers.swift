@@ -88,9 +88,15 @@ extension ProxyHandler {
         timers.connectionDeadline = nil
     }
 
+    /// Before the response head: the per-try timeout (the read timeout unless retries set one), cut
+    /// short by the request's deadline; after it, the read timeout between body bytes.
     func armReadTimer(_ exchange: Exchange) {
         guard let service = exchange.service else { return }
-        armUpstreamTimer(service.readTimeout, message: "upstream read timeout")
+        var timeout = exchange.responseHeadSent ? service.readTimeout : service.perTryTimeout
+        if let deadline = exchange.deadline, !exchange.responseHeadSent {
+            timeout = min(timeout, deadline - .now())
+        }
+        armUpstreamTimer(timeout, message: "upstream read timeout")
     }
 
     func armWriteTimer(_ exchange: Exchange) {
@@ -111,11 +117,15 @@ extension ProxyHandler {
         exchange.upstreamKeepAlive = false
         if let upstream = exchange.upstream {
             exchange.upstream = nil
+            upstream.owner = nil
             upstream.close()
         }
         if exchange.responseHeadSent {
+            finishCounting(exchange)
             close()
         } else {
+            endAttempt(exchange, failed: true)
+            if retry(exchange, after: .timeout) { return }
             exchange.keepAlive = exchange.keepAlive && exchange.requestComplete
             respondError(.gatewayTimeout, timers.upstreamMessage, exchange: exchange)
         }

@@ -202,6 +202,8 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 upstream.owner = nil
                 upstream.close()
             }
+            finishCounting(exchange)
+            releaseLimits(exchange)
             self.exchange = nil
         }
         context.fireChannelInactive()
@@ -343,6 +345,8 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 upstream.owner = nil
                 upstream.close()
             }
+            finishCounting(exchange)
+            releaseLimits(exchange)
         }
         let body = LocalResponse.error(status, message, requestID: requestID).body
         var fields = HTTPFields()
@@ -364,6 +368,8 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func responseFinished(_ exchange: Exchange) {
         exchange.phase = .responded
         timers.upstreamDeadline = nil
+        finishCounting(exchange)
+        releaseLimits(exchange)
         if let upstream = exchange.upstream {
             exchange.upstream = nil
             let reusable = exchange.upstreamKeepAlive && exchange.upstreamRequestComplete && !exchange.isUpgrade

@@ -26,7 +26,7 @@ public final class ProxyServer: Service, Sendable {
         self.current = NIOLockedValueBox(state)
         var loops: [ObjectIdentifier: LoopContext] = [:]
         for eventLoop in self.group.makeIterator() {
-            loops[ObjectIdentifier(eventLoop)] = LoopContext(eventLoop: eventLoop, state: state)
+            loops[ObjectIdentifier(eventLoop)] = LoopContext(eventLoop: eventLoop, state: state, logger: logger)
         }
         self.loops = loops
     }
@@ -34,15 +34,29 @@ public final class ProxyServer: Service, Sendable {
     /// Resolves every service's targets once (DNS here, never per request).
     static func makeState(_ snapshot: GatewaySnapshot) throws -> ServerState {
         var services: [String: ServiceRuntime] = [:]
-        for (name, config) in snapshot.services {
-            let targets = try config.targets.map { target -> ResolvedTarget in
-                let address = try SocketAddress.makeAddressResolvingHost(target.host, port: target.port)
-                return ResolvedTarget(config: target, address: address, authority: target.authority,
-                                      id: TargetIDs.id(for: target.authority))
+        let now = NIODeadline.now().uptimeNanoseconds
+        for (index, name) in snapshot.services.keys.sorted().enumerated() {
+            let config = snapshot.services[name]!
+            var targets: [ResolvedTarget] = []
+            for target in config.targets {
+                // A hostname becomes one target per address; each address is its own pool and health.
+                let addresses = try Resolver.resolveAll(host: target.host, port: target.port)
+                let literal = addresses.count == 1 && (try? SocketAddress(ipAddress: target.host, port: target.port)) != nil
+                for address in addresses {
+                    let authority = literal ? target.authority : Self.authority(of: address, port: target.port)
+                    targets.append(ResolvedTarget(config: target, address: address, authority: authority,
+                                                  hostHeader: target.authority, id: TargetIDs.id(for: authority),
+                                                  state: TargetState.shared(service: name, authority: authority, now: now)))
+                }
             }
-            services[name] = ServiceRuntime(config: config, targets: targets)
+            services[name] = ServiceRuntime(config: config, index: index, targets: targets)
         }
         return ServerState(snapshot: snapshot, services: services)
+    }
+
+    static func authority(of address: SocketAddress, port: Int) -> String {
+        let ip = address.ipAddress ?? "?"
+        return ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)"
     }
 
     public var snapshot: GatewaySnapshot { current.withLockedValue { $0.snapshot } }

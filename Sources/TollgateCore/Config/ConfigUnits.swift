@@ -30,6 +30,9 @@ public enum ConfigUnits {
 }
 
 extension Duration {
+    /// Whole nanoseconds as an unsigned count (negative durations are 0).
+    public var unsignedNanoseconds: UInt64 { UInt64(max(0, nanoseconds)) }
+
     /// Whole nanoseconds, saturating.
     public var nanoseconds: Int64 {
         let (seconds, attoseconds) = components

@@ -102,17 +102,100 @@ public struct TargetConfig: Sendable, Hashable {
     }
 }
 
+/// How a service spreads requests over its targets.
+public enum BalancerKind: String, Sendable, CaseIterable {
+    case roundRobin = "round_robin"
+    case weightedRoundRobin = "weighted_round_robin"
+    case leastConnections = "least_connections"
+    case ipHash = "ip_hash"
+    case consistentHash = "consistent_hash"
+    case p2cEWMA = "p2c_ewma"
+}
+
+/// Where a hash balancer takes its key from.
+public enum HashKey: Sendable, Equatable {
+    case clientIP
+    case header(HTTPField.Name)
+    case cookie(String)
+    case query(String)
+    case pathParameter(String)
+
+    /// `ip`, `header:X-User`, `cookie:session`, `query:user`, `path:id`.
+    init?(parsing text: String) {
+        if text == "ip" { self = .clientIP; return }
+        guard let colon = text.firstIndex(of: ":") else { return nil }
+        let kind = text[..<colon]
+        let name = String(text[text.index(after: colon)...])
+        guard !name.isEmpty else { return nil }
+        switch kind {
+        case "header":
+            guard let field = HTTPField.Name(name) else { return nil }
+            self = .header(field)
+        case "cookie": self = .cookie(name)
+        case "query": self = .query(name)
+        case "path": self = .pathParameter(name)
+        default: return nil
+        }
+    }
+}
+
+/// Active health checks: a probe per target every `interval`.
+public struct ActiveHealthConfig: Sendable, Equatable {
+    public enum Kind: String, Sendable { case http, tcp }
+    public var kind: Kind = .http
+    public var path = "/health"
+    public var interval: Duration = .seconds(5)
+    public var timeout: Duration = .seconds(1)
+    public var healthyThreshold = 2
+    public var unhealthyThreshold = 3
+    /// Statuses that count as healthy (default: any 2xx or 3xx).
+    public var statuses: Set<Int> = Set(200...399)
+
+    public init() {}
+
+    init(from node: ConfigNode) {
+        node.expectMapping(keys: ["type", "path", "interval", "timeout", "healthy_threshold", "unhealthy_threshold", "statuses"])
+        if let type = node["type"].string() {
+            if let kind = Kind(rawValue: type) { self.kind = kind } else { node["type"].error("expected http or tcp") }
+        }
+        if let path = node["path"].string() {
+            if path.hasPrefix("/") { self.path = path } else { node["path"].error("must start with '/'") }
+        }
+        if let interval = node["interval"].duration() {
+            if interval >= .milliseconds(10) { self.interval = interval } else { node["interval"].error("must be at least 10ms") }
+        }
+        if let timeout = node["timeout"].duration() { self.timeout = timeout }
+        healthyThreshold = node["healthy_threshold"].int(range: 1...100) ?? healthyThreshold
+        unhealthyThreshold = node["unhealthy_threshold"].int(range: 1...100) ?? unhealthyThreshold
+        if let list = node["statuses"].elements() {
+            statuses = Set(list.compactMap { $0.int(range: 100...599) })
+        }
+    }
+}
+
 public struct ServiceConfig: Sendable {
     public var name: String
     public var targets: [TargetConfig]
     public var connectTimeout: Duration
     public var readTimeout: Duration
     public var writeTimeout: Duration
+    /// The whole request's deadline across retries (nil: none beyond each try's timeouts).
+    public var totalTimeout: Duration?
     /// Upper bound of open connections to one target from one event loop.
     public var maxConnectionsPerTarget: Int
     /// Idle keep-alive connections kept per target and event loop.
     public var maxIdlePerTarget: Int
     public var plugins: [PluginEntry]
+    public var balancer: BalancerKind = .weightedRoundRobin
+    public var hashKey: HashKey = .clientIP
+    public var activeHealth: ActiveHealthConfig?
+    public var passiveHealth: OutlierDetector.Settings?
+    public var circuitBreaker = CircuitBreakerLimits()
+    public var retries = RetryPolicy(attempts: 2, on: [.connectError])
+    /// A recovered or new target's weight ramps up over this window (nil: at once).
+    public var slowStart: Duration?
+    /// How often targets given by hostname are resolved again.
+    public var dnsRefresh: Duration = .seconds(30)
 
     public init(name: String, targets: [TargetConfig], connectTimeout: Duration = .seconds(5),
                 readTimeout: Duration = .seconds(60), writeTimeout: Duration = .seconds(60),
@@ -128,11 +211,12 @@ public struct ServiceConfig: Sendable {
     }
 
     init(name: String, from node: ConfigNode, registry: PluginRegistry) {
-        node.expectMapping(keys: ["targets", "timeouts", "connections", "plugins"], required: true)
+        node.expectMapping(keys: ["targets", "timeouts", "connections", "plugins", "balancer", "hash_key", "health",
+                                  "circuit_breaker", "retries", "slow_start", "dns"], required: true)
         let targetNodes = node["targets"].elements(required: true)
         if targetNodes?.isEmpty == true { node["targets"].error("must list at least one target") }
         let timeouts = node["timeouts"]
-        timeouts.expectMapping(keys: ["connect", "read", "write"])
+        timeouts.expectMapping(keys: ["connect", "read", "write", "total"])
         let connections = node["connections"]
         connections.expectMapping(keys: ["max_per_target", "max_idle_per_target"])
         self.init(
@@ -145,6 +229,95 @@ public struct ServiceConfig: Sendable {
             maxIdlePerTarget: connections["max_idle_per_target"].int(range: 0...1_000_000) ?? 64,
             plugins: PluginEntry.parseList(node["plugins"], registry: registry)
         )
+        totalTimeout = timeouts["total"].duration()
+        if let name = node["balancer"].string() {
+            if let kind = BalancerKind(rawValue: name) {
+                balancer = kind
+            } else {
+                node["balancer"].error("unknown balancer '\(name)'; expected one of: "
+                                       + BalancerKind.allCases.map(\.rawValue).joined(separator: ", "))
+            }
+        }
+        if let key = node["hash_key"].string() {
+            if let parsed = HashKey(parsing: key) {
+                hashKey = parsed
+                if balancer != .consistentHash { node["hash_key"].error("only used with balancer: consistent_hash") }
+            } else {
+                node["hash_key"].error("expected ip, header:NAME, cookie:NAME, query:NAME or path:NAME")
+            }
+        }
+        let health = node["health"]
+        health.expectMapping(keys: ["active", "passive"])
+        if health["active"].isPresent { activeHealth = ActiveHealthConfig(from: health["active"]) }
+        if health["passive"].isPresent {
+            let passive = health["passive"]
+            passive.expectMapping(keys: ["consecutive_errors", "base_ejection_time", "max_ejection_time", "max_ejection_percent"])
+            var settings = OutlierDetector.Settings()
+            settings.consecutiveErrors = passive["consecutive_errors"].int(range: 1...1000) ?? settings.consecutiveErrors
+            if let base = passive["base_ejection_time"].duration() { settings.baseEjectionNanos = base.unsignedNanoseconds }
+            if let max = passive["max_ejection_time"].duration() { settings.maxEjectionNanos = max.unsignedNanoseconds }
+            if settings.maxEjectionNanos < settings.baseEjectionNanos {
+                passive["max_ejection_time"].error("must not be shorter than base_ejection_time")
+            }
+            settings.maxEjectionPercent = passive["max_ejection_percent"].int(range: 0...100) ?? settings.maxEjectionPercent
+            passiveHealth = settings
+        }
+        let breaker = node["circuit_breaker"]
+        breaker.expectMapping(keys: ["max_connections", "max_pending", "max_retries"])
+        circuitBreaker.maxConnections = breaker["max_connections"].int(range: 1...10_000_000) ?? circuitBreaker.maxConnections
+        circuitBreaker.maxPending = breaker["max_pending"].int(range: 0...10_000_000) ?? circuitBreaker.maxPending
+        circuitBreaker.maxRetries = breaker["max_retries"].int(range: 0...10_000_000) ?? circuitBreaker.maxRetries
+        if node["retries"].isPresent { retries = RetryPolicy(from: node["retries"]) }
+        slowStart = node["slow_start"].duration()
+        let dns = node["dns"]
+        dns.expectMapping(keys: ["refresh"])
+        if let refresh = dns["refresh"].duration() {
+            if refresh >= .seconds(1) { dnsRefresh = refresh } else { dns["refresh"].error("must be at least 1s") }
+        }
+    }
+
+    /// The per-try timeout: the retry policy's, else the read timeout.
+    public var perTryTimeout: Duration {
+        retries.perTryTimeoutNanos.map { .nanoseconds(Int64($0)) } ?? readTimeout
+    }
+}
+
+extension RetryPolicy {
+    init(from node: ConfigNode) {
+        self.init()
+        node.expectMapping(keys: ["attempts", "on", "backoff", "budget", "buffer_body", "per_try_timeout"])
+        attempts = node["attempts"].int(range: 1...10) ?? 2
+        if let list = node["on"].elements() {
+            var conditions: Set<Condition> = []
+            for item in list {
+                guard let text = item.string() else { continue }
+                switch text {
+                case "connect_error": conditions.insert(.connectError)
+                case "timeout": conditions.insert(.timeout)
+                case "reset": conditions.insert(.reset)
+                default:
+                    if let status = Int(text), (500...599).contains(status) {
+                        conditions.insert(.status(status))
+                    } else {
+                        item.error("expected connect_error, timeout, reset or a 5xx status such as \"503\"")
+                    }
+                }
+            }
+            on = conditions
+        } else {
+            on = [.connectError, .reset]
+        }
+        let backoff = node["backoff"]
+        backoff.expectMapping(keys: ["base", "max"])
+        if let base = backoff["base"].duration() { backoffBaseNanos = base.unsignedNanoseconds }
+        if let max = backoff["max"].duration() { backoffMaxNanos = max.unsignedNanoseconds }
+        if backoffMaxNanos < backoffBaseNanos { backoff["max"].error("must not be shorter than base") }
+        let budget = node["budget"]
+        budget.expectMapping(keys: ["percent", "min_per_second"])
+        budgetPercent = budget["percent"].int(range: 0...1000) ?? budgetPercent
+        budgetMinPerSecond = budget["min_per_second"].int(range: 0...100_000) ?? budgetMinPerSecond
+        bufferBodyLimit = node["buffer_body"].size() ?? bufferBodyLimit
+        perTryTimeoutNanos = node["per_try_timeout"].duration().map(\.unsignedNanoseconds)
     }
 }
 
@@ -271,6 +444,9 @@ public struct RouteConfig: Sendable {
     public var stripPrefix: Bool
     public var rewrite: String?
     public var preserveHost: Bool
+    /// Retries also for methods that are not idempotent (POST, PATCH): only where the upstream
+    /// de-duplicates them.
+    public var retryNonIdempotent: Bool
     public var plugins: [PluginEntry]
     public var deprecation: DeprecationConfig?
     /// Line of the route in its file, for error messages found after parsing (conflicts).
@@ -279,13 +455,14 @@ public struct RouteConfig: Sendable {
 
     init(from node: ConfigNode, registry: PluginRegistry) {
         node.expectMapping(keys: ["name", "match", "service", "strip_prefix", "rewrite", "preserve_host", "plugins",
-                                  "deprecation"], required: true)
+                                  "deprecation", "retry_non_idempotent"], required: true)
         name = node["name"].string()
         match = RouteMatchConfig(from: node["match"])
         service = node["service"].string()
         stripPrefix = node["strip_prefix"].bool() ?? false
         rewrite = node["rewrite"].string()
         preserveHost = node["preserve_host"].bool() ?? false
+        retryNonIdempotent = node["retry_non_idempotent"].bool() ?? false
         plugins = PluginEntry.parseList(node["plugins"], registry: registry)
         deprecation = node["deprecation"].isPresent ? DeprecationConfig(from: node["deprecation"]) : nil
         line = node.line

@@ -15,6 +15,7 @@ public final class CompiledRoute: Sendable {
     public let stripPrefix: Bool
     public let rewrite: RewriteTemplate?
     public let preserveHost: Bool
+    public let retryNonIdempotent: Bool
     public let chain: FilterChain
     /// `Deprecation`, `Sunset` and `Link` fields added to every response of a deprecated route.
     public let deprecationFields: [HTTPField]
@@ -32,6 +33,7 @@ public final class CompiledRoute: Sendable {
         self.stripPrefix = config.stripPrefix
         self.rewrite = rewrite
         self.preserveHost = config.preserveHost
+        self.retryNonIdempotent = config.retryNonIdempotent
         self.chain = chain
         var fields: [HTTPField] = []
         if let deprecation = config.deprecation {

@@ -24,6 +24,8 @@ enum TargetIDs {
 final class UpstreamPool {
     enum PoolError: Error {
         case connectionLimitReached
+        /// The service's circuit breaker allows no more connections.
+        case overloaded
     }
 
     /// One target's connections on this loop.
@@ -96,7 +98,12 @@ final class UpstreamPool {
 
     private func connect(target: ResolvedTarget, service: ServiceRuntime, pool: TargetPool,
                          callback: @escaping (Result<UpstreamConnection, any Error>) -> Void) {
-        let handler = UpstreamConnection(targetPool: pool)
+        guard service.counters.acquire(.connection, limits: service.config.circuitBreaker) else {
+            pool.open = max(0, pool.open - 1)
+            callback(.failure(PoolError.overloaded))
+            return
+        }
+        let handler = UpstreamConnection(targetPool: pool, counters: service.counters)
         handler.pool = self
         let loopBoundHandler = NIOLoopBound(handler, eventLoop: eventLoop)
         let future = ClientBootstrap(group: eventLoop)
@@ -119,6 +126,7 @@ final class UpstreamPool {
             case .failure(let error):
                 // A channel that never became active fires no channelInactive: count it closed here.
                 handler.pool = nil
+                handler.releaseCounters()
                 pool.open = max(0, pool.open - 1)
                 self.connectForWaiter(pool)
                 callback(.failure(error))

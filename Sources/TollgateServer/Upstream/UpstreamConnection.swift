@@ -60,8 +60,12 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
     /// Response heads are parsed into this one value (its field array is reused).
     private var head = RawHead()
 
-    init(targetPool: UpstreamPool.TargetPool) {
+    /// The circuit-breaker counters this connection counts against, until it closes.
+    private var counters: ServiceCounters?
+
+    init(targetPool: UpstreamPool.TargetPool, counters: ServiceCounters? = nil) {
         self.targetPool = targetPool
+        self.counters = counters
         self.inbound = Self.empty
     }
 
@@ -247,8 +251,15 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
         context.fireChannelWritabilityChanged()
     }
 
+    /// Gives the connection's unit back to its service's circuit breaker (once).
+    func releaseCounters() {
+        counters?.release(.connection)
+        counters = nil
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
         isActive = false
+        releaseCounters()
         pool?.connectionClosed(self)
         let owner = self.owner
         self.owner = nil

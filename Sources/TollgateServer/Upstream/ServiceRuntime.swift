@@ -1,0 +1,223 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import Atomics
+import NIOConcurrencyHelpers
+import NIOCore
+import TollgateCore
+
+/// What every event loop must see of one target at once, as atomics (read on every pick, written
+/// only when something changes): active-check health, passive ejection, in-flight requests (least
+/// connections) and when it last came back (slow start). Kept across reloads for the same service
+/// and address, so a reload neither forgets an ejection nor resets health.
+final class TargetState: Sendable {
+    let healthy = ManagedAtomic<Bool>(true)
+    /// Monotonic nanoseconds until which the target is ejected (0: not ejected).
+    let ejectedUntil = ManagedAtomic<UInt64>(0)
+    let inFlight = ManagedAtomic<Int>(0)
+    /// Consecutive failures seen, so a success only takes the detector's lock after failures.
+    let errorStreak = ManagedAtomic<Int>(0)
+    /// When the target joined or last recovered (slow start ramps from here).
+    let since: ManagedAtomic<UInt64>
+
+    init(now: UInt64) {
+        since = ManagedAtomic(now)
+    }
+
+    @inline(__always)
+    func isAvailable(now: UInt64) -> Bool {
+        healthy.load(ordering: .relaxed) && ejectedUntil.load(ordering: .relaxed) <= now
+    }
+
+    /// The same target in the next snapshot keeps its state.
+    private static let registry = NIOLockedValueBox<[String: TargetState]>([:])
+
+    static func shared(service: String, authority: String, now: UInt64) -> TargetState {
+        registry.withLockedValue { states in
+            let key = service + "|" + authority
+            if let state = states[key] { return state }
+            let state = TargetState(now: now)
+            states[key] = state
+            return state
+        }
+    }
+}
+
+/// A target with its address resolved (a hostname target becomes one per address).
+final class ResolvedTarget: Sendable {
+    let config: TargetConfig
+    let address: SocketAddress
+    /// `ip:port` (or the configured `host:port` for literal addresses): pool key and log name.
+    let authority: String
+    /// The configured `host:port`: the Host header upstream.
+    let hostHeader: String
+    /// The authority's id (`TargetIDs`): where pools keep its connections.
+    let id: Int
+    let state: TargetState
+    var weight: Int { config.weight }
+
+    init(config: TargetConfig, address: SocketAddress, authority: String, hostHeader: String, id: Int, state: TargetState) {
+        self.config = config
+        self.address = address
+        self.authority = authority
+        self.hostHeader = hostHeader
+        self.id = id
+        self.state = state
+    }
+}
+
+/// Counts a service's circuit breaker limits across event loops.
+final class ServiceCounters: Sendable {
+    let connections = ManagedAtomic<Int>(0)
+    let pending = ManagedAtomic<Int>(0)
+    let retries = ManagedAtomic<Int>(0)
+
+    /// Takes one unit of `resource` if the limit allows it.
+    func acquire(_ resource: CircuitBreakerLimits.Resource, limits: CircuitBreakerLimits) -> Bool {
+        let counter = self.counter(resource)
+        let now = counter.loadThenWrappingIncrement(ordering: .relaxed)
+        if limits.admits(resource, current: now) { return true }
+        counter.wrappingDecrement(ordering: .relaxed)
+        return false
+    }
+
+    func release(_ resource: CircuitBreakerLimits.Resource) {
+        counter(resource).wrappingDecrement(ordering: .relaxed)
+    }
+
+    private func counter(_ resource: CircuitBreakerLimits.Resource) -> ManagedAtomic<Int> {
+        switch resource {
+        case .connection: return connections
+        case .pending: return pending
+        case .retry: return retries
+        }
+    }
+}
+
+/// A service ready for the data plane: targets resolved, balancing tables built, health shared.
+final class ServiceRuntime: Sendable {
+    let config: ServiceConfig
+    /// Position in the state's service list: where loops keep their balancer for it.
+    let index: Int
+    let targets: [ResolvedTarget]
+    let connectTimeout: TimeAmount
+    let readTimeout: TimeAmount
+    let writeTimeout: TimeAmount
+    let perTryTimeout: TimeAmount
+    /// Built for hash balancers only.
+    let maglev: MaglevTable?
+    let outliers: NIOLockedValueBox<OutlierDetector>?
+    let counters = ServiceCounters()
+    let slowStartNanos: UInt64
+
+    init(config: ServiceConfig, index: Int, targets: [ResolvedTarget]) {
+        self.config = config
+        self.index = index
+        self.targets = targets
+        self.connectTimeout = .nanoseconds(config.connectTimeout.nanoseconds)
+        self.readTimeout = .nanoseconds(config.readTimeout.nanoseconds)
+        self.writeTimeout = .nanoseconds(config.writeTimeout.nanoseconds)
+        self.perTryTimeout = .nanoseconds(config.perTryTimeout.nanoseconds)
+        switch config.balancer {
+        case .ipHash, .consistentHash:
+            maglev = targets.isEmpty ? nil : MaglevTable(names: targets.map(\.authority), weights: targets.map(\.weight))
+        default:
+            maglev = nil
+        }
+        outliers = config.passiveHealth.map { NIOLockedValueBox(OutlierDetector(targets: targets.count, settings: $0)) }
+        slowStartNanos = config.slowStart?.unsignedNanoseconds ?? 0
+    }
+
+    /// The weight to balance with now (hundredths while slow start applies).
+    @inline(__always)
+    func weight(_ index: Int, now: UInt64) -> Int {
+        let target = targets[index]
+        guard slowStartNanos > 0 else { return target.weight }
+        return SlowStart.weight(target.weight, since: target.state.since.load(ordering: .relaxed), now: now,
+                                window: slowStartNanos)
+    }
+
+    /// A request to `index` failed (connect error, reset, timeout or 5xx): passive health.
+    func recordFailure(_ index: Int, now: UInt64) -> Bool {
+        let state = targets[index].state
+        state.errorStreak.wrappingIncrement(ordering: .relaxed)
+        guard let outliers else { return false }
+        guard let until = outliers.withLockedValue({ $0.failed(index, now: now) }) else { return false }
+        state.ejectedUntil.store(until, ordering: .relaxed)
+        state.since.store(until, ordering: .relaxed)   // slow start begins when it returns
+        return true
+    }
+
+    @inline(__always)
+    func recordSuccess(_ index: Int) {
+        let state = targets[index].state
+        guard state.errorStreak.load(ordering: .relaxed) != 0 else { return }
+        state.errorStreak.store(0, ordering: .relaxed)
+        outliers?.withLockedValue { $0.succeeded(index) }
+    }
+
+    /// Health as the Admin API and metrics will show it.
+    func health(now: UInt64) -> [TargetHealth] {
+        targets.map { target in
+            let until = target.state.ejectedUntil.load(ordering: .relaxed)
+            return TargetHealth(target: target.authority, healthy: target.state.healthy.load(ordering: .relaxed),
+                                ejected: until > now, inFlight: target.state.inFlight.load(ordering: .relaxed))
+        }
+    }
+}
+
+/// One target's health, for the Admin API and metrics.
+public struct TargetHealth: Sendable, Equatable {
+    public var target: String
+    /// Active checks' verdict (true when there are none).
+    public var healthy: Bool
+    /// Ejected by passive health (outlier detection) right now.
+    public var ejected: Bool
+    public var inFlight: Int
+
+    public var available: Bool { healthy && !ejected }
+}
+
+struct ResolveError: Error, CustomStringConvertible {
+    var host: String
+    var port: Int
+    var reason: String
+    var description: String { "cannot resolve \(host):\(port): \(reason)" }
+}
+
+/// Name resolution at snapshot time (never per request): every A and AAAA address of a host.
+enum Resolver {
+    static func resolveAll(host: String, port: Int) throws -> [SocketAddress] {
+        if let literal = try? SocketAddress(ipAddress: host, port: port) { return [literal] }
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        hints.ai_family = AF_UNSPEC
+        var result: UnsafeMutablePointer<addrinfo>?
+        let status = getaddrinfo(host, String(port), &hints, &result)
+        guard status == 0, let first = result else {
+            throw ResolveError(host: host, port: port, reason: String(cString: gai_strerror(status)))
+        }
+        defer { freeaddrinfo(first) }
+        var addresses: [SocketAddress] = []
+        var cursor: UnsafeMutablePointer<addrinfo>? = first
+        while let info = cursor {
+            if let raw = info.pointee.ai_addr {
+                let address: SocketAddress?
+                switch Int32(info.pointee.ai_family) {
+                case AF_INET:
+                    address = raw.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { SocketAddress($0.pointee, host: host) }
+                case AF_INET6:
+                    address = raw.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { SocketAddress($0.pointee, host: host) }
+                default:
+                    address = nil
+                }
+                if let address, !addresses.contains(address) { addresses.append(address) }
+            }
+            cursor = info.pointee.ai_next
+        }
+        guard !addresses.isEmpty else { throw ResolveError(host: host, port: port, reason: "no address") }
+        return addresses
+    }
+}
