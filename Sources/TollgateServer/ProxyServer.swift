@@ -14,6 +14,7 @@ public final class ProxyServer: Service, Sendable {
     private let connections = ConnectionRegistry()
     private let channels = NIOLockedValueBox<[any Channel]>([])
     private let current: NIOLockedValueBox<ServerState>
+    private let checkers = NIOLockedValueBox<[HealthChecker]>([])
     private let logger: Logger
 
     /// Builds the server for `snapshot`; `start()` binds the listeners.
@@ -67,6 +68,7 @@ public final class ProxyServer: Service, Sendable {
     }
 
     public func start() async throws {
+        startHealthChecks(current.withLockedValue { $0 })
         let snapshot = self.snapshot
         for listener in snapshot.config.listen {
             let channel = try await makeBootstrap().bind(host: listener.host, port: listener.port).get()
@@ -106,11 +108,37 @@ public final class ProxyServer: Service, Sendable {
         for loop in loops.values {
             try await loop.eventLoop.submit { loop.state = state }.get()
         }
+        startHealthChecks(state)
         logger.info("configuration reloaded", metadata: ["generation": "\(snapshot.generation)"])
+    }
+
+    /// Active health checks of the state's services (replacing those of the previous state).
+    private func startHealthChecks(_ state: ServerState) {
+        var started: [HealthChecker] = []
+        for service in state.services.values.sorted(by: { $0.index < $1.index }) {
+            guard let config = service.config.activeHealth, !service.targets.isEmpty else { continue }
+            let checker = HealthChecker(service: service, config: config, eventLoop: group.next(), logger: logger)
+            checker.start()
+            started.append(checker)
+        }
+        let old = checkers.withLockedValue { checkers in
+            defer { checkers = started }
+            return checkers
+        }
+        for checker in old { checker.stop() }
+    }
+
+    /// Every service's targets with their health (active checks, passive ejection) and load: what the
+    /// Admin API and metrics show.
+    public func health() -> [String: [TargetHealth]] {
+        let state = current.withLockedValue { $0 }
+        let now = NIODeadline.now().uptimeNanoseconds
+        return state.services.mapValues { $0.health(now: now) }
     }
 
     /// Stops accepting, lets in-flight requests finish for up to `timeout`, then closes what is left.
     public func drain(timeout: Duration) async {
+        for checker in checkers.withLockedValue({ $0 }) { checker.stop() }
         let listeners = channels.withLockedValue { $0 }
         for channel in listeners { try? await channel.close() }
         connections.broadcastDrain()

@@ -52,6 +52,7 @@ public final class StubUpstream: Sendable {
     public let channel: any Channel
     private let seen = NIOLockedValueBox<[StubRequest]>([])
     private let connectionCount = NIOLockedValueBox(0)
+    private let children = NIOLockedValueBox<[any Channel]>([])
 
     public var port: Int { channel.localAddress!.port! }
     public var url: String { "http://127.0.0.1:\(port)" }
@@ -75,11 +76,13 @@ public final class StubUpstream: Sendable {
                 responder: @escaping Responder = StubUpstream.echo) async throws {
         let seen = self.seen
         let connectionCount = self.connectionCount
+        let children = self.children
         self.channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 connectionCount.withLockedValue { $0 += 1 }
+                children.withLockedValue { $0.append(channel) }
                 do {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withPipeliningAssistance: true)
                     try channel.pipeline.syncOperations.addHandler(StubHandler(responder: responder, seen: seen))
@@ -93,6 +96,13 @@ public final class StubUpstream: Sendable {
 
     public func close() async throws {
         try await channel.close()
+    }
+
+    /// Stops listening and closes every connection, as a crashed process would (a restarted one is a
+    /// new `StubUpstream` on the same port).
+    public func kill() async throws {
+        try await channel.close()
+        for child in children.withLockedValue({ $0 }) { try? await child.close() }
     }
 }
 

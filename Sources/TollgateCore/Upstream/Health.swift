@@ -14,6 +14,13 @@ public struct ActiveHealthTracker: Sendable, Equatable {
         self.unhealthyThreshold = unhealthyThreshold
     }
 
+    /// Starts out unhealthy (a reload keeps a target's verdict).
+    public mutating func startUnhealthy() {
+        isHealthy = false
+        successes = 0
+        failures = 0
+    }
+
     /// Records a probe; returns the new state when it changed.
     public mutating func probe(succeeded: Bool) -> Bool? {
         if succeeded {
@@ -82,6 +89,16 @@ public struct OutlierDetector: Sendable {
 
     public mutating func succeeded(_ index: Int) {
         records[index].consecutive = 0
+    }
+
+    /// Ends an ejection early (an active health check passed, as Envoy's
+    /// `successful_active_health_check_uneject_host`); returns whether the target was ejected.
+    public mutating func uneject(_ index: Int, now: UInt64) -> Bool {
+        guard records[index].ejectedUntil > now else { return false }
+        records[index].ejectedUntil = 0
+        records[index].lastEjectionEnd = now
+        records[index].consecutive = 0
+        return true
     }
 
     /// A failure; returns the end of the ejection when this one ejects the target.

@@ -150,6 +150,17 @@ final class ServiceRuntime: Sendable {
         return true
     }
 
+    /// An active check passed: an ejected target comes back now rather than at the ejection's end.
+    func activeCheckPassed(_ index: Int, now: UInt64) -> Bool {
+        let state = targets[index].state
+        guard state.ejectedUntil.load(ordering: .relaxed) > now else { return false }
+        _ = outliers?.withLockedValue { $0.uneject(index, now: now) }
+        state.ejectedUntil.store(0, ordering: .relaxed)
+        state.errorStreak.store(0, ordering: .relaxed)
+        state.since.store(now, ordering: .relaxed)
+        return true
+    }
+
     @inline(__always)
     func recordSuccess(_ index: Int) {
         let state = targets[index].state

@@ -1,0 +1,206 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import Testing
+import TollgateServer
+import TollgateTesting
+
+/// Load balancing, health, retries and the circuit breaker, against real upstreams on loopback.
+@Suite struct BalancingTests {
+    /// `count` services' worth of targets `$UPSTREAM0...` for one service `api` on `/api/*`.
+    static func config(targets: Int, service extra: String, route: String = "") -> String {
+        let urls = (0..<targets).map { "{url: \"$UPSTREAM\($0)\"}" }.joined(separator: ", ")
+        return """
+            services:
+              api:
+                targets: [\(urls)]
+            \(extra.split(separator: "\n").map { "    " + $0 }.joined(separator: "\n"))
+            routes:
+              - {match: {paths: ["/api/*"]}, service: api\(route)}
+            """
+    }
+
+    /// Sends `GET path` from `clients` concurrent clients until `stop` says so; returns every status.
+    static func load(_ harness: Harness, clients: Int, path: String = "/api/x",
+                     until stop: @escaping @Sendable () -> Bool) async throws -> [Int] {
+        try await withThrowingTaskGroup(of: [Int].self) { group in
+            for _ in 0..<clients {
+                group.addTask {
+                    var statuses: [Int] = []
+                    while !stop() {
+                        let response = try await harness.get(path)
+                        statuses.append(response.statuses.first ?? 0)
+                    }
+                    return statuses
+                }
+            }
+            var all: [Int] = []
+            for try await statuses in group { all += statuses }
+            return all
+        }
+    }
+
+    static func waitUntil(timeout: Duration = .seconds(5), _ condition: () -> Bool) async throws -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if condition() { return true }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        return condition()
+    }
+
+    /// One of three targets dies during a steady GET load: retries cover the first failures, passive
+    /// and active checks take it out within a second, and no client sees an error. Restarted, it is
+    /// back in rotation once active checks pass twice.
+    @Test func killedTargetCausesNoClientErrorsAndReturns() async throws {
+        let config = Self.config(targets: 3, service: """
+            retries: {attempts: 3, on: [connect_error, reset, timeout, "502", "503"], backoff: {base: 1ms, max: 5ms}}
+            health:
+              passive: {consecutive_errors: 2, base_ejection_time: 30s}
+              active: {path: /health, interval: 50ms, timeout: 200ms, healthy_threshold: 2, unhealthy_threshold: 2}
+            """)
+        try await Harness.with(config, upstreams: Array(repeating: StubUpstream.echo, count: 3)) { harness in
+            let stopped = NIOLockedValueBox(false)
+            async let statuses = Self.load(harness, clients: 4) { stopped.withLockedValue { $0 } }
+            try await Task.sleep(for: .milliseconds(300))
+            let victim = harness.upstreams[1]
+            let port = victim.port
+            try await victim.kill()
+            let killedAt = ContinuousClock.now
+            let out = try await Self.waitUntil {
+                harness.server.health()["api"]?.first { $0.target == "127.0.0.1:\(port)" }?.available == false
+            }
+            #expect(out)
+            #expect(ContinuousClock.now - killedAt < .seconds(1))
+            try await Task.sleep(for: .milliseconds(300))
+            let restarted = try await StubUpstream(group: harness.group, port: port)
+            let back = try await Self.waitUntil {
+                harness.server.health()["api"]?.first { $0.target == "127.0.0.1:\(port)" }?.available == true
+            }
+            #expect(back)
+            let servedBefore = restarted.requests.filter { $0.head.uri != "/health" }.count
+            let served = try await Self.waitUntil { restarted.requests.filter { $0.head.uri != "/health" }.count > servedBefore + 5 }
+            #expect(served)
+            stopped.withLockedValue { $0 = true }
+            let all = try await statuses
+            #expect(all.count > 50)
+            #expect(all.allSatisfy { $0 == 200 }, "failed: \(all.filter { $0 != 200 })")
+            try await restarted.close()
+        }
+    }
+
+    /// Under p2c over peak EWMA, a target ten times slower gets well under a third of the traffic.
+    @Test func slowTargetGetsLittleTrafficUnderP2C() async throws {
+        let slow: StubUpstream.Responder = { _ in StubResponse(body: .delayed(.milliseconds(20), "slow")) }
+        let config = Self.config(targets: 3, service: "balancer: p2c_ewma")
+        try await Harness.with(config, upstreams: [StubUpstream.echo, slow, StubUpstream.echo], threads: 1) { harness in
+            let count = NIOLockedValueBox(0)
+            let all = try await Self.load(harness, clients: 4) {
+                count.withLockedValue { $0 += 1; return $0 > 400 }
+            }
+            #expect(all.allSatisfy { $0 == 200 })
+            let slowShare = Double(harness.upstreams[1].requests.count) / Double(all.count)
+            #expect(slowShare < 0.2, "slow target got \(slowShare)")
+        }
+    }
+
+    /// When every target is known to be down, the answer is 503 at once, not after a connect timeout.
+    @Test func allTargetsDownIs503AtOnce() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        // Two ports with nothing listening.
+        var ports: [Int] = []
+        for _ in 0..<2 {
+            let stub = try await StubUpstream(group: group)
+            ports.append(stub.port)
+            try await stub.close()
+        }
+        try await group.shutdownGracefully()
+        try await Harness.with("""
+            services:
+              api:
+                targets: [{url: "http://127.0.0.1:\(ports[0])"}, {url: "http://127.0.0.1:\(ports[1])"}]
+                timeouts: {connect: 3s}
+                health: {passive: {consecutive_errors: 1, max_ejection_percent: 100}}
+            routes:
+              - {match: {paths: ["/api/*"]}, service: api}
+            """, upstreams: []) { harness in
+            let first = try await harness.get("/api/x")
+            #expect(first.statuses == [502])   // both tried (a retry on connect_error is the default), both refused
+            let start = ContinuousClock.now
+            let second = try await harness.get("/api/x")
+            #expect(second.statuses == [503])
+            #expect(second.lastBody.contains(#""error":"no healthy upstream target""#))
+            #expect(ContinuousClock.now - start < .milliseconds(500))
+        }
+    }
+
+    /// A 503 from one target is retried on another; the client sees the other's 200.
+    @Test func statusRetriedOnAnotherTarget() async throws {
+        let failing: StubUpstream.Responder = { _ in StubResponse.text("busy", status: .serviceUnavailable) }
+        let config = Self.config(targets: 2, service: """
+            balancer: round_robin
+            retries: {attempts: 2, on: ["503"], backoff: {base: 1ms, max: 1ms}}
+            """)
+        try await Harness.with(config, upstreams: [failing, StubUpstream.echo], threads: 1) { harness in
+            for _ in 0..<6 {
+                let statuses = try await harness.get("/api/x").statuses
+                #expect(statuses == [200])
+            }
+            #expect(harness.upstreams[0].requests.count >= 2)
+            #expect(harness.upstreams[1].requests.count == 6)
+        }
+    }
+
+    /// A POST whose connection is reset is not sent again, unless the route says it may be.
+    @Test func nonIdempotentRequestsRetryOnlyWhenTheRouteAllows() async throws {
+        let dropping: StubUpstream.Responder = { _ in StubResponse(body: .close) }
+        let post = "POST /api/x HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
+        for allowed in [false, true] {
+            let config = Self.config(targets: 2, service: """
+                balancer: round_robin
+                retries: {attempts: 2, on: [reset], backoff: {base: 1ms, max: 1ms}}
+                """, route: allowed ? ", retry_non_idempotent: true" : "")
+            try await Harness.with(config, upstreams: [dropping, StubUpstream.echo], threads: 1) { harness in
+                let response = try await harness.send(post)
+                #expect(response.statuses == [allowed ? 200 : 502])
+                if allowed {
+                    #expect(harness.upstreams[1].requests.first?.bodyString == "hello")   // the kept body, sent again
+                }
+            }
+        }
+    }
+
+    /// Past max_connections a request is refused at once with 503 and the overload marker.
+    @Test func circuitBreakerRefusesAtOnce() async throws {
+        let slow: StubUpstream.Responder = { _ in StubResponse(body: .delayed(.milliseconds(600), "slow")) }
+        let config = Self.config(targets: 1, service: "circuit_breaker: {max_connections: 1}")
+        try await Harness.with(config, upstreams: [slow], threads: 1) { harness in
+            async let first = harness.get("/api/slow")
+            try await Task.sleep(for: .milliseconds(150))
+            let start = ContinuousClock.now
+            let second = try await harness.get("/api/other")
+            #expect(ContinuousClock.now - start < .milliseconds(300))
+            #expect(second.statuses == [503])
+            #expect(second.text.header("x-tollgate-overloaded") == "max_connections")
+            let firstStatuses = try await first.statuses
+            #expect(firstStatuses == [200])
+        }
+    }
+
+    /// Consistent hashing on a header keeps each user on one target.
+    @Test func consistentHashKeepsKeysOnTheirTarget() async throws {
+        let config = Self.config(targets: 3, service: """
+            balancer: consistent_hash
+            hash_key: "header:X-User"
+            """)
+        try await Harness.with(config, upstreams: Array(repeating: StubUpstream.echo, count: 3)) { harness in
+            for user in ["ann", "bob", "cyd", "dee"] {
+                for _ in 0..<4 { _ = try await harness.get("/api/x", headers: ["X-User: \(user)"]) }
+                let holders = harness.upstreams.filter { stub in
+                    stub.requests.contains { $0.head.headers["x-user"].first == user }
+                }
+                #expect(holders.count == 1, "\(user) spread over \(holders.count) targets")
+            }
+        }
+    }
+}
