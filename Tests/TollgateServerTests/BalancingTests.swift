@@ -130,7 +130,7 @@ import TollgateTesting
             let second = try await harness.get("/api/x")
             #expect(second.statuses == [503])
             #expect(second.lastBody.contains(#""error":"no healthy upstream target""#))
-            #expect(ContinuousClock.now - start < .milliseconds(500))
+            #expect(ContinuousClock.now - start < .seconds(1))   // the connect timeout is 3 s
         }
     }
 
@@ -172,14 +172,16 @@ import TollgateTesting
 
     /// Past max_connections a request is refused at once with 503 and the overload marker.
     @Test func circuitBreakerRefusesAtOnce() async throws {
-        let slow: StubUpstream.Responder = { _ in StubResponse(body: .delayed(.milliseconds(600), "slow")) }
+        let slow: StubUpstream.Responder = { _ in StubResponse(body: .delayed(.seconds(2), "slow")) }
         let config = Self.config(targets: 1, service: "circuit_breaker: {max_connections: 1}")
         try await Harness.with(config, upstreams: [slow], threads: 1) { harness in
             async let first = harness.get("/api/slow")
-            try await Task.sleep(for: .milliseconds(150))
+            // The first request holds the one connection once the upstream has it.
+            let holding = try await Self.waitUntil { harness.upstreams[0].requests.count == 1 }
+            #expect(holding)
             let start = ContinuousClock.now
             let second = try await harness.get("/api/other")
-            #expect(ContinuousClock.now - start < .milliseconds(300))
+            #expect(ContinuousClock.now - start < .seconds(1))   // the connect timeout is 5 s
             #expect(second.statuses == [503])
             #expect(second.text.header("x-tollgate-overloaded") == "max_connections")
             let firstStatuses = try await first.statuses
