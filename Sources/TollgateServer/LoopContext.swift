@@ -86,7 +86,7 @@ final class LoopContext: @unchecked Sendable {
 
     /// An attempt to `index` began (least connections and p2c count what is in flight).
     func attemptStarted(_ service: ServiceRuntime, _ index: Int) {
-        switch service.config.balancer {
+        switch service.balancer {
         case .leastConnections:
             service.targets[index].state.inFlight.wrappingIncrement(ordering: .relaxed)
         case .p2cEWMA:
@@ -103,7 +103,7 @@ final class LoopContext: @unchecked Sendable {
 
     /// The attempt to `index` ended after `latency` (its response, or its failure).
     func attemptEnded(_ service: ServiceRuntime, _ index: Int, latencyNanos: UInt64, now: UInt64) {
-        switch service.config.balancer {
+        switch service.balancer {
         case .leastConnections:
             service.targets[index].state.inFlight.wrappingDecrement(ordering: .relaxed)
         case .p2cEWMA:
@@ -119,7 +119,7 @@ final class LoopContext: @unchecked Sendable {
     }
 
     func recordRequest(_ service: ServiceRuntime, now: UInt64) {
-        guard service.config.retries.attempts > 1 else { return }
+        guard service.retryAttempts > 1 else { return }
         balancer(service).budget.recordRequest(now: now)
     }
 
@@ -201,7 +201,7 @@ final class LoopBalancer {
 
     init(_ service: ServiceRuntime) {
         let count = max(1, service.targets.count)
-        switch service.config.balancer {
+        switch service.balancer {
         case .roundRobin: kind = .roundRobin(RoundRobin(count: count))
         case .weightedRoundRobin: kind = .weighted(SmoothWeightedRoundRobin(weights: service.targets.isEmpty ? [1] : service.targets.map(\.weight)))
         case .leastConnections: kind = .leastConnections(LeastConnections(count: count))

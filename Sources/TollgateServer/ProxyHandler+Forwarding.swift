@@ -175,7 +175,7 @@ extension ProxyHandler {
             // Kept while it fits, so a retry can send it again; past the limit the request is no
             // longer retried once its body went upstream.
             exchange.retryBodyBytes += buffer.readableBytes
-            if let limit = exchange.service?.config.retries.bufferBodyLimit, exchange.retryBodyBytes <= limit {
+            if let limit = exchange.service?.bufferBodyLimit, exchange.retryBodyBytes <= limit {
                 exchange.retryBody!.append(buffer)
             } else {
                 exchange.retryBody = nil
@@ -215,16 +215,23 @@ extension ProxyHandler {
     /// What balancing and retries need to know of a routed request, worked out once.
     private func prepareBalancing(_ exchange: Exchange, service: ServiceRuntime, route: CompiledRoute,
                                   method: HTTPRequest.Method, query: Substring?) {
-        let config = service.config
-        if config.retries.attempts > 1 {
-            exchange.retryable = route.retryNonIdempotent || RetryPolicy.isIdempotent(method.rawValue)
+        if service.retryAttempts > 1 {
+            exchange.retryable = route.retryNonIdempotent || Self.isIdempotent(method)
             if exchange.retryable && (exchange.requestChunked || (exchange.declaredLength ?? 0) > 0) { exchange.retryBody = [] }
         }
-        if let total = config.totalTimeout {
-            exchange.deadline = .uptimeNanoseconds(exchange.context.startNanos) + .nanoseconds(total.nanoseconds)
+        if let total = service.totalTimeoutNanos {
+            exchange.deadline = .uptimeNanoseconds(exchange.context.startNanos) + .nanoseconds(total)
         }
-        if service.maglev != nil { exchange.hashKey = hashKey(config.hashKey, exchange: exchange, query: query) }
+        if service.maglev != nil { exchange.hashKey = hashKey(service.hashKey, exchange: exchange, query: query) }
         loop.recordRequest(service, now: exchange.context.startNanos)
+    }
+
+    /// RFC 9110 section 9.2.2, without building the method's name for the common ones.
+    static func isIdempotent(_ method: HTTPRequest.Method) -> Bool {
+        switch method {
+        case .get, .head, .put, .delete, .options, .trace: return true
+        default: return false
+        }
     }
 
     /// The key a hash balancer places the request by; the client's IP when the key is missing.
@@ -272,8 +279,7 @@ extension ProxyHandler {
         if let connection = pool.takeIdle(target.id) {
             return attach(connection, exchange: exchange)
         }
-        let limits = service.config.circuitBreaker
-        guard service.counters.acquire(.pending, limits: limits) else {
+        guard service.counters.acquire(.pending, limits: service.circuitBreaker) else {
             return respondOverloaded("max_pending", exchange: exchange)
         }
         exchange.holdsPending = true
@@ -285,7 +291,7 @@ extension ProxyHandler {
                     service.counters.release(.pending)
                 }
                 if case .success(let connection) = result {
-                    pool.release(connection, reusable: true, maxIdle: service.config.maxIdlePerTarget)
+                    pool.release(connection, reusable: true, maxIdle: service.maxIdlePerTarget)
                 }
                 return
             }
@@ -310,9 +316,11 @@ extension ProxyHandler {
         exchange.upstream = connection
         exchange.phase = .proxying
         exchange.upstreamRequestComplete = false
-        exchange.attemptStart = NIODeadline.now().uptimeNanoseconds
-        exchange.attemptCounted = true
-        loop.attemptStarted(service, exchange.targetIndex)
+        if service.balancer == .leastConnections || service.balancer == .p2cEWMA {
+            exchange.attemptStart = NIODeadline.now().uptimeNanoseconds
+            exchange.attemptCounted = true
+            loop.attemptStarted(service, exchange.targetIndex)
+        }
         let state = exchange.state
         let forwarding = forwardingValues(state)
         let preserveHost = exchange.route?.preserveHost ?? false
@@ -401,7 +409,7 @@ extension ProxyHandler {
         if let deadline = exchange.deadline, now >= deadline { return false }
         guard loop.retryBudgetAllows(service, now: now.uptimeNanoseconds) else { return false }
         if !exchange.holdsRetry {
-            guard service.counters.acquire(.retry, limits: service.config.circuitBreaker) else { return false }
+            guard service.counters.acquire(.retry, limits: service.circuitBreaker) else { return false }
             exchange.holdsRetry = true
         }
         if let upstream = exchange.upstream {

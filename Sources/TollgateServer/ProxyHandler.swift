@@ -374,7 +374,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
             exchange.upstream = nil
             let reusable = exchange.upstreamKeepAlive && exchange.upstreamRequestComplete && !exchange.isUpgrade
                 && upstream.isClean
-            loop.pool.release(upstream, reusable: reusable, maxIdle: exchange.service?.config.maxIdlePerTarget ?? 0)
+            loop.pool.release(upstream, reusable: reusable, maxIdle: exchange.service?.maxIdlePerTarget ?? 0)
         }
         if let route = exchange.route, !route.chain.isEmpty {
             let now = NIODeadline.now().uptimeNanoseconds

@@ -111,6 +111,15 @@ final class ServiceRuntime: Sendable {
     let outliers: NIOLockedValueBox<OutlierDetector>?
     let counters = ServiceCounters()
     let slowStartNanos: UInt64
+    // Copied out of `config` for the request path: reading a nested field of the config is cheap,
+    // copying the config (or its retry policy, which holds a Set) is not.
+    let balancer: BalancerKind
+    let retryAttempts: Int
+    let hashKey: HashKey
+    let totalTimeoutNanos: Int64?
+    let bufferBodyLimit: Int
+    let circuitBreaker: CircuitBreakerLimits
+    let maxIdlePerTarget: Int
 
     init(config: ServiceConfig, index: Int, targets: [ResolvedTarget]) {
         self.config = config
@@ -128,6 +137,13 @@ final class ServiceRuntime: Sendable {
         }
         outliers = config.passiveHealth.map { NIOLockedValueBox(OutlierDetector(targets: targets.count, settings: $0)) }
         slowStartNanos = config.slowStart?.unsignedNanoseconds ?? 0
+        balancer = config.balancer
+        retryAttempts = config.retries.attempts
+        hashKey = config.hashKey
+        totalTimeoutNanos = config.totalTimeout?.nanoseconds
+        bufferBodyLimit = config.retries.bufferBodyLimit
+        circuitBreaker = config.circuitBreaker
+        maxIdlePerTarget = config.maxIdlePerTarget
     }
 
     /// The weight to balance with now (hundredths while slow start applies).

@@ -98,7 +98,7 @@ final class UpstreamPool {
 
     private func connect(target: ResolvedTarget, service: ServiceRuntime, pool: TargetPool,
                          callback: @escaping (Result<UpstreamConnection, any Error>) -> Void) {
-        guard service.counters.acquire(.connection, limits: service.config.circuitBreaker) else {
+        guard service.counters.acquire(.connection, limits: service.circuitBreaker) else {
             pool.open = max(0, pool.open - 1)
             callback(.failure(PoolError.overloaded))
             return
