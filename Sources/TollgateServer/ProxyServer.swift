@@ -18,12 +18,20 @@ public final class ProxyServer: Service, Sendable {
     private let logger: Logger
 
     /// Builds the server for `snapshot`; `start()` binds the listeners.
-    public init(snapshot: GatewaySnapshot, group: MultiThreadedEventLoopGroup? = nil, logger: Logger = Logger(label: "tollgate")) throws {
+    /// Resolves a target's host to its addresses (every A and AAAA record); tests substitute their own.
+    public typealias Resolve = @Sendable (_ host: String, _ port: Int) throws -> [SocketAddress]
+
+    private let resolve: Resolve
+    private let dnsTask = NIOLockedValueBox<Task<Void, Never>?>(nil)
+
+    public init(snapshot: GatewaySnapshot, group: MultiThreadedEventLoopGroup? = nil, logger: Logger = Logger(label: "tollgate"),
+                resolve: @escaping Resolve = { try Resolver.resolveAll(host: $0, port: $1) }) throws {
+        self.resolve = resolve
         let threads = snapshot.config.server.threads > 0 ? snapshot.config.server.threads : System.coreCount
         self.group = group ?? MultiThreadedEventLoopGroup(numberOfThreads: threads)
         self.ownsGroup = group == nil
         self.logger = logger
-        let state = try Self.makeState(snapshot)
+        let state = try Self.makeState(snapshot, resolve: resolve)
         self.current = NIOLockedValueBox(state)
         var loops: [ObjectIdentifier: LoopContext] = [:]
         for eventLoop in self.group.makeIterator() {
@@ -33,7 +41,7 @@ public final class ProxyServer: Service, Sendable {
     }
 
     /// Resolves every service's targets once (DNS here, never per request).
-    static func makeState(_ snapshot: GatewaySnapshot) throws -> ServerState {
+    static func makeState(_ snapshot: GatewaySnapshot, resolve: Resolve) throws -> ServerState {
         var services: [String: ServiceRuntime] = [:]
         let now = NIODeadline.now().uptimeNanoseconds
         for (index, name) in snapshot.services.keys.sorted().enumerated() {
@@ -41,7 +49,7 @@ public final class ProxyServer: Service, Sendable {
             var targets: [ResolvedTarget] = []
             for target in config.targets {
                 // A hostname becomes one target per address; each address is its own pool and health.
-                let addresses = try Resolver.resolveAll(host: target.host, port: target.port)
+                let addresses = try resolve(target.host, target.port)
                 let literal = addresses.count == 1 && (try? SocketAddress(ipAddress: target.host, port: target.port)) != nil
                 for address in addresses {
                     let authority = literal ? target.authority : Self.authority(of: address, port: target.port)
@@ -68,7 +76,9 @@ public final class ProxyServer: Service, Sendable {
     }
 
     public func start() async throws {
-        startHealthChecks(current.withLockedValue { $0 })
+        let state = current.withLockedValue { $0 }
+        startHealthChecks(state)
+        startDNSRefresh(state)
         let snapshot = self.snapshot
         for listener in snapshot.config.listen {
             let channel = try await makeBootstrap().bind(host: listener.host, port: listener.port).get()
@@ -103,13 +113,56 @@ public final class ProxyServer: Service, Sendable {
 
     /// Swaps in a new snapshot on every loop. Requests already in flight keep the one they started with.
     public func reload(_ snapshot: GatewaySnapshot) async throws {
-        let state = try Self.makeState(snapshot)
+        let state = try Self.makeState(snapshot, resolve: resolve)
+        try await install(state)
+        startDNSRefresh(state)
+        logger.info("configuration reloaded", metadata: ["generation": "\(snapshot.generation)"])
+    }
+
+    private func install(_ state: ServerState) async throws {
         current.withLockedValue { $0 = state }
         for loop in loops.values {
             try await loop.eventLoop.submit { loop.state = state }.get()
         }
         startHealthChecks(state)
-        logger.info("configuration reloaded", metadata: ["generation": "\(snapshot.generation)"])
+    }
+
+    /// Targets given by hostname are resolved again every `dns.refresh` (the shortest of the
+    /// services that have such targets); a changed set of addresses is swapped in like a reload.
+    private func startDNSRefresh(_ state: ServerState) {
+        let intervals = state.services.values.filter { service in
+            service.config.targets.contains { (try? SocketAddress(ipAddress: $0.host, port: $0.port)) == nil }
+        }.map(\.config.dnsRefresh)
+        let task = intervals.min().map { interval in
+            Task { [weak self] in
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: interval)
+                    guard !Task.isCancelled, let self else { return }
+                    await self.refreshTargets()
+                }
+            }
+        }
+        dnsTask.withLockedValue { old in
+            old?.cancel()
+            old = task
+        }
+    }
+
+    /// Resolves every target again; swaps in the result when an address set changed.
+    public func refreshTargets() async {
+        let state = current.withLockedValue { $0 }
+        let fresh: ServerState
+        do {
+            fresh = try Self.makeState(state.snapshot, resolve: resolve)
+        } catch {
+            logger.warning("DNS refresh failed; keeping the current targets", metadata: ["error": "\(error)"])
+            return
+        }
+        func addresses(_ state: ServerState) -> [String: [String]] { state.services.mapValues { $0.targets.map(\.authority) } }
+        guard addresses(fresh) != addresses(state),
+              current.withLockedValue({ $0.snapshot === state.snapshot }) else { return }
+        try? await install(fresh)
+        logger.info("targets re-resolved", metadata: ["targets": "\(addresses(fresh))"])
     }
 
     /// Active health checks of the state's services (replacing those of the previous state).
@@ -139,6 +192,7 @@ public final class ProxyServer: Service, Sendable {
     /// Stops accepting, lets in-flight requests finish for up to `timeout`, then closes what is left.
     public func drain(timeout: Duration) async {
         for checker in checkers.withLockedValue({ $0 }) { checker.stop() }
+        dnsTask.withLockedValue { $0?.cancel() }
         let listeners = channels.withLockedValue { $0 }
         for channel in listeners { try? await channel.close() }
         connections.broadcastDrain()

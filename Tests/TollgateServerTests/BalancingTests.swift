@@ -2,6 +2,8 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import Testing
+import TollgateCore
+import TollgatePlugins
 import TollgateServer
 import TollgateTesting
 
@@ -204,5 +206,59 @@ import TollgateTesting
                 #expect(holders.count == 1, "\(user) spread over \(holders.count) targets")
             }
         }
+    }
+}
+
+@Suite struct DNSTests {
+    /// A hostname target becomes one target per address, and a refresh that finds other addresses
+    /// swaps them in without a reload; the Host header stays the configured name.
+    @Test func hostnameTargetsFollowTheirAddresses() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        let first = try await StubUpstream(group: group)
+        let port = first.port
+        let second: StubUpstream
+        do {
+            second = try await StubUpstream(group: group, host: "::1", port: port)
+        } catch {
+            try await first.close()
+            try await group.shutdownGracefully()
+            withKnownIssue("no IPv6 loopback on this machine") { throw error }
+            return
+        }
+        let answer = NIOLockedValueBox([try SocketAddress(ipAddress: "127.0.0.1", port: port)])
+        let snapshot = try ConfigLoader.load(yaml: """
+            listen: [{address: "127.0.0.1:0"}]
+            services:
+              api: {targets: [{url: "http://api.internal:\(port)"}], dns: {refresh: 1h}}
+            routes:
+              - {match: {paths: ["/*"]}, service: api}
+            """, environment: [:], registry: BuiltinPlugins.registry)
+        let server = try ProxyServer(snapshot: snapshot, group: group, resolve: { host, _ in
+            #expect(host == "api.internal")
+            return answer.withLockedValue { $0 }
+        })
+        try await server.start()
+        let gateway = server.localAddresses[0].port!
+        func get() async throws -> RawClient.Result {
+            try await RawClient.exchange("GET /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", port: gateway, group: group)
+        }
+        #expect(try await get().statuses == [200])
+        #expect(first.requests.first?.head.headers["host"] == ["api.internal:\(port)"])
+
+        answer.withLockedValue { $0 = [try! SocketAddress(ipAddress: "127.0.0.1", port: port), try! SocketAddress(ipAddress: "::1", port: port)] }
+        await server.refreshTargets()
+        #expect(server.health()["api"]?.map(\.target).sorted() == ["127.0.0.1:\(port)", "[::1]:\(port)"])
+        for _ in 0..<4 { _ = try await get() }
+        #expect(second.requests.count == 2)   // weighted round robin over the two addresses
+
+        answer.withLockedValue { $0 = [try! SocketAddress(ipAddress: "::1", port: port)] }
+        await server.refreshTargets()
+        let before = first.requests.count
+        for _ in 0..<3 { #expect(try await get().statuses == [200]) }
+        #expect(first.requests.count == before)
+        await server.drain(timeout: .milliseconds(100))
+        try await first.close()
+        try await second.close()
+        try await group.shutdownGracefully()
     }
 }

@@ -215,8 +215,8 @@ struct ResolveError: Error, CustomStringConvertible {
 }
 
 /// Name resolution at snapshot time (never per request): every A and AAAA address of a host.
-enum Resolver {
-    static func resolveAll(host: String, port: Int) throws -> [SocketAddress] {
+public enum Resolver {
+    public static func resolveAll(host: String, port: Int) throws -> [SocketAddress] {
         if let literal = try? SocketAddress(ipAddress: host, port: port) { return [literal] }
         var hints = addrinfo()
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
