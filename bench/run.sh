@@ -20,16 +20,19 @@ fi
 work=$(mktemp -d)
 trap 'kill $(cat "$work"/*.pid 2>/dev/null) 2>/dev/null || true; rm -rf "$work"' EXIT
 
-up=18081; np=18082; tp=18083
-upstream_config "$work/upstream.conf" $up
+up=18081; np=18082; tp=18083; np3=18084; tp3=18085; up2=18091; up3=18092
+upstream_config "$work/upstream.conf" $up $up2 $up3
 cat > "$work/proxy.conf" <<NGINX
 worker_processes 1; daemon off; pid $work/proxy.nginx.pid; error_log /dev/null;
 events { worker_connections 4096; }
 http { access_log off; keepalive_requests 1000000;
   upstream backend { server 127.0.0.1:$up; keepalive 64; }
-  server { listen 127.0.0.1:$np; location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+  upstream backend3 { server 127.0.0.1:$up; server 127.0.0.1:$up2; server 127.0.0.1:$up3; keepalive 64; }
+  server { listen 127.0.0.1:$np; location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; } }
+  server { listen 127.0.0.1:$np3; location / { proxy_pass http://backend3; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
 NGINX
 tollgate_config "$work/tollgate.yaml" $tp $up
+tollgate_config "$work/tollgate3.yaml" $tp3 $up $up2 $up3
 
 start() { # name core command...
   local name=$1 core=$2; shift 2
@@ -39,6 +42,7 @@ start() { # name core command...
 start upstream 0 nginx -c "$work/upstream.conf"
 start nginx 1 nginx -c "$work/proxy.conf"
 start tollgate 1 "$bin" run --config "$work/tollgate.yaml" --log-level error
+start tollgate3 1 "$bin" run --config "$work/tollgate3.yaml" --log-level error
 sleep 1.5
 
 measure() { # port -> "rps p50 p99"
@@ -52,9 +56,10 @@ cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 
 printf "%-6s %-10s %12s %10s %10s %14s\n" round target req/s p50 p99 "cpu us/req"
 for round in $(seq 1 "$rounds"); do
-  for target in upstream nginx tollgate; do
-    case $target in upstream) port=$up;; nginx) port=$np;; tollgate) port=$tp;; esac
-    pid=$(cat "$work/$target.pid"); [ "$target" = nginx ] && pid=$(pgrep -P "$pid" | head -1 || echo "$pid")
+  for target in upstream nginx tollgate nginx3 tollgate3; do
+    case $target in upstream) port=$up;; nginx) port=$np;; tollgate) port=$tp;; nginx3) port=$np3;; tollgate3) port=$tp3;; esac
+    pidfile=$target; [ "$target" = nginx3 ] && pidfile=nginx
+    pid=$(cat "$work/$pidfile.pid"); [ "$pidfile" = nginx ] && pid=$(pgrep -P "$pid" | head -1 || echo "$pid")
     [ "$target" = upstream ] && pid=$(pgrep -P "$(cat "$work/upstream.pid")" | head -1 || cat "$work/upstream.pid")
     before=$(cpu_ticks "$pid")
     read -r rps p50 p99 < <(measure $port)
@@ -66,5 +71,6 @@ for round in $(seq 1 "$rounds"); do
   done
 done
 median() { awk -v t="$1" '$2==t {print $3}' "$work/results" | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
-mu=$(median upstream); mn=$(median nginx); mt=$(median tollgate)
+mu=$(median upstream); mn=$(median nginx); mt=$(median tollgate); mn3=$(median nginx3); mt3=$(median tollgate3)
 awk -v u="$mu" -v n="$mn" -v t="$mt" 'BEGIN { printf "\nmedian req/s: upstream %s, nginx %s, tollgate %s; tollgate/nginx = %.2f\n", u, n, t, t/n }'
+awk -v n="$mn3" -v t="$mt3" -v t1="$mt" 'BEGIN { printf "3 targets (round robin): nginx %s, tollgate %s; tollgate/nginx = %.2f; tollgate 3 targets / 1 target = %.2f\n", n, t, t/n, t/t1 }'

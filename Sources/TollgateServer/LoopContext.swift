@@ -52,12 +52,25 @@ final class LoopContext: @unchecked Sendable {
     func pickTarget(_ service: ServiceRuntime, now: UInt64, hashKey: UInt64, tried: UInt64 = 0) -> Int? {
         let targets = service.targets
         if targets.count == 1 { return targets[0].state.isAvailable(now: now) ? 0 : nil }
+        if tried == 0 && service.allAvailable(now: now) { return pickAmongAll(service, now: now, hashKey: hashKey) }
         if tried != 0, let index = pick(service, now: now, hashKey: hashKey, isAvailable: { index in
             (index >= 64 || tried & (1 << UInt64(index)) == 0) && targets[index].state.isAvailable(now: now)
         }) {
             return index
         }
         return pick(service, now: now, hashKey: hashKey) { targets[$0].state.isAvailable(now: now) }
+    }
+
+    /// Every target is available: no availability checks, and SWRR reads its precomputed sequence.
+    private func pickAmongAll(_ service: ServiceRuntime, now: UInt64, hashKey: UInt64) -> Int? {
+        if service.slowStartNanos == 0, case .weighted = balancer(service).kind {
+            let balancer = self.balancer(service)
+            guard case .weighted(var state) = balancer.kind else { return nil }
+            balancer.kind = .hash   // let go of the payload, so mutating `state` copies no array
+            defer { balancer.kind = .weighted(state) }
+            return state.nextAllAvailable()
+        }
+        return pick(service, now: now, hashKey: hashKey) { _ in true }
     }
 
     private func pick(_ service: ServiceRuntime, now: UInt64, hashKey: UInt64, isAvailable: (Int) -> Bool) -> Int? {

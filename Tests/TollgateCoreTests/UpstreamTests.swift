@@ -18,6 +18,15 @@ struct SplitMix: RandomNumberGenerator {
         #expect(sequence == ["a", "a", "b", "a", "c", "a", "a"])
     }
 
+    /// The precomputed sequence (all targets available) is the classic algorithm's, pick for pick.
+    @Test func precomputedSequenceMatchesTheStepwiseOne() {
+        for weights in [[5, 1, 1], [3, 2], [1, 1, 1, 1], [7, 3, 9, 2, 2], [100, 1]] {
+            var stepwise = SmoothWeightedRoundRobin(weights: weights)
+            var scheduled = SmoothWeightedRoundRobin(weights: weights)
+            for _ in 0..<500 { #expect(stepwise.next()! == scheduled.nextAllAvailable()) }
+        }
+    }
+
     @Test func smoothWeightedDistributionIsExact() {
         var balancer = SmoothWeightedRoundRobin(weights: [5, 3, 2])
         var counts = [0, 0, 0]

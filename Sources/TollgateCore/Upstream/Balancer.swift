@@ -9,23 +9,61 @@ import Darwin
 /// Smooth weighted round robin, as nginx does it: weights 5/1/1 give a a b a c a a, spreading the
 /// heavy target out instead of sending it five requests in a row. Equal weights give plain round robin.
 /// A plain value: one per service and event loop, so picking never takes a lock.
+///
+/// The sequence repeats every sum-of-weights picks, so it is computed once: while every target is
+/// available a pick is one array read (O(1) at any number of targets); when some are not, the
+/// classic O(n) step runs over the available ones.
 public struct SmoothWeightedRoundRobin: Sendable {
-    private let weights: [Int]
-    private var current: [Int]
+    @usableFromInline let weights: [Int]
+    @usableFromInline var current: [Int]
+    /// One period of the sequence with every target available (empty when too long to keep).
+    @usableFromInline let schedule: [Int32]
+    @usableFromInline var position = 0
 
     public init(weights: [Int]) {
         precondition(!weights.isEmpty && weights.allSatisfy { $0 > 0 })
         self.weights = weights
         self.current = Array(repeating: 0, count: weights.count)
+        let divisor = weights.reduce(0) { Self.gcd($0, $1) }
+        let period = weights.reduce(0) { $0 + $1 / divisor }
+        var schedule: [Int32] = []
+        if weights.count > 1 && period <= 1 << 16 {
+            var state = Array(repeating: 0, count: weights.count)
+            schedule.reserveCapacity(period)
+            for _ in 0..<period {
+                var best = 0
+                for index in weights.indices {
+                    state[index] += weights[index]
+                    if state[index] > state[best] { best = index }
+                }
+                state[best] -= weights.reduce(0, +)
+                schedule.append(Int32(best))
+            }
+        }
+        self.schedule = schedule
+    }
+
+    private static func gcd(_ a: Int, _ b: Int) -> Int { b == 0 ? a : gcd(b, a % b) }
+
+    /// The next target when every target is available: one read of the precomputed sequence.
+    @inlinable
+    public mutating func nextAllAvailable() -> Int {
+        if schedule.isEmpty { return next { _ in true } ?? 0 }
+        let index = Int(schedule[position])
+        position += 1
+        if position == schedule.count { position = 0 }
+        return index
     }
 
     /// The index of the next target, skipping those `isAvailable` rejects; nil when none is available.
+    @inlinable
     public mutating func next(isAvailable: (Int) -> Bool = { _ in true }) -> Int? {
         let weights = self.weights
         return next(isAvailable: isAvailable, weight: { weights[$0] })
     }
 
     /// The same, with each target's weight supplied now (slow start scales weights over time).
+    @inlinable
     public mutating func next(isAvailable: (Int) -> Bool, weight: (Int) -> Int) -> Int? {
         if current.count == 1 { return isAvailable(0) ? 0 : nil }
         var best = -1
@@ -44,21 +82,23 @@ public struct SmoothWeightedRoundRobin: Sendable {
 
 /// Plain round robin: each available target in turn, weights ignored.
 public struct RoundRobin: Sendable {
-    private let count: Int
-    private var cursor = 0
+    @usableFromInline let count: Int
+    @usableFromInline var cursor = 0
 
     public init(count: Int) {
         precondition(count > 0)
         self.count = count
     }
 
+    @inlinable
     public mutating func next(isAvailable: (Int) -> Bool = { _ in true }) -> Int? {
-        for step in 0..<count {
-            let index = (cursor + step) % count
+        var index = cursor
+        for _ in 0..<count {
             if isAvailable(index) {
-                cursor = (index + 1) % count
+                cursor = index + 1 == count ? 0 : index + 1
                 return index
             }
+            index = index + 1 == count ? 0 : index + 1
         }
         return nil
     }
@@ -67,32 +107,36 @@ public struct RoundRobin: Sendable {
 /// Fewest in-flight requests relative to weight (`(inFlight + 1) / weight`, the +1 counting the
 /// request being placed); ties go round robin, so equal loads still spread.
 public struct LeastConnections: Sendable {
-    private let count: Int
-    private var cursor = 0
+    @usableFromInline let count: Int
+    @usableFromInline var cursor = 0
 
     public init(count: Int) {
         precondition(count > 0)
         self.count = count
     }
 
+    @inlinable
     public mutating func next(inFlight: (Int) -> Int, weight: (Int) -> Int, isAvailable: (Int) -> Bool = { _ in true }) -> Int? {
         var best = -1
         var bestLoad = 0
         var bestWeight = 1
-        for step in 0..<count {
-            let index = (cursor + step) % count
-            guard isAvailable(index) else { continue }
-            let load = inFlight(index) + 1
-            let w = max(1, weight(index))
-            // load / w < bestLoad / bestWeight, without division; strict, so the first found wins ties.
-            if best < 0 || load * bestWeight < bestLoad * w {
-                best = index
-                bestLoad = load
-                bestWeight = w
+        // From the cursor to the end, then from the start: no division per step.
+        var index = cursor
+        for _ in 0..<count {
+            if isAvailable(index) {
+                let load = inFlight(index) + 1
+                let w = max(1, weight(index))
+                // load / w < bestLoad / bestWeight, without division; strict, so the first found wins ties.
+                if best < 0 || load * bestWeight < bestLoad * w {
+                    best = index
+                    bestLoad = load
+                    bestWeight = w
+                }
             }
+            index = index + 1 == count ? 0 : index + 1
         }
         guard best >= 0 else { return nil }
-        cursor = (best + 1) % count
+        cursor = best + 1 == count ? 0 : best + 1
         return best
     }
 }

@@ -99,6 +99,9 @@ final class HealthChecker: Sendable {
             let now = NIODeadline.now().uptimeNanoseconds
             _ = service.activeCheckPassed(index, now: now)
             target.state.since.store(now, ordering: .relaxed)
+            service.health.recompute(service.targets)
+        } else {
+            service.health.markDegraded(until: .max)
         }
         let metadata: Logger.Metadata = ["service": "\(service.config.name)", "target": "\(target.authority)"]
         if healthy {

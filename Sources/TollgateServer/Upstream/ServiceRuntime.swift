@@ -45,6 +45,45 @@ final class TargetState: Sendable {
     }
 }
 
+/// Whether all of a service's targets are available, in one atomic read: the time until which some
+/// target is out (`UInt64.max` while one fails active checks, 0 when none is out). Raised on every
+/// ejection or failed check, recomputed when a target comes back. Shared across reloads.
+final class ServiceHealthState: Sendable {
+    let degradedUntil = ManagedAtomic<UInt64>(0)
+
+    @inline(__always)
+    func allAvailable(now: UInt64) -> Bool { degradedUntil.load(ordering: .relaxed) <= now }
+
+    func markDegraded(until: UInt64) {
+        var current = degradedUntil.load(ordering: .relaxed)
+        while current < until {
+            let (exchanged, original) = degradedUntil.compareExchange(expected: current, desired: until, ordering: .relaxed)
+            if exchanged { return }
+            current = original
+        }
+    }
+
+    func recompute(_ targets: [ResolvedTarget]) {
+        var until: UInt64 = 0
+        for target in targets {
+            if !target.state.healthy.load(ordering: .relaxed) { until = .max; break }
+            until = max(until, target.state.ejectedUntil.load(ordering: .relaxed))
+        }
+        degradedUntil.store(until, ordering: .relaxed)
+    }
+
+    private static let registry = NIOLockedValueBox<[String: ServiceHealthState]>([:])
+
+    static func shared(_ service: String) -> ServiceHealthState {
+        registry.withLockedValue { states in
+            if let state = states[service] { return state }
+            let state = ServiceHealthState()
+            states[service] = state
+            return state
+        }
+    }
+}
+
 /// A target with its address resolved (a hostname target becomes one per address).
 final class ResolvedTarget: Sendable {
     let config: TargetConfig
@@ -110,6 +149,7 @@ final class ServiceRuntime: Sendable {
     let maglev: MaglevTable?
     let outliers: NIOLockedValueBox<OutlierDetector>?
     let counters = ServiceCounters()
+    let health: ServiceHealthState
     let slowStartNanos: UInt64
     // Copied out of `config` for the request path: reading a nested field of the config is cheap,
     // copying the config (or its retry policy, which holds a Set) is not.
@@ -137,6 +177,8 @@ final class ServiceRuntime: Sendable {
         }
         outliers = config.passiveHealth.map { NIOLockedValueBox(OutlierDetector(targets: targets.count, settings: $0)) }
         slowStartNanos = config.slowStart?.unsignedNanoseconds ?? 0
+        health = ServiceHealthState.shared(config.name)
+        health.recompute(targets)
         balancer = config.balancer
         retryAttempts = config.retries.attempts
         hashKey = config.hashKey
@@ -155,6 +197,9 @@ final class ServiceRuntime: Sendable {
                                 window: slowStartNanos)
     }
 
+    @inline(__always)
+    func allAvailable(now: UInt64) -> Bool { health.allAvailable(now: now) }
+
     /// A request to `index` failed (connect error, reset, timeout or 5xx): passive health.
     func recordFailure(_ index: Int, now: UInt64) -> Bool {
         let state = targets[index].state
@@ -163,6 +208,7 @@ final class ServiceRuntime: Sendable {
         guard let until = outliers.withLockedValue({ $0.failed(index, now: now) }) else { return false }
         state.ejectedUntil.store(until, ordering: .relaxed)
         state.since.store(until, ordering: .relaxed)   // slow start begins when it returns
+        health.markDegraded(until: until)
         return true
     }
 
@@ -174,6 +220,7 @@ final class ServiceRuntime: Sendable {
         state.ejectedUntil.store(0, ordering: .relaxed)
         state.errorStreak.store(0, ordering: .relaxed)
         state.since.store(now, ordering: .relaxed)
+        health.recompute(targets)
         return true
     }
 
