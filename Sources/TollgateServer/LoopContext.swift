@@ -87,7 +87,8 @@ final class LoopContext: @unchecked Sendable {
         case .leastConnections(var state):
             defer { balancer.kind = .leastConnections(state) }
             return state.next(inFlight: { service.targets[$0].state.inFlight.load(ordering: .relaxed) },
-                              weight: { service.weight($0, now: now) }, isAvailable: isAvailable)
+                              weight: { service.weight($0, now: now) }, maxWeight: service.maxWeight,
+                              isAvailable: isAvailable)
         case .hash:
             return service.maglev?.lookup(hashKey, isAvailable: isAvailable)
         case .peakEWMA(var state):

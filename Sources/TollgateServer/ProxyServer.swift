@@ -22,6 +22,8 @@ public final class ProxyServer: Service, Sendable {
     public typealias Resolve = @Sendable (_ host: String, _ port: Int) throws -> [SocketAddress]
 
     private let resolve: Resolve
+    /// Health kept across reloads (and DNS refreshes) of this server.
+    private let registry = HealthRegistry()
     private let dnsTask = NIOLockedValueBox<Task<Void, Never>?>(nil)
 
     public init(snapshot: GatewaySnapshot, group: MultiThreadedEventLoopGroup? = nil, logger: Logger = Logger(label: "tollgate"),
@@ -31,7 +33,7 @@ public final class ProxyServer: Service, Sendable {
         self.group = group ?? MultiThreadedEventLoopGroup(numberOfThreads: threads)
         self.ownsGroup = group == nil
         self.logger = logger
-        let state = try Self.makeState(snapshot, resolve: resolve)
+        let state = try Self.makeState(snapshot, resolve: resolve, registry: registry)
         self.current = NIOLockedValueBox(state)
         var loops: [ObjectIdentifier: LoopContext] = [:]
         for eventLoop in self.group.makeIterator() {
@@ -41,7 +43,7 @@ public final class ProxyServer: Service, Sendable {
     }
 
     /// Resolves every service's targets once (DNS here, never per request).
-    static func makeState(_ snapshot: GatewaySnapshot, resolve: Resolve) throws -> ServerState {
+    static func makeState(_ snapshot: GatewaySnapshot, resolve: Resolve, registry: HealthRegistry) throws -> ServerState {
         var services: [String: ServiceRuntime] = [:]
         let now = NIODeadline.now().uptimeNanoseconds
         for (index, name) in snapshot.services.keys.sorted().enumerated() {
@@ -55,10 +57,10 @@ public final class ProxyServer: Service, Sendable {
                     let authority = literal ? target.authority : Self.authority(of: address, port: target.port)
                     targets.append(ResolvedTarget(config: target, address: address, authority: authority,
                                                   hostHeader: target.authority, id: TargetIDs.id(for: authority),
-                                                  state: TargetState.shared(service: name, authority: authority, now: now)))
+                                                  state: registry.target(service: name, authority: authority, now: now)))
                 }
             }
-            services[name] = ServiceRuntime(config: config, index: index, targets: targets)
+            services[name] = ServiceRuntime(config: config, index: index, targets: targets, health: registry.service(name))
         }
         return ServerState(snapshot: snapshot, services: services)
     }
@@ -113,7 +115,7 @@ public final class ProxyServer: Service, Sendable {
 
     /// Swaps in a new snapshot on every loop. Requests already in flight keep the one they started with.
     public func reload(_ snapshot: GatewaySnapshot) async throws {
-        let state = try Self.makeState(snapshot, resolve: resolve)
+        let state = try Self.makeState(snapshot, resolve: resolve, registry: registry)
         try await install(state)
         startDNSRefresh(state)
         logger.info("configuration reloaded", metadata: ["generation": "\(snapshot.generation)"])
@@ -153,7 +155,7 @@ public final class ProxyServer: Service, Sendable {
         let state = current.withLockedValue { $0 }
         let fresh: ServerState
         do {
-            fresh = try Self.makeState(state.snapshot, resolve: resolve)
+            fresh = try Self.makeState(state.snapshot, resolve: resolve, registry: registry)
         } catch {
             logger.warning("DNS refresh failed; keeping the current targets", metadata: ["error": "\(error)"])
             return

@@ -22,24 +22,37 @@ import TollgateTesting
             """
     }
 
-    /// Sends `GET path` from `clients` concurrent clients until `stop` says so; returns every status.
-    static func load(_ harness: Harness, clients: Int, path: String = "/api/x",
-                     until stop: @escaping @Sendable () -> Bool) async throws -> [Int] {
-        try await withThrowingTaskGroup(of: [Int].self) { group in
+    struct Sample: Sendable {
+        var start: ContinuousClock.Instant
+        var latency: Duration
+        var status: Int
+    }
+
+    /// Sends `GET path` from `clients` concurrent clients until `stop` says so; returns every request.
+    static func timedLoad(_ harness: Harness, clients: Int, path: String = "/api/x",
+                          until stop: @escaping @Sendable () -> Bool) async throws -> [Sample] {
+        try await withThrowingTaskGroup(of: [Sample].self) { group in
             for _ in 0..<clients {
                 group.addTask {
-                    var statuses: [Int] = []
+                    var samples: [Sample] = []
                     while !stop() {
+                        let start = ContinuousClock.now
                         let response = try await harness.get(path)
-                        statuses.append(response.statuses.first ?? 0)
+                        samples.append(Sample(start: start, latency: ContinuousClock.now - start,
+                                              status: response.statuses.first ?? 0))
                     }
-                    return statuses
+                    return samples
                 }
             }
-            var all: [Int] = []
-            for try await statuses in group { all += statuses }
+            var all: [Sample] = []
+            for try await samples in group { all += samples }
             return all
         }
+    }
+
+    static func load(_ harness: Harness, clients: Int, path: String = "/api/x",
+                     until stop: @escaping @Sendable () -> Bool) async throws -> [Int] {
+        try await timedLoad(harness, clients: clients, path: path, until: stop).map(\.status)
     }
 
     static func waitUntil(timeout: Duration = .seconds(5), _ condition: () -> Bool) async throws -> Bool {
@@ -63,7 +76,7 @@ import TollgateTesting
             """)
         try await Harness.with(config, upstreams: Array(repeating: StubUpstream.echo, count: 3)) { harness in
             let stopped = NIOLockedValueBox(false)
-            async let statuses = Self.load(harness, clients: 4) { stopped.withLockedValue { $0 } }
+            async let samples = Self.timedLoad(harness, clients: 4) { stopped.withLockedValue { $0 } }
             try await Task.sleep(for: .milliseconds(300))
             let victim = harness.upstreams[1]
             let port = victim.port
@@ -74,7 +87,9 @@ import TollgateTesting
             }
             #expect(out)
             #expect(ContinuousClock.now - killedAt < .seconds(1))
-            try await Task.sleep(for: .milliseconds(300))
+            // Degraded latency, if any, is over within a second of the kill.
+            try await Task.sleep(for: .milliseconds(1_500))
+            let restartedAt = ContinuousClock.now
             let restarted = try await StubUpstream(group: harness.group, port: port)
             let back = try await Self.waitUntil {
                 harness.server.health()["api"]?.first { $0.target == "127.0.0.1:\(port)" }?.available == true
@@ -84,9 +99,15 @@ import TollgateTesting
             let served = try await Self.waitUntil { restarted.requests.filter { $0.head.uri != "/health" }.count > servedBefore + 5 }
             #expect(served)
             stopped.withLockedValue { $0 = true }
-            let all = try await statuses
+            let all = try await samples
             #expect(all.count > 50)
-            #expect(all.allSatisfy { $0 == 200 }, "failed: \(all.filter { $0 != 200 })")
+            #expect(all.allSatisfy { $0.status == 200 }, "failed: \(all.filter { $0.status != 200 }.map(\.status))")
+            let before = all.filter { $0.start < killedAt }.map(\.latency).sorted()
+            let baseline = before.isEmpty ? .milliseconds(20) : before[before.count * 99 / 100]
+            let settled = all.filter { $0.start > killedAt + .seconds(1) && $0.start < restartedAt }
+            #expect(!settled.isEmpty)
+            let slow = settled.filter { $0.latency > max(.milliseconds(100), baseline * 5) }
+            #expect(slow.isEmpty, "\(slow.count) slow requests more than 1 s after the kill (baseline p99 \(baseline))")
             try await restarted.close()
         }
     }
@@ -175,7 +196,10 @@ import TollgateTesting
     /// Past max_connections a request is refused at once with 503 and the overload marker.
     @Test func circuitBreakerRefusesAtOnce() async throws {
         let slow: StubUpstream.Responder = { _ in StubResponse(body: .delayed(.seconds(2), "slow")) }
-        let config = Self.config(targets: 1, service: "circuit_breaker: {max_connections: 1}")
+        let config = Self.config(targets: 1, service: """
+            circuit_breaker: {max_connections: 1}
+            timeouts: {connect: 5s}
+            """)
         try await Harness.with(config, upstreams: [slow], threads: 1) { harness in
             async let first = harness.get("/api/slow")
             // The first request holds the one connection once the upstream has it.
@@ -183,7 +207,7 @@ import TollgateTesting
             #expect(holding)
             let start = ContinuousClock.now
             let second = try await harness.get("/api/other")
-            #expect(ContinuousClock.now - start < .seconds(1))   // the connect timeout is 5 s
+            #expect(ContinuousClock.now - start < .milliseconds(2_500))   // well before the 5 s connect timeout
             #expect(second.statuses == [503])
             #expect(second.text.header("x-tollgate-overloaded") == "max_connections")
             let firstStatuses = try await first.statuses
@@ -233,7 +257,9 @@ import TollgateTesting
             routes:
               - {match: {paths: ["/*"]}, service: api}
             """, environment: [:], registry: BuiltinPlugins.registry)
-        let server = try ProxyServer(snapshot: snapshot, group: group, resolve: { host, _ in
+        // One event loop, so one balancer sees every request (each loop balances on its own).
+        let serverGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let server = try ProxyServer(snapshot: snapshot, group: serverGroup, resolve: { host, _ in
             #expect(host == "api.internal")
             return answer.withLockedValue { $0 }
         })
@@ -259,6 +285,7 @@ import TollgateTesting
         await server.drain(timeout: .milliseconds(100))
         try await first.close()
         try await second.close()
+        try await serverGroup.shutdownGracefully()
         try await group.shutdownGracefully()
     }
 }

@@ -115,8 +115,11 @@ public struct LeastConnections: Sendable {
         self.count = count
     }
 
+    /// `maxWeight` (the largest weight `weight` can return) lets the scan stop at an idle target of
+    /// that weight, which nothing can beat: under light load a pick looks at a few targets only.
     @inlinable
-    public mutating func next(inFlight: (Int) -> Int, weight: (Int) -> Int, isAvailable: (Int) -> Bool = { _ in true }) -> Int? {
+    public mutating func next(inFlight: (Int) -> Int, weight: (Int) -> Int, maxWeight: Int = .max,
+                              isAvailable: (Int) -> Bool = { _ in true }) -> Int? {
         var best = -1
         var bestLoad = 0
         var bestWeight = 1
@@ -131,6 +134,7 @@ public struct LeastConnections: Sendable {
                     best = index
                     bestLoad = load
                     bestWeight = w
+                    if load == 1 && w >= maxWeight { break }
                 }
             }
             index = index + 1 == count ? 0 : index + 1

@@ -11,7 +11,7 @@ import TollgateCore
 /// What every event loop must see of one target at once, as atomics (read on every pick, written
 /// only when something changes): active-check health, passive ejection, in-flight requests (least
 /// connections) and when it last came back (slow start). Kept across reloads for the same service
-/// and address, so a reload neither forgets an ejection nor resets health.
+/// and address (`HealthRegistry`), so a reload neither forgets an ejection nor resets health.
 final class TargetState: Sendable {
     let healthy = ManagedAtomic<Bool>(true)
     /// Monotonic nanoseconds until which the target is ejected (0: not ejected).
@@ -30,12 +30,16 @@ final class TargetState: Sendable {
     func isAvailable(now: UInt64) -> Bool {
         healthy.load(ordering: .relaxed) && ejectedUntil.load(ordering: .relaxed) <= now
     }
+}
 
-    /// The same target in the next snapshot keeps its state.
-    private static let registry = NIOLockedValueBox<[String: TargetState]>([:])
+/// The health state a server keeps across reloads: per service, and per service and target address.
+/// One per `ProxyServer` (two servers in one process, as in tests, never share it).
+final class HealthRegistry: Sendable {
+    private let targets = NIOLockedValueBox<[String: TargetState]>([:])
+    private let services = NIOLockedValueBox<[String: ServiceHealthState]>([:])
 
-    static func shared(service: String, authority: String, now: UInt64) -> TargetState {
-        registry.withLockedValue { states in
+    func target(service: String, authority: String, now: UInt64) -> TargetState {
+        targets.withLockedValue { states in
             let key = service + "|" + authority
             if let state = states[key] { return state }
             let state = TargetState(now: now)
@@ -43,11 +47,20 @@ final class TargetState: Sendable {
             return state
         }
     }
+
+    func service(_ name: String) -> ServiceHealthState {
+        services.withLockedValue { states in
+            if let state = states[name] { return state }
+            let state = ServiceHealthState()
+            states[name] = state
+            return state
+        }
+    }
 }
 
 /// Whether all of a service's targets are available, in one atomic read: the time until which some
 /// target is out (`UInt64.max` while one fails active checks, 0 when none is out). Raised on every
-/// ejection or failed check, recomputed when a target comes back. Shared across reloads.
+/// ejection or failed check, recomputed when a target comes back. Kept across reloads (`HealthRegistry`).
 final class ServiceHealthState: Sendable {
     let degradedUntil = ManagedAtomic<UInt64>(0)
 
@@ -72,16 +85,6 @@ final class ServiceHealthState: Sendable {
         degradedUntil.store(until, ordering: .relaxed)
     }
 
-    private static let registry = NIOLockedValueBox<[String: ServiceHealthState]>([:])
-
-    static func shared(_ service: String) -> ServiceHealthState {
-        registry.withLockedValue { states in
-            if let state = states[service] { return state }
-            let state = ServiceHealthState()
-            states[service] = state
-            return state
-        }
-    }
 }
 
 /// A target with its address resolved (a hostname target becomes one per address).
@@ -160,8 +163,10 @@ final class ServiceRuntime: Sendable {
     let bufferBodyLimit: Int
     let circuitBreaker: CircuitBreakerLimits
     let maxIdlePerTarget: Int
+    /// The largest weight `weight(_:now:)` returns (hundredths under slow start).
+    let maxWeight: Int
 
-    init(config: ServiceConfig, index: Int, targets: [ResolvedTarget]) {
+    init(config: ServiceConfig, index: Int, targets: [ResolvedTarget], health: ServiceHealthState) {
         self.config = config
         self.index = index
         self.targets = targets
@@ -177,7 +182,7 @@ final class ServiceRuntime: Sendable {
         }
         outliers = config.passiveHealth.map { NIOLockedValueBox(OutlierDetector(targets: targets.count, settings: $0)) }
         slowStartNanos = config.slowStart?.unsignedNanoseconds ?? 0
-        health = ServiceHealthState.shared(config.name)
+        self.health = health
         health.recompute(targets)
         balancer = config.balancer
         retryAttempts = config.retries.attempts
@@ -186,6 +191,8 @@ final class ServiceRuntime: Sendable {
         bufferBodyLimit = config.retries.bufferBodyLimit
         circuitBreaker = config.circuitBreaker
         maxIdlePerTarget = config.maxIdlePerTarget
+        let heaviest = targets.map(\.weight).max() ?? 1
+        maxWeight = config.slowStart == nil ? heaviest : heaviest * 100
     }
 
     /// The weight to balance with now (hundredths while slow start applies).
