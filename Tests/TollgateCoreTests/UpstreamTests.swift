@@ -57,6 +57,32 @@ struct SplitMix: RandomNumberGenerator {
         #expect(balancer.next(inFlight: { _ in 0 }, weight: { _ in 1 }, isAvailable: { $0 == 2 }) == 2)
     }
 
+    @Test func leastConnectionsWithLargeWeightsAndLoads() {
+        var balancer = LeastConnections(count: 2)
+        #expect(balancer.next(inFlight: { [1_000_000, 10][$0] }, weight: { [100_000, 1][$0] }) == 0)
+        #expect(balancer.next(inFlight: { _ in 0 }, weight: { [1, 100_000][$0] }, maxWeight: 100_000) == 1)
+    }
+
+    /// Slow start through the weighted balancer: a target that just came back gets a small share,
+    /// growing to its full share over the window.
+    @Test func slowStartRampsTheShare() {
+        let second: UInt64 = 1_000_000_000
+        func share(at now: UInt64) -> Double {
+            var balancer = SmoothWeightedRoundRobin(weights: [1, 1])
+            var picks = [0, 0]
+            for _ in 0..<10_000 {
+                let index = balancer.next(isAvailable: { _ in true }, weight: { index in
+                    SlowStart.weight(1, since: index == 1 ? 100 * second : 0, now: now, window: 10 * second)
+                })!
+                picks[index] += 1
+            }
+            return Double(picks[1]) / 10_000
+        }
+        #expect(abs(share(at: 100 * second) - 0.1 / 1.1) < 0.01)   // 10% of the weight: a share of 1/11
+        #expect(abs(share(at: 105 * second) - 0.5 / 1.5) < 0.01)
+        #expect(abs(share(at: 110 * second) - 0.5) < 0.01)
+    }
+
     @Test func leastConnectionsBreaksTiesRoundRobin() {
         var balancer = LeastConnections(count: 3)
         let picks = (0..<6).map { _ in balancer.next(inFlight: { _ in 0 }, weight: { _ in 1 })! }

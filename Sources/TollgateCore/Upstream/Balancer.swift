@@ -121,23 +121,34 @@ public struct LeastConnections: Sendable {
     public mutating func next(inFlight: (Int) -> Int, weight: (Int) -> Int, maxWeight: Int = .max,
                               isAvailable: (Int) -> Bool = { _ in true }) -> Int? {
         var best = -1
-        var bestLoad = 0
+        // Start worse than any real target (load / weight compared as cross products, no division;
+        // 2^40 × a weight up to 2^20 cannot overflow).
+        var bestLoad = 1 << 40
         var bestWeight = 1
-        // From the cursor to the end, then from the start: no division per step.
-        var index = cursor
-        for _ in 0..<count {
-            if isAvailable(index) {
-                let load = inFlight(index) + 1
-                let w = max(1, weight(index))
-                // load / w < bestLoad / bestWeight, without division; strict, so the first found wins ties.
-                if best < 0 || load * bestWeight < bestLoad * w {
-                    best = index
-                    bestLoad = load
-                    bestWeight = w
-                    if load == 1 && w >= maxWeight { break }
-                }
+        var done = false
+        // From the cursor to the end, then from the start: two plain loops, no wrap test per step.
+        @inline(__always)
+        func consider(_ index: Int) {
+            guard isAvailable(index) else { return }
+            let load = inFlight(index) + 1
+            let w = max(1, weight(index))
+            // Strictly better only, so the first found (from the cursor) wins ties.
+            if load * bestWeight < bestLoad * w {
+                best = index
+                bestLoad = load
+                bestWeight = w
+                done = load == 1 && w >= maxWeight
             }
-            index = index + 1 == count ? 0 : index + 1
+        }
+        var index = cursor
+        while index < count && !done {
+            consider(index)
+            index += 1
+        }
+        index = 0
+        while index < cursor && !done {
+            consider(index)
+            index += 1
         }
         guard best >= 0 else { return nil }
         cursor = best + 1 == count ? 0 : best + 1
