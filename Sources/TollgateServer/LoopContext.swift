@@ -186,9 +186,13 @@ final class ServerState: Sendable {
     /// Request heads are parsed with this snapshot's limits.
     let requestParser: HeadParser
 
-    init(snapshot: GatewaySnapshot, services: [String: ServiceRuntime]) {
+    /// When hostname targets must be resolved again (nil: there are none).
+    let refreshAfter: Duration?
+
+    init(snapshot: GatewaySnapshot, services: [String: ServiceRuntime], refreshAfter: Duration? = nil) {
         self.snapshot = snapshot
         self.services = services
+        self.refreshAfter = refreshAfter
         self.viaValue = "1.1 \(snapshot.config.server.via)"
         self.requestIDHeader = snapshot.config.server.requestIDHeader.rawName
         self.requestIDFieldName = snapshot.config.server.requestIDHeader

@@ -18,16 +18,19 @@ public final class ProxyServer: Service, Sendable {
     private let logger: Logger
 
     /// Builds the server for `snapshot`; `start()` binds the listeners.
-    /// Resolves a target's host to its addresses (every A and AAAA record); tests substitute their own.
-    public typealias Resolve = @Sendable (_ host: String, _ port: Int) throws -> [SocketAddress]
+    /// Resolves a target's host to its addresses (every A and AAAA record) and their TTL; tests
+    /// substitute their own.
+    public typealias Resolve = @Sendable (_ host: String, _ port: Int) throws -> Resolution
 
     private let resolve: Resolve
     /// Health kept across reloads (and DNS refreshes) of this server.
     private let registry = HealthRegistry()
     private let dnsTask = NIOLockedValueBox<Task<Void, Never>?>(nil)
+    /// When the last resolution says to resolve again.
+    private let nextRefresh = NIOLockedValueBox<Duration?>(nil)
 
     public init(snapshot: GatewaySnapshot, group: MultiThreadedEventLoopGroup? = nil, logger: Logger = Logger(label: "tollgate"),
-                resolve: @escaping Resolve = { try Resolver.resolveAll(host: $0, port: $1) }) throws {
+                resolve: @escaping Resolve = { try Resolver.resolve(host: $0, port: $1) }) throws {
         self.resolve = resolve
         let threads = snapshot.config.server.threads > 0 ? snapshot.config.server.threads : System.coreCount
         self.group = group ?? MultiThreadedEventLoopGroup(numberOfThreads: threads)
@@ -45,14 +48,21 @@ public final class ProxyServer: Service, Sendable {
     /// Resolves every service's targets once (DNS here, never per request).
     static func makeState(_ snapshot: GatewaySnapshot, resolve: Resolve, registry: HealthRegistry) throws -> ServerState {
         var services: [String: ServiceRuntime] = [:]
+        var refreshAfter: Duration?
         let now = NIODeadline.now().uptimeNanoseconds
         for (index, name) in snapshot.services.keys.sorted().enumerated() {
             let config = snapshot.services[name]!
             var targets: [ResolvedTarget] = []
             for target in config.targets {
                 // A hostname becomes one target per address; each address is its own pool and health.
-                let addresses = try resolve(target.host, target.port)
-                let literal = addresses.count == 1 && (try? SocketAddress(ipAddress: target.host, port: target.port)) != nil
+                let literal = (try? SocketAddress(ipAddress: target.host, port: target.port)) != nil
+                let resolution = try resolve(target.host, target.port)
+                let addresses = resolution.addresses
+                if !literal {
+                    // Resolved again when the records expire, or every dns.refresh when they carry no TTL.
+                    let after = max(.seconds(1), resolution.ttl ?? config.dnsRefresh)
+                    refreshAfter = min(refreshAfter ?? after, after)
+                }
                 for address in addresses {
                     let authority = literal ? target.authority : Self.authority(of: address, port: target.port)
                     targets.append(ResolvedTarget(config: target, address: address, authority: authority,
@@ -62,7 +72,7 @@ public final class ProxyServer: Service, Sendable {
             }
             services[name] = ServiceRuntime(config: config, index: index, targets: targets, health: registry.service(name))
         }
-        return ServerState(snapshot: snapshot, services: services)
+        return ServerState(snapshot: snapshot, services: services, refreshAfter: refreshAfter)
     }
 
     static func authority(of address: SocketAddress, port: Int) -> String {
@@ -129,18 +139,19 @@ public final class ProxyServer: Service, Sendable {
         startHealthChecks(state)
     }
 
-    /// Targets given by hostname are resolved again every `dns.refresh` (the shortest of the
-    /// services that have such targets); a changed set of addresses is swapped in like a reload.
+    /// Targets given by hostname are resolved again when their records' TTL runs out (every
+    /// `dns.refresh` when the answer has none); a changed set of addresses is swapped in like a reload.
     private func startDNSRefresh(_ state: ServerState) {
-        let intervals = state.services.values.filter { service in
-            service.config.targets.contains { (try? SocketAddress(ipAddress: $0.host, port: $0.port)) == nil }
-        }.map(\.config.dnsRefresh)
-        let task = intervals.min().map { interval in
+        nextRefresh.withLockedValue { $0 = state.refreshAfter }
+        let task = state.refreshAfter.map { first in
             Task { [weak self] in
+                var delay = first
                 while !Task.isCancelled {
-                    try? await Task.sleep(for: interval)
+                    try? await Task.sleep(for: delay)
                     guard !Task.isCancelled, let self else { return }
                     await self.refreshTargets()
+                    guard let next = self.nextRefresh.withLockedValue({ $0 }) else { return }
+                    delay = next
                 }
             }
         }
@@ -160,6 +171,7 @@ public final class ProxyServer: Service, Sendable {
             logger.warning("DNS refresh failed; keeping the current targets", metadata: ["error": "\(error)"])
             return
         }
+        nextRefresh.withLockedValue { $0 = fresh.refreshAfter }
         func addresses(_ state: ServerState) -> [String: [String]] { state.services.mapValues { $0.targets.map(\.authority) } }
         guard addresses(fresh) != addresses(state),
               current.withLockedValue({ $0.snapshot === state.snapshot }) else { return }

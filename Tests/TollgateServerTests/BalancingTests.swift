@@ -261,7 +261,7 @@ import TollgateTesting
         let serverGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let server = try ProxyServer(snapshot: snapshot, group: serverGroup, resolve: { host, _ in
             #expect(host == "api.internal")
-            return answer.withLockedValue { $0 }
+            return Resolution(addresses: answer.withLockedValue { $0 })
         })
         try await server.start()
         let gateway = server.localAddresses[0].port!
@@ -286,6 +286,31 @@ import TollgateTesting
         try await first.close()
         try await second.close()
         try await serverGroup.shutdownGracefully()
+        try await group.shutdownGracefully()
+    }
+}
+
+extension DNSTests {
+    /// The records' TTL, not the configured interval, decides when a name is resolved again.
+    @Test func recordsAreResolvedAgainWhenTheirTTLRunsOut() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let calls = NIOLockedValueBox(0)
+        let snapshot = try ConfigLoader.load(yaml: """
+            listen: [{address: "127.0.0.1:0"}]
+            services:
+              api: {targets: [{url: "http://api.internal:9"}], dns: {refresh: 1h}}
+            routes:
+              - {match: {paths: ["/*"]}, service: api}
+            """, environment: [:], registry: BuiltinPlugins.registry)
+        let server = try ProxyServer(snapshot: snapshot, group: group, resolve: { _, port in
+            calls.withLockedValue { $0 += 1 }
+            return Resolution(addresses: [try SocketAddress(ipAddress: "127.0.0.1", port: port)], ttl: .seconds(1))
+        })
+        try await server.start()
+        #expect(calls.withLockedValue { $0 } == 1)
+        let again = try await BalancingTests.waitUntil(timeout: .seconds(4)) { calls.withLockedValue { $0 } >= 3 }
+        #expect(again, "resolved \(calls.withLockedValue { $0 }) times in 4 s with a 1 s TTL")
+        await server.drain(timeout: .milliseconds(100))
         try await group.shutdownGracefully()
     }
 }
