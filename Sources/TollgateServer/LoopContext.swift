@@ -86,7 +86,11 @@ final class LoopContext: @unchecked Sendable {
             return state.next(isAvailable: isAvailable, weight: { service.weight($0, now: now) })
         case .leastConnections(var state):
             defer { balancer.kind = .leastConnections(state) }
-            return state.next(inFlight: { service.targets[$0].state.inFlight.load(ordering: .relaxed) },
+            let targets = service.targets
+            if service.slowStartNanos == 0 {
+                return state.next(inFlight: { targets[$0].state.inFlight.load(ordering: .relaxed) }, isAvailable: isAvailable)
+            }
+            return state.next(inFlight: { targets[$0].state.inFlight.load(ordering: .relaxed) },
                               weight: { service.weight($0, now: now) }, maxWeight: service.maxWeight,
                               isAvailable: isAvailable)
         case .hash:
@@ -222,7 +226,7 @@ final class LoopBalancer {
         switch service.balancer {
         case .roundRobin: kind = .roundRobin(RoundRobin(count: count))
         case .weightedRoundRobin: kind = .weighted(SmoothWeightedRoundRobin(weights: service.targets.isEmpty ? [1] : service.targets.map(\.weight)))
-        case .leastConnections: kind = .leastConnections(LeastConnections(count: count))
+        case .leastConnections: kind = .leastConnections(LeastConnections(weights: service.targets.isEmpty ? [1] : service.targets.map(\.weight)))
         case .ipHash, .consistentHash: kind = .hash
         case .p2cEWMA: kind = .peakEWMA(PeakEWMABalancer(count: count))
         }

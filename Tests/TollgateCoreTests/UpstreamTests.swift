@@ -55,6 +55,25 @@ struct SplitMix: RandomNumberGenerator {
         // Weight 4 with 7 in flight ((7+1)/4 = 2) beats weight 1 with 2 in flight ((2+1)/1 = 3).
         #expect(balancer.next(inFlight: { [7, 2, 9][$0] }, weight: { [4, 1, 1][$0] }) == 0)
         #expect(balancer.next(inFlight: { _ in 0 }, weight: { _ in 1 }, isAvailable: { $0 == 2 }) == 2)
+        // The same with the weights given at init.
+        var weighted = LeastConnections(weights: [4, 1, 1])
+        #expect(weighted.next(inFlight: { [7, 2, 9][$0] }) == 0)
+        #expect(weighted.next(inFlight: { [8, 1, 9][$0] }) == 1)   // (8+1)/4 = 2.25 against (1+1)/1 = 2
+        #expect(weighted.next(inFlight: { _ in 0 }, isAvailable: { $0 == 2 }) == 2)
+        #expect(weighted.next(inFlight: { _ in 0 }, isAvailable: { _ in false }) == nil)
+    }
+
+    @Test func leastConnectionsDistributesLikeTheStepwiseVersion() {
+        var fixed = LeastConnections(weights: [1, 1, 1, 1])
+        var counts = [0, 0, 0, 0]
+        var inFlight = [0, 0, 0, 0]
+        for step in 0..<100_000 {
+            let pick = fixed.next(inFlight: { inFlight[$0] })!
+            counts[pick] += 1
+            inFlight[pick] += 1
+            if step % 2 == 1 { inFlight[(step / 2) % 4] = max(0, inFlight[(step / 2) % 4] - 1) }
+        }
+        for count in counts { #expect(abs(count - 25_000) < 500, "\(counts)") }
     }
 
     @Test func leastConnectionsWithLargeWeightsAndLoads() {

@@ -33,16 +33,21 @@ let benchmarks: @Sendable () -> Void = {
         let maxWeight = weights.max()!
         // Some targets idle: the scan stops at the first idle target of the largest weight.
         Benchmark("least_connections, some idle x1000, \(count) targets", configuration: configuration) { benchmark in
-            var balancer = LeastConnections(count: count)
+            var balancer = LeastConnections(weights: weights)
             for _ in benchmark.scaledIterations {
-                for _ in 0..<1_000 {
-                    blackHole(balancer.next(inFlight: { inFlight[$0] }, weight: { weights[$0] }, maxWeight: maxWeight))
-                }
+                for _ in 0..<1_000 { blackHole(balancer.next(inFlight: { inFlight[$0] })) }
             }
         }
         // Every target busy: every count is read.
         Benchmark("least_connections, all busy x1000, \(count) targets", configuration: configuration) { benchmark in
-            var balancer = LeastConnections(count: count)
+            var balancer = LeastConnections(weights: weights)
+            for _ in benchmark.scaledIterations {
+                for _ in 0..<1_000 { blackHole(balancer.next(inFlight: { inFlight[$0] + 1 })) }
+            }
+        }
+        // Slow start on: weights supplied per pick.
+        Benchmark("least_connections, weights per pick, all busy x1000, \(count) targets", configuration: configuration) { benchmark in
+            var balancer = LeastConnections(weights: weights)
             for _ in benchmark.scaledIterations {
                 for _ in 0..<1_000 {
                     blackHole(balancer.next(inFlight: { inFlight[$0] + 1 }, weight: { weights[$0] }, maxWeight: maxWeight))

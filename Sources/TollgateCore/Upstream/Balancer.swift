@@ -109,14 +109,54 @@ public struct RoundRobin: Sendable {
 public struct LeastConnections: Sendable {
     @usableFromInline let count: Int
     @usableFromInline var cursor = 0
+    /// 2^32 / weight for each target: `load × this` orders targets as `load / weight` with one
+    /// multiplication per target (equal weights compare exactly).
+    @usableFromInline let inverseWeights: [UInt64]
+    /// The score of an idle target of the largest weight: nothing scores lower.
+    @usableFromInline let idleScore: UInt64
 
     public init(count: Int) {
-        precondition(count > 0)
-        self.count = count
+        self.init(weights: Array(repeating: 1, count: count))
     }
 
-    /// `maxWeight` (the largest weight `weight` can return) lets the scan stop at an idle target of
-    /// that weight, which nothing can beat: under light load a pick looks at a few targets only.
+    public init(weights: [Int]) {
+        precondition(!weights.isEmpty)
+        self.count = weights.count
+        self.inverseWeights = weights.map { (UInt64(1) << 32) / UInt64(max(1, $0)) }
+        self.idleScore = inverseWeights.min()!
+    }
+
+    /// With the weights given at init. Stops at an idle target of the largest weight, which nothing
+    /// can beat, so under light load a pick looks at a few targets only.
+    @inlinable
+    public mutating func next(inFlight: (Int) -> Int, isAvailable: (Int) -> Bool = { _ in true }) -> Int? {
+        var best = -1
+        var bestScore = UInt64.max
+        let idleScore = self.idleScore
+        inverseWeights.withUnsafeBufferPointer { inverse in
+            var index = cursor
+            var remaining = count
+            while remaining > 0 {
+                if isAvailable(index) {
+                    let score = UInt64(truncatingIfNeeded: inFlight(index) + 1) &* inverse[index]
+                    if score < bestScore {
+                        best = index
+                        bestScore = score
+                        if score == idleScore { break }
+                    }
+                }
+                index += 1
+                if index == count { index = 0 }
+                remaining -= 1
+            }
+        }
+        guard best >= 0 else { return nil }
+        cursor = best + 1 == count ? 0 : best + 1
+        return best
+    }
+
+    /// With weights supplied now (slow start scales them over time). `maxWeight` (the largest weight
+    /// `weight` can return) lets the scan stop early at an idle target of that weight.
     @inlinable
     public mutating func next(inFlight: (Int) -> Int, weight: (Int) -> Int, maxWeight: Int = .max,
                               isAvailable: (Int) -> Bool = { _ in true }) -> Int? {
