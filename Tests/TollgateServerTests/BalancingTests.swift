@@ -215,6 +215,77 @@ import TollgateTesting
         }
     }
 
+    /// Active checks alone: a target whose /health fails leaves rotation; when it passes again, it is back.
+    @Test func activeChecksTakeTargetsOutAndBack() async throws {
+        let sick = NIOLockedValueBox(false)
+        let flaky: StubUpstream.Responder = { request in
+            if request.head.uri == "/health" && sick.withLockedValue({ $0 }) { return StubResponse.text("no", status: .serviceUnavailable) }
+            return StubResponse.text("ok")
+        }
+        let config = Self.config(targets: 2, service: """
+            balancer: round_robin
+            health: {active: {path: /health, interval: 20ms, timeout: 500ms, healthy_threshold: 2, unhealthy_threshold: 2}}
+            """)
+        try await Harness.with(config, upstreams: [StubUpstream.echo, flaky], threads: 1) { harness in
+            let target = "127.0.0.1:\(harness.upstreams[1].port)"
+            func traffic(_ stub: StubUpstream) -> Int { stub.requests.filter { $0.head.uri != "/health" }.count }
+            sick.withLockedValue { $0 = true }
+            let out = try await Self.waitUntil { harness.server.health()["api"]?.first { $0.target == target }?.healthy == false }
+            #expect(out)
+            let before = traffic(harness.upstreams[1])
+            for _ in 0..<6 { _ = try await harness.get("/api/x") }
+            #expect(traffic(harness.upstreams[1]) == before)   // out of rotation
+            sick.withLockedValue { $0 = false }
+            let back = try await Self.waitUntil { harness.server.health()["api"]?.first { $0.target == target }?.healthy == true }
+            #expect(back)
+            for _ in 0..<6 { _ = try await harness.get("/api/x") }
+            #expect(traffic(harness.upstreams[1]) == before + 3)   // round robin again
+        }
+    }
+
+    /// A try that takes longer than per_try_timeout is abandoned for another target.
+    @Test func perTryTimeoutMovesOn() async throws {
+        let stuck: StubUpstream.Responder = { _ in StubResponse(body: .delayed(.seconds(3), "late")) }
+        let config = Self.config(targets: 2, service: """
+            balancer: round_robin
+            retries: {attempts: 2, on: [timeout], per_try_timeout: 200ms, backoff: {base: 1ms, max: 1ms}}
+            """)
+        try await Harness.with(config, upstreams: [stuck, StubUpstream.echo], threads: 1) { harness in
+            let start = ContinuousClock.now
+            let response = try await harness.get("/api/x")
+            #expect(response.statuses == [200])
+            #expect(ContinuousClock.now - start < .seconds(2))
+        }
+    }
+
+    /// The request's deadline (timeouts.total) ends retries: 504 when it passes, not after every try.
+    @Test func deadlineEndsTheRequest() async throws {
+        let stuck: StubUpstream.Responder = { _ in StubResponse(body: .delayed(.seconds(3), "late")) }
+        let config = Self.config(targets: 2, service: """
+            timeouts: {total: 400ms}
+            retries: {attempts: 5, on: [timeout], per_try_timeout: 300ms, backoff: {base: 1ms, max: 1ms}}
+            """)
+        try await Harness.with(config, upstreams: [stuck, stuck], threads: 1) { harness in
+            let start = ContinuousClock.now
+            let response = try await harness.get("/api/x")
+            let elapsed = ContinuousClock.now - start
+            #expect(response.statuses == [504])
+            #expect(elapsed >= .milliseconds(350) && elapsed < .milliseconds(1_500), "\(elapsed)")
+            #expect(harness.upstreams.map { $0.requests.count }.reduce(0, +) == 2)   // 300 ms, then the last 100 ms
+        }
+    }
+
+    /// With no room for a request waiting on a new connection, it is refused at once.
+    @Test func maxPendingRefusesAtOnce() async throws {
+        let config = Self.config(targets: 1, service: "circuit_breaker: {max_pending: 0}")
+        try await Harness.with(config, upstreams: [StubUpstream.echo], threads: 1) { harness in
+            let response = try await harness.get("/api/x")
+            #expect(response.statuses == [503])
+            #expect(response.text.header("x-tollgate-overloaded") == "max_pending")
+            #expect(harness.upstreams[0].requests.isEmpty)
+        }
+    }
+
     /// Consistent hashing on a header keeps each user on one target.
     @Test func consistentHashKeepsKeysOnTheirTarget() async throws {
         let config = Self.config(targets: 3, service: """
