@@ -104,18 +104,8 @@ public enum HeadWriter {
                 if hasVia { o.putValues(of: .via, head, p) }
                 o.put(forwarding.via)
                 o.put("\r\n")
-                if head.requestIDIndex == nil {
-                    o.put(forwarding.requestIDName)
-                    o.put(": ")
-                    o.put(requestID)
-                    o.put("\r\n")
-                }
-                if head.isUpgrade, let upgradeIndex = head.upgradeIndex {
-                    let field = head.fields[upgradeIndex]
-                    o.put("connection: upgrade\r\nupgrade: ")
-                    o.put(UnsafeRawBufferPointer(rebasing: p[Int(field.valueStart)..<Int(field.valueEnd)]))
-                    o.put("\r\n")
-                }
+                if head.requestIDIndex == nil { o.putField(forwarding.requestIDName, requestID) }
+                if head.isUpgrade { o.putUpgrade(head, p) }
                 o.put("\r\n")
                 return o.offset
             }
@@ -163,31 +153,14 @@ public enum HeadWriter {
                 if hasVia { o.putValues(of: .via, head, p) }
                 o.put(via)
                 o.put("\r\n")
-                if head.requestIDIndex == nil {
-                    o.put(requestIDName)
-                    o.put(": ")
-                    o.put(requestID)
-                    o.put("\r\n")
-                }
-                for field in extra {
-                    o.put(field.name.rawName)
-                    o.put(": ")
-                    o.put(field.value)
-                    o.put("\r\n")
-                }
+                if head.requestIDIndex == nil { o.putField(requestIDName, requestID) }
+                for field in extra { o.putField(field.name.rawName, field.value) }
                 if addChunked { o.put("transfer-encoding: chunked\r\n") }
                 switch connection {
                 case .none: break
                 case .close: o.put("connection: close\r\n")
                 case .keepAlive: o.put("connection: keep-alive\r\n")
-                case .upgrade:
-                    o.put("connection: upgrade\r\n")
-                    if let upgradeIndex = head.upgradeIndex {
-                        let field = head.fields[upgradeIndex]
-                        o.put("upgrade: ")
-                        o.put(UnsafeRawBufferPointer(rebasing: p[Int(field.valueStart)..<Int(field.valueEnd)]))
-                        o.put("\r\n")
-                    }
+                case .upgrade: o.putUpgrade(head, p)
                 }
                 o.put("\r\n")
                 return o.offset
@@ -340,6 +313,23 @@ struct HeadOutput {
         put(UInt8(ascii: "0") + UInt8(code / 10 % 10))
         put(UInt8(ascii: "0") + UInt8(code % 10))
         put(UInt8(ascii: " "))
+    }
+
+    mutating func putField(_ name: String, _ value: String) {
+        put(name)
+        put(": ")
+        put(value)
+        put("\r\n")
+    }
+
+    /// `connection: upgrade` and the head's own `Upgrade` value (a protocol switch goes through).
+    mutating func putUpgrade(_ head: RawHead, _ p: UnsafeRawBufferPointer) {
+        put("connection: upgrade\r\n")
+        guard let index = head.upgradeIndex else { return }
+        let field = head.fields[index]
+        put("upgrade: ")
+        put(UnsafeRawBufferPointer(rebasing: p[Int(field.valueStart)..<Int(field.valueEnd)]))
+        put("\r\n")
     }
 
     /// The values of every field of `kind`, each followed by ", " (the caller appends this hop's).
