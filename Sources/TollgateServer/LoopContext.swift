@@ -75,6 +75,8 @@ final class LoopContext: @unchecked Sendable {
 
     private func pick(_ service: ServiceRuntime, now: UInt64, hashKey: UInt64, isAvailable: (Int) -> Bool) -> Int? {
         let balancer = self.balancer(service)
+        // Slow start: weights recomputed now and then (every 50 ms), not per target and pick.
+        let ramped = service.slowStartNanos > 0 ? balancer.rampedWeights(service, now: now) : nil
         switch balancer.kind {
         case .roundRobin(var state):
             defer { balancer.kind = .roundRobin(state) }
@@ -82,23 +84,23 @@ final class LoopContext: @unchecked Sendable {
         case .weighted(var state):
             balancer.kind = .hash   // let go of the payload, so mutating `state` copies no array
             defer { balancer.kind = .weighted(state) }
-            if service.slowStartNanos == 0 { return state.next(isAvailable: isAvailable) }
-            return state.next(isAvailable: isAvailable, weight: { service.weight($0, now: now) })
+            guard let ramped else { return state.next(isAvailable: isAvailable) }
+            return state.next(isAvailable: isAvailable, weight: { ramped.weights[$0] })
         case .leastConnections(var state):
+            balancer.kind = .hash
             defer { balancer.kind = .leastConnections(state) }
+            if let ramped, ramped.changed { state.setWeights(ramped.weights) }
             let targets = service.targets
-            if service.slowStartNanos == 0 {
-                return state.next(inFlight: { targets[$0].state.inFlight.load(ordering: .relaxed) }, isAvailable: isAvailable)
-            }
-            return state.next(inFlight: { targets[$0].state.inFlight.load(ordering: .relaxed) },
-                              weight: { service.weight($0, now: now) }, maxWeight: service.maxWeight,
-                              isAvailable: isAvailable)
+            return state.next(inFlight: { targets[$0].state.inFlight.load(ordering: .relaxed) }, isAvailable: isAvailable)
         case .hash:
             return service.maglev?.lookup(hashKey, isAvailable: isAvailable)
         case .peakEWMA(var state):
             balancer.kind = .hash
             defer { balancer.kind = .peakEWMA(state) }
-            return state.next(now: now, random: &random, weight: { service.weight($0, now: now) }, isAvailable: isAvailable)
+            if let ramped {
+                return state.next(now: now, random: &random, weight: { ramped.weights[$0] }, isAvailable: isAvailable)
+            }
+            return state.next(now: now, random: &random, weight: { service.targets[$0].weight }, isAvailable: isAvailable)
         }
     }
 
@@ -220,6 +222,20 @@ final class LoopBalancer {
 
     var kind: Kind
     var budget: RetryBudget
+    /// Slow-start weights and when they were computed.
+    private var ramp: [Int] = []
+    private var rampComputedAt: UInt64 = 0
+
+    /// The current slow-start weights (hundredths), recomputed at most every 50 ms; `changed` tells
+    /// balancers that keep derived tables to rebuild them.
+    func rampedWeights(_ service: ServiceRuntime, now: UInt64) -> (weights: [Int], changed: Bool) {
+        if !ramp.isEmpty && now &- rampComputedAt < 50_000_000 { return (ramp, false) }
+        let fresh = service.targets.indices.map { service.weight($0, now: now) }
+        let changed = fresh != ramp
+        ramp = fresh
+        rampComputedAt = now
+        return (fresh, changed)
+    }
 
     init(_ service: ServiceRuntime) {
         let count = max(1, service.targets.count)

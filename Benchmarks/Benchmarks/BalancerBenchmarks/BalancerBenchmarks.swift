@@ -30,7 +30,6 @@ let benchmarks: @Sendable () -> Void = {
                 for _ in 0..<1_000 { blackHole(balancer.next { $0 != 1 }) }
             }
         }
-        let maxWeight = weights.max()!
         // Some targets idle: the scan stops at the first idle target of the largest weight.
         Benchmark("least_connections, some idle x1000, \(count) targets", configuration: configuration) { benchmark in
             var balancer = LeastConnections(weights: weights)
@@ -43,15 +42,6 @@ let benchmarks: @Sendable () -> Void = {
             var balancer = LeastConnections(weights: weights)
             for _ in benchmark.scaledIterations {
                 for _ in 0..<1_000 { blackHole(balancer.next(inFlight: { inFlight[$0] + 1 })) }
-            }
-        }
-        // Slow start on: weights supplied per pick.
-        Benchmark("least_connections, weights per pick, all busy x1000, \(count) targets", configuration: configuration) { benchmark in
-            var balancer = LeastConnections(weights: weights)
-            for _ in benchmark.scaledIterations {
-                for _ in 0..<1_000 {
-                    blackHole(balancer.next(inFlight: { inFlight[$0] + 1 }, weight: { weights[$0] }, maxWeight: maxWeight))
-                }
             }
         }
         let table = MaglevTable(names: (0..<count).map { "10.0.\($0 / 256).\($0 % 256):80" }, weights: weights)

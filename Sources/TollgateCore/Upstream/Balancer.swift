@@ -111,9 +111,9 @@ public struct LeastConnections: Sendable {
     @usableFromInline var cursor = 0
     /// 2^32 / weight for each target: `load × this` orders targets as `load / weight` with one
     /// multiplication per target (equal weights compare exactly).
-    @usableFromInline let inverseWeights: [UInt64]
+    @usableFromInline var inverseWeights: [UInt64]
     /// The score of an idle target of the largest weight: nothing scores lower.
-    @usableFromInline let idleScore: UInt64
+    @usableFromInline var idleScore: UInt64
 
     public init(count: Int) {
         self.init(weights: Array(repeating: 1, count: count))
@@ -124,6 +124,13 @@ public struct LeastConnections: Sendable {
         self.count = weights.count
         self.inverseWeights = weights.map { (UInt64(1) << 32) / UInt64(max(1, $0)) }
         self.idleScore = inverseWeights.min()!
+    }
+
+    /// New weights (slow start changes them over time; callers do this now and then, not per pick).
+    public mutating func setWeights(_ weights: [Int]) {
+        precondition(weights.count == count)
+        inverseWeights = weights.map { (UInt64(1) << 32) / UInt64(max(1, $0)) }
+        idleScore = inverseWeights.min()!
     }
 
     /// With the weights given at init. Stops at an idle target of the largest weight, which nothing

@@ -163,8 +163,6 @@ final class ServiceRuntime: Sendable {
     let bufferBodyLimit: Int
     let circuitBreaker: CircuitBreakerLimits
     let maxIdlePerTarget: Int
-    /// The largest weight `weight(_:now:)` returns (hundredths under slow start).
-    let maxWeight: Int
 
     init(config: ServiceConfig, index: Int, targets: [ResolvedTarget], health: ServiceHealthState) {
         self.config = config
@@ -191,8 +189,6 @@ final class ServiceRuntime: Sendable {
         bufferBodyLimit = config.retries.bufferBodyLimit
         circuitBreaker = config.circuitBreaker
         maxIdlePerTarget = config.maxIdlePerTarget
-        let heaviest = targets.map(\.weight).max() ?? 1
-        maxWeight = config.slowStart == nil ? heaviest : heaviest * 100
     }
 
     /// The weight to balance with now (hundredths while slow start applies).
