@@ -442,7 +442,11 @@ extension ProxyHandler {
         if case UpstreamPool.PoolError.overloaded = error {
             return respondOverloaded("max_connections", exchange: exchange)
         }
-        endAttempt(exchange, failed: !(error is UpstreamPool.PoolError))
+        if error is UpstreamPool.PoolError {
+            finishCounting(exchange)   // the pool's own limit: says nothing of the target's health
+        } else {
+            endAttempt(exchange, failed: true)
+        }
         if retry(exchange, after: .connectError) { return }
         switch error {
         case ChannelError.connectTimeout:
