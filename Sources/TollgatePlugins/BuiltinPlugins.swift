@@ -6,5 +6,6 @@ public enum BuiltinPlugins {
         PluginFactory(RequestIDPlugin.self),
         PluginFactory(HeadersPlugin.self),
         PluginFactory(RequestTerminationPlugin.self),
+        PluginFactory(RateLimitPlugin.self),
     ])
 }

@@ -49,6 +49,8 @@ final class Exchange {
     var bytesSent = 0
     var upstreamKeepAlive = true
     var errorReason: String?
+    /// The log phase ran (it runs once, however the exchange ends).
+    var logged = false
 
     // Balancing and retries.
     /// The current attempt's target, as an index into `service.targets` (-1 before the first).

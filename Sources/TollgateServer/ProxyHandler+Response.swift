@@ -151,6 +151,7 @@ extension ProxyHandler: UpstreamOwner {
     private func switchToRelay(_ exchange: Exchange) {
         guard let upstream = exchange.upstream else { return close() }
         exchange.upstream = nil
+        runLogPhase(exchange)   // the exchange ends here; the relay that follows is not a request
         self.exchange = nil
         timers.cancel()
         relayPeer = upstream

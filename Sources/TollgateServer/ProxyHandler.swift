@@ -204,6 +204,8 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
             }
             finishCounting(exchange)
             releaseLimits(exchange)
+            if exchange.errorReason == nil && !exchange.responseHeadSent { exchange.errorReason = "client closed the connection" }
+            runLogPhase(exchange)
             self.exchange = nil
         }
         context.fireChannelInactive()
@@ -347,6 +349,10 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
             }
             finishCounting(exchange)
             releaseLimits(exchange)
+            exchange.status = status.code
+            exchange.phase = .responded
+            exchange.errorReason = exchange.errorReason ?? message
+            runLogPhase(exchange)
         }
         let body = LocalResponse.error(status, message, requestID: requestID).body
         var fields = HTTPFields()
@@ -376,18 +382,25 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 && upstream.isClean
             loop.pool.release(upstream, reusable: reusable, maxIdle: exchange.service?.maxIdlePerTarget ?? 0)
         }
-        if let route = exchange.route, !route.chain.isEmpty {
-            let now = NIODeadline.now().uptimeNanoseconds
-            route.chain.runLog(context: exchange.context, summary: RequestSummary(
-                status: exchange.status, bytesReceived: exchange.requestBodyBytes, bytesSent: exchange.bytesSent,
-                startNanos: exchange.context.startNanos, endNanos: now, upstream: exchange.target?.authority,
-                errorReason: exchange.errorReason))
-        }
+        runLogPhase(exchange)
         if !exchange.keepAlive {
             close()
             return
         }
         if exchange.requestComplete { exchangeFinished() } else { resumeReadingIfPossible() }
+    }
+
+    /// The log phase of the route's plugins, once per exchange, whether the response completed or the
+    /// client went away first (status 499, as nginx logs it): plugins release what they hold here.
+    func runLogPhase(_ exchange: Exchange) {
+        guard !exchange.logged, let route = exchange.route, !route.chain.isEmpty else { return }
+        exchange.logged = true
+        let now = NIODeadline.now().uptimeNanoseconds
+        route.chain.runLog(context: exchange.context, summary: RequestSummary(
+            status: exchange.responseHeadSent || exchange.phase == .responded ? exchange.status : 499,
+            bytesReceived: exchange.requestBodyBytes, bytesSent: exchange.bytesSent,
+            startNanos: exchange.context.startNanos, endNanos: now, upstream: exchange.target?.authority,
+            errorReason: exchange.errorReason))
     }
 
     /// Both directions are done: take the next pipelined request, or wait for one.
