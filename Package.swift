@@ -14,6 +14,7 @@ let package = Package(
     products: [
         .executable(name: "tollgate", targets: ["tollgate"]),
         .library(name: "TollgateCore", targets: ["TollgateCore"]),
+        .library(name: "TollgatePlugins", targets: ["TollgatePlugins"]),
         .library(name: "TollgateServer", targets: ["TollgateServer"]),
     ],
     dependencies: [

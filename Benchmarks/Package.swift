@@ -31,5 +31,15 @@ let package = Package(
             path: "Benchmarks/BalancerBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
+        .executableTarget(
+            name: "RateLimitBenchmarks",
+            dependencies: [
+                .product(name: "TollgateCore", package: "tollgate"),
+                .product(name: "TollgatePlugins", package: "tollgate"),
+                .product(name: "Benchmark", package: "benchmark"),
+            ],
+            path: "Benchmarks/RateLimitBenchmarks",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
     ]
 )

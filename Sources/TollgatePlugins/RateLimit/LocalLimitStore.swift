@@ -20,10 +20,21 @@ public final class LocalLimitStore: Sendable {
     /// Decides one request for `key` against every limiter; when any refuses, no limit is charged
     /// (the request did not happen). `results` are in the limiters' order.
     public func decide(key: String, limiters: [RateLimiter], now: UInt64, cost: Int = 1) -> [RateLimitDecision] {
+        if limiters.count == 1 { return [decide(key: key, limiter: limiters[0], now: now, cost: cost)] }
         let hash = StableHash.hash(key)
-        let idle = limiters.map(\.idleNanos).max() ?? 0
+        var idle: UInt64 = 0
+        for limiter in limiters { idle = max(idle, limiter.idleNanos) }
         return shards[Int(hash % UInt64(Self.shardCount))].mutex.withLock { shard in
             shard.decide(key: key, limiters: limiters, now: now, cost: cost, idleNanos: idle)
+        }
+    }
+
+    /// One limit (the common case): no arrays on the way.
+    public func decide(key: String, limiter: RateLimiter, now: UInt64, cost: Int = 1) -> RateLimitDecision {
+        let hash = StableHash.hash(key)
+        let idle = limiter.idleNanos
+        return shards[Int(hash % UInt64(Self.shardCount))].mutex.withLock { shard in
+            shard.decide(key: key, limiter: limiter, now: now, cost: cost, idleNanos: idle)
         }
     }
 
@@ -88,6 +99,14 @@ public final class LocalLimitStore: Sendable {
             }
             if allowed { entries[Int(slot)].states = next }
             return decisions
+        }
+
+        mutating func decide(key: String, limiter: RateLimiter, now: UInt64, cost: Int, idleNanos: UInt64) -> RateLimitDecision {
+            let slot = Int(self.slot(for: key, now: now, stateCount: 1))
+            entries[slot].idleNanos = idleNanos
+            let (decision, state) = limiter.decide(entries[slot].states[0], now: now, cost: cost)
+            if decision.allowed { entries[slot].states[0] = state }
+            return decision
         }
 
         mutating func acquire(key: String, limit: Int) -> Bool {

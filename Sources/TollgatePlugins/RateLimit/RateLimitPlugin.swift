@@ -169,7 +169,8 @@ public struct RateLimitPlugin: GatewayPlugin {
         }
         if !limiters.isEmpty {
             let now = MonotonicClock.nanoseconds()
-            outcome.decisions = store.decide(key: key, limiters: limiters, now: now)
+            outcome.decisions = limiters.count == 1 ? [store.decide(key: key, limiter: limiters[0], now: now)]
+                : store.decide(key: key, limiters: limiters, now: now)
             if let refused = outcome.decisions.filter({ !$0.allowed }).max(by: { $0.retryAfterNanos < $1.retryAfterNanos }) {
                 if let concurrencyKey = outcome.concurrencyKey { store.releaseConcurrency(key: concurrencyKey) }
                 var response = refusal("rate limit exceeded", retryAfterSeconds: Self.seconds(refused.retryAfterNanos),
