@@ -104,6 +104,13 @@ final class Locked<Value: Sendable>: @unchecked Sendable {
         #expect(refused.headerFields[HTTPField.Name("RateLimit")!]?.hasPrefix("\"2/s\";r=0;") == true)
     }
 
+    @Test func aSingleKeyNeedsNoList() throws {
+        let byHeader = try plugin(RateLimitPlugin.self, "{limits: [\"1/min\"], key: \"header:X-Tenant\"}")
+        #expect(byHeader.configuration.key == [.header(HTTPField.Name("X-Tenant")!)])
+        let byIP = try plugin(RateLimitPlugin.self, "{limits: [\"1/min\"], key: ip}")
+        #expect(byIP.configuration.key == [.ip])
+    }
+
     @Test func keysByHeaderAndRoute() throws {
         let limiter = try plugin(RateLimitPlugin.self, """
             limits: ["1/min"]

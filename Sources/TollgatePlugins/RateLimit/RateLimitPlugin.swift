@@ -78,8 +78,8 @@ public struct RateLimitPlugin: GatewayPlugin {
             }
             let keyNode = config["key"]
             let keyTexts: [(String, ConfigNode)]
-            if let list = keyNode.elements() {
-                keyTexts = list.compactMap { node in node.string().map { ($0, node) } }
+            if case .sequence = keyNode.node {
+                keyTexts = (keyNode.elements() ?? []).compactMap { node in node.string().map { ($0, node) } }
             } else if keyNode.isPresent, let single = keyNode.string() {
                 keyTexts = [(single, keyNode)]
             } else {
