@@ -69,9 +69,9 @@ extension ProxyHandler {
 
         var upstreamPath = match.upstreamPath(for: path, version: exchange.context.version)
         if let query { upstreamPath += "?" + query }
+        exchange.upstreamTarget = upstreamPath
         if route.chain.isEmpty {
-            exchange.upstreamTarget = upstreamPath   // the client's head is forwarded
-            return forward(exchange)
+            return forward(exchange)   // the client's head is forwarded
         }
         if headerFields.isEmpty {
             headerFields = head.httpFields { $0 == .host }
@@ -110,6 +110,8 @@ extension ProxyHandler {
         guard let route = exchange.route else { return }
         switch route.chain.runRequest(&request, context: &exchange.context, from: start) {
         case .proceed:
+            // No plugin changes requests: the client's head is forwarded as it came.
+            guard route.chain.changesRequest else { return forward(exchange) }
             // The plugins' request is rendered and parsed again, so it is forwarded exactly like a
             // client's head (hop-by-hop fields removed, forwarding fields added).
             var head = RawHead()

@@ -53,7 +53,20 @@ extension ProxyHandler: UpstreamOwner {
         exchange.status = code
         exchange.responseHeadSent = true
         exchange.responseFraming = clientFraming
-        if let route, !route.chain.isEmpty {
+        if let route, !route.chain.isEmpty, route.chain.responseHooksOnlyAdd, code != 101 {
+            // The hooks only add fields: they run on an empty set, and what they add follows the
+            // upstream's fields, which are copied as they came.
+            var response = HTTPResponse(status: HTTPResponse.Status(code: code), headerFields: [:])
+            route.chain.runResponse(&response, context: &exchange.context)
+            let added = extra + Array(response.headerFields)
+            let requestID = exchange.context.requestID
+            output.render(context.channel.allocator) { out in
+                HeadWriter.writeResponse(head, clientMinorVersion: exchange.clientMinorVersion, via: state.viaValue,
+                                         requestIDName: state.requestIDHeader, requestID: requestID, extra: added,
+                                         dropTransferEncoding: http10, addChunked: addChunked, connection: connection,
+                                         into: &out)
+            }
+        } else if let route, !route.chain.isEmpty {
             var fields = HeadWriter.responseFields(head, via: state.viaValue, requestIDName: state.requestIDHeader,
                                                    requestID: exchange.context.requestID, extra: extra)
             if http10 { fields[.transferEncoding] = nil }

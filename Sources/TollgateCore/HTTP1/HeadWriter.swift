@@ -190,16 +190,24 @@ public enum HeadWriter {
     /// A head from swift-http-types fields (local answers, and responses plugins changed).
     public static func writeResponse(minorVersion: Int, status: HTTPResponse.Status, fields: HTTPFields,
                                      addChunked: Bool, connection: ConnectionHeader, into out: inout ByteBuffer) {
-        var reason = status.reasonPhrase
-        reason.withUTF8 { writeStatusLine(minorVersion: minorVersion, status: status.code, reason: UnsafeRawBufferPointer($0), into: &out) }
-        for field in fields { writeField(field.name.rawName, field.value, into: &out) }
-        if addChunked { out.writeStaticString("transfer-encoding: chunked\r\n") }
-        switch connection {
-        case .none, .upgrade: break
-        case .close: out.writeStaticString("connection: close\r\n")
-        case .keepAlive: out.writeStaticString("connection: keep-alive\r\n")
+        var bound = status.reasonPhrase.utf8.count + 96
+        for field in fields { bound += field.name.rawName.utf8.count + field.value.utf8.count + 4 }
+        _ = out.writeWithUnsafeMutableBytes(minimumWritableBytes: bound) { memory in
+            var o = HeadOutput(memory)
+            o.put(minorVersion == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
+            o.putStatus(status.code)
+            o.put(status.reasonPhrase)
+            o.put("\r\n")
+            for field in fields { o.putField(field.name.rawName, field.value) }
+            if addChunked { o.put("transfer-encoding: chunked\r\n") }
+            switch connection {
+            case .none, .upgrade: break
+            case .close: o.put("connection: close\r\n")
+            case .keepAlive: o.put("connection: keep-alive\r\n")
+            }
+            o.put("\r\n")
+            return o.offset
         }
-        out.writeStaticString("\r\n")
     }
 
     /// A request head from swift-http-types values (after request plugins), to be parsed again and
@@ -214,17 +222,6 @@ public enum HeadWriter {
         for field in request.headerFields { writeField(field.name.rawName, field.value, into: &out) }
         out.writeStaticString("\r\n")
         return out
-    }
-
-    static func writeStatusLine(minorVersion: Int, status: Int, reason: UnsafeRawBufferPointer, into out: inout ByteBuffer) {
-        out.writeStaticString(minorVersion == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
-        let code = status >= 100 && status <= 999 ? status : 500
-        out.writeInteger(UInt8(ascii: "0") + UInt8(code / 100))
-        out.writeInteger(UInt8(ascii: "0") + UInt8(code / 10 % 10))
-        out.writeInteger(UInt8(ascii: "0") + UInt8(code % 10))
-        out.writeInteger(UInt8(ascii: " "))
-        out.writeBytes(reason)
-        out.writeStaticString("\r\n")
     }
 
     static func writeField(_ name: String, _ value: String, into out: inout ByteBuffer) {

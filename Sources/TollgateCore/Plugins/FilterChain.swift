@@ -5,6 +5,10 @@ import HTTPTypes
 public struct FilterChain: Sendable {
     public let plugins: [any GatewayPlugin]
     public let names: [String]
+    /// Some plugin's request hook may change the request (else the client's head is forwarded as is).
+    public let changesRequest: Bool
+    /// Every response hook only adds fields (so hooks need not see the upstream's fields).
+    public let responseHooksOnlyAdd: Bool
 
     public static let empty = FilterChain(entries: [])
 
@@ -16,6 +20,8 @@ public struct FilterChain: Sendable {
         }.map(\.element)
         self.plugins = ordered.map(\.plugin)
         self.names = ordered.map(\.name)
+        self.changesRequest = ordered.contains { type(of: $0.plugin).changesRequest }
+        self.responseHooksOnlyAdd = ordered.allSatisfy { type(of: $0.plugin).responseHookOnlyAdds }
     }
 
     /// Merges plugin lists from least to most specific; a later list replaces an earlier entry of the

@@ -36,10 +36,19 @@ public protocol GatewayPlugin: Sendable {
     func onResponse(_ response: inout HTTPResponse, context: inout RequestContext)
     /// Runs after the response is complete; must not delay anything.
     func onLog(context: RequestContext, summary: RequestSummary)
+    /// Whether the request hook may change the request (method, path, authority or fields). When no
+    /// plugin of a route does, the client's head is forwarded as it came, without being rendered again.
+    static var changesRequest: Bool { get }
+    /// Whether the response hook only adds fields (it neither reads the upstream's fields nor changes
+    /// or removes them, nor the status). When every plugin of a route says so, the hooks run on an
+    /// empty set of fields and what they add is written after the upstream's fields as they came.
+    static var responseHookOnlyAdds: Bool { get }
 }
 
 extension GatewayPlugin {
     public static var phase: PluginPhase { .access }
+    public static var changesRequest: Bool { true }
+    public static var responseHookOnlyAdds: Bool { false }
     public func onRequest(_ request: inout HTTPRequest, context: inout RequestContext) -> RequestDecision { .proceed }
     public func onResponse(_ response: inout HTTPResponse, context: inout RequestContext) {}
     public func onLog(context: RequestContext, summary: RequestSummary) {}

@@ -11,6 +11,8 @@ public struct RateLimitPlugin: GatewayPlugin {
     public static let name = "rate-limiting"
     public static let phase = PluginPhase.access
     public static let priority = 910   // after authentication (1000s), before transforms (800s)
+    public static let changesRequest = false
+    public static let responseHookOnlyAdds = true   // it adds the RateLimit fields
 
     /// What a request is counted by.
     public enum KeyPart: Sendable, Equatable {
@@ -135,9 +137,14 @@ public struct RateLimitPlugin: GatewayPlugin {
     }
 
     /// What the request hook decided, for the response hook and the log phase.
-    public struct Outcome: Sendable {
-        public var decisions: [RateLimitDecision]
-        public var concurrencyKey: String?
+    public final class Outcome: Sendable {
+        public let decisions: [RateLimitDecision]
+        public let concurrencyKey: String?
+
+        init(decisions: [RateLimitDecision], concurrencyKey: String?) {
+            self.decisions = decisions
+            self.concurrencyKey = concurrencyKey
+        }
     }
 
     public enum OutcomeKey: ContextKey { public typealias Value = Outcome }
@@ -146,6 +153,8 @@ public struct RateLimitPlugin: GatewayPlugin {
     let limiters: [RateLimiter]
     let store: LocalLimitStore
     let policyHeader: String
+    /// Each limit as a quoted policy name: `"10/s"`.
+    let quotedLimits: [String]
 
     public init(configuration: Configuration) {
         self.configuration = configuration
@@ -156,31 +165,35 @@ public struct RateLimitPlugin: GatewayPlugin {
         self.store = LimitStores.store(scope: configuration.scope, limiters: limiters, maxKeys: configuration.maxKeys)
         self.policyHeader = configuration.limits.map { "\"\($0.text)\";q=\($0.count);w=\($0.periodSeconds)" }
             .joined(separator: ", ")
+        self.quotedLimits = configuration.limits.map { "\"\($0.text)\"" }
     }
 
     public func onRequest(_ request: inout HTTPRequest, context: inout RequestContext) -> RequestDecision {
         let key = self.key(request, context: context)
-        var outcome = Outcome(decisions: [], concurrencyKey: nil)
+        var concurrencyKey: String?
         if let limit = configuration.concurrency {
             guard store.acquireConcurrency(key: key, limit: limit) else {
                 return .respond(refusal("too many concurrent requests", retryAfterSeconds: 1, context: context))
             }
-            outcome.concurrencyKey = key
+            concurrencyKey = key
         }
+        var decisions: [RateLimitDecision] = []
         if !limiters.isEmpty {
             let now = MonotonicClock.nanoseconds()
-            outcome.decisions = limiters.count == 1 ? [store.decide(key: key, limiter: limiters[0], now: now)]
+            decisions = limiters.count == 1 ? [store.decide(key: key, limiter: limiters[0], now: now)]
                 : store.decide(key: key, limiters: limiters, now: now)
-            if let refused = outcome.decisions.filter({ !$0.allowed }).max(by: { $0.retryAfterNanos < $1.retryAfterNanos }) {
-                if let concurrencyKey = outcome.concurrencyKey { store.releaseConcurrency(key: concurrencyKey) }
+            if let refused = decisions.filter({ !$0.allowed }).max(by: { $0.retryAfterNanos < $1.retryAfterNanos }) {
+                if let concurrencyKey { store.releaseConcurrency(key: concurrencyKey) }
                 var response = refusal("rate limit exceeded", retryAfterSeconds: Self.seconds(refused.retryAfterNanos),
                                        context: context)
-                addHeaders(to: &response.headerFields, decisions: outcome.decisions)
+                addHeaders(to: &response.headerFields, decisions: decisions)
                 return .respond(response)
             }
         }
-        context[OutcomeKey.self] = outcome
-        let delay = outcome.decisions.filter(\.delayed).map(\.retryAfterNanos).max() ?? 0
+        context[OutcomeKey.self] = Outcome(decisions: decisions, concurrencyKey: concurrencyKey)
+        var longest: UInt64 = 0
+        for decision in decisions where decision.delayed { longest = max(longest, decision.retryAfterNanos) }
+        let delay = longest
         if delay > 0 {
             // Throttled: the request waits its turn instead of being refused (the connection stays parked).
             return .suspend { _, _ in
@@ -241,21 +254,30 @@ public struct RateLimitPlugin: GatewayPlugin {
         return response
     }
 
+    private static let policyName = HTTPField.Name("RateLimit-Policy")!
+    private static let rateLimitName = HTTPField.Name("RateLimit")!
+    private static let legacyLimitName = HTTPField.Name("X-RateLimit-Limit")!
+    private static let legacyRemainingName = HTTPField.Name("X-RateLimit-Remaining")!
+    private static let legacyResetName = HTTPField.Name("X-RateLimit-Reset")!
+
     /// `RateLimit-Policy` lists every limit; `RateLimit` (and the legacy fields) speak of the one
-    /// closest to running out.
+    /// closest to running out. Appended (the response hook only adds fields).
     private func addHeaders(to fields: inout HTTPFields, decisions: [RateLimitDecision]) {
-        guard let tightest = decisions.indices.min(by: { decisions[$0].remaining < decisions[$1].remaining }) else { return }
+        var tightest = 0
+        for index in decisions.indices where decisions[index].remaining < decisions[tightest].remaining { tightest = index }
+        guard tightest < decisions.count else { return }
         let decision = decisions[tightest]
         let limit = configuration.limits[tightest]
-        let reset = Self.seconds(decision.resetNanos)
+        let reset = String(Self.seconds(decision.resetNanos))
+        let remaining = String(decision.remaining)
         if configuration.ietfHeaders {
-            fields[HTTPField.Name("RateLimit-Policy")!] = policyHeader
-            fields[HTTPField.Name("RateLimit")!] = "\"\(limit.text)\";r=\(decision.remaining);t=\(reset)"
+            fields.append(HTTPField(name: Self.policyName, value: policyHeader))
+            fields.append(HTTPField(name: Self.rateLimitName, value: quotedLimits[tightest] + ";r=" + remaining + ";t=" + reset))
         }
         if configuration.legacyHeaders {
-            fields[HTTPField.Name("X-RateLimit-Limit")!] = String(limit.count)
-            fields[HTTPField.Name("X-RateLimit-Remaining")!] = String(decision.remaining)
-            fields[HTTPField.Name("X-RateLimit-Reset")!] = String(reset)
+            fields.append(HTTPField(name: Self.legacyLimitName, value: String(limit.count)))
+            fields.append(HTTPField(name: Self.legacyRemainingName, value: remaining))
+            fields.append(HTTPField(name: Self.legacyResetName, value: reset))
         }
     }
 

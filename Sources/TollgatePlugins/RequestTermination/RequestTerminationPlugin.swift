@@ -7,6 +7,8 @@ public struct RequestTerminationPlugin: GatewayPlugin {
     public static let name = "request-termination"
     public static let phase = PluginPhase.access
     public static let priority = 2
+    public static let changesRequest = false
+    public static let responseHookOnlyAdds = true   // it has no response hook
 
     public struct Configuration: PluginConfiguration {
         public var status: Int = 503
