@@ -276,13 +276,23 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
         context.flush()
     }
 
+    /// Closes once everything written so far has reached the socket: NIO's close fails the writes
+    /// still queued (a client reading slowly would lose the end of its response). A client that stops
+    /// reading altogether is closed anyway after the idle timeout.
     func close() {
         guard !closing else { return }
         closing = true
-        if let context = channelContext {
-            output.writeOut(context)
-            context.flush()
-            context.close(promise: nil)
+        guard let context = channelContext else { return }
+        output.writeOut(context)
+        let written = context.eventLoop.makePromise(of: Void.self)
+        context.writeAndFlush(NIOAny(ByteBuffer()), promise: written)
+        let channel = context.channel
+        let deadline = context.eventLoop.scheduleTask(in: .nanoseconds(limits.idleTimeout.nanoseconds)) {
+            channel.close(promise: nil)
+        }
+        written.futureResult.whenComplete { _ in
+            deadline.cancel()
+            channel.close(promise: nil)
         }
     }
 

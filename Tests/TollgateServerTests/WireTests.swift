@@ -118,3 +118,49 @@ import TollgateTesting
         }
     }
 }
+
+/// Counts bytes but reads slowly: after each read it pauses 2 ms, so the sender's socket buffer stays
+/// full and its writes queue up.
+final class SlowCounter: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+    var count = 0
+    let promise: EventLoopPromise<Int>
+    init(promise: EventLoopPromise<Int>) { self.promise = promise }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        count += unwrapInboundIn(data).readableBytes
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        let channel = context.channel
+        _ = channel.setOption(.autoRead, value: false)
+        context.eventLoop.scheduleTask(in: .milliseconds(2)) {
+            _ = channel.setOption(.autoRead, value: true)
+            channel.read()
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) { promise.succeed(count) }
+    func errorCaught(context: ChannelHandlerContext, error: any Error) { context.close(promise: nil) }
+}
+
+extension WireTests {
+    /// A response that ends the connection (`Connection: close`) reaches a slow reader whole: the
+    /// gateway closes only after its last byte left, not while writes are still queued.
+    @Test func closingResponseIsDeliveredWholeToASlowReader() async throws {
+        let size = 4 << 20
+        try await Harness.with(basicConfig, upstreams: [{ _ in StubResponse(body: .stream(count: size, chunked: false)) }]) { harness in
+            let eventLoop = harness.group.next()
+            let promise = eventLoop.makePromise(of: Int.self)
+            let channel = try await ClientBootstrap(group: eventLoop)
+                .channelOption(.socketOption(.so_rcvbuf), value: 16 << 10)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(SlowCounter(promise: promise)) }
+                }
+                .connect(host: "127.0.0.1", port: harness.port).get()
+            try await channel.writeAndFlush(ByteBuffer(string: "GET /api/big HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"))
+            let count = try await promise.futureResult.get()
+            #expect((size..<size + 1024).contains(count), "received \(count) of \(size) body bytes")
+        }
+    }
+}

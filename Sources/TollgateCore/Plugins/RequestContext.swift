@@ -20,7 +20,9 @@ public struct RequestContext: Sendable {
     public var originalPath: String
     /// Monotonic start time in nanoseconds.
     public var startNanos: UInt64
-    private var storage: [ObjectIdentifier: any Sendable] = [:]
+    /// Plugin values by key: a short list (a request meets a handful of keys), each value in a box of
+    /// its key's value type, so reading needs no dictionary hashing and no dynamic cast.
+    private var storage: [(key: ObjectIdentifier, box: any AnyObject & Sendable)] = []
 
     public init(requestID: String, clientIP: String, originalPath: String = "/", startNanos: UInt64 = 0) {
         self.requestID = requestID
@@ -33,11 +35,33 @@ public struct RequestContext: Sendable {
     }
 
     public subscript<Key: ContextKey>(key: Key.Type) -> Key.Value? {
-        get { storage[ObjectIdentifier(key)] as? Key.Value }
-        set { storage[ObjectIdentifier(key)] = newValue }
+        get {
+            let id = ObjectIdentifier(key)
+            for entry in storage where entry.key == id {
+                // The key decides the box's type: `Key.Value` was stored under it.
+                return unsafeDowncast(entry.box, to: ContextBox<Key.Value>.self).value
+            }
+            return nil
+        }
+        set {
+            let id = ObjectIdentifier(key)
+            let index = storage.firstIndex { $0.key == id }
+            switch (index, newValue) {
+            case (let index?, let value?): storage[index].box = ContextBox(value)
+            case (let index?, nil): storage.remove(at: index)
+            case (nil, let value?): storage.append((id, ContextBox(value)))
+            case (nil, nil): break
+            }
+        }
     }
 
     public func pathParameter(_ name: String) -> String? {
         pathParameters.first { $0.name == name }?.value
     }
+}
+
+/// One context value, boxed so `RequestContext` can keep values of any type without existentials.
+final class ContextBox<Value: Sendable>: Sendable {
+    let value: Value
+    init(_ value: Value) { self.value = value }
 }

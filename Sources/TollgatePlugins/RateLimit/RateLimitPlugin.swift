@@ -155,6 +155,8 @@ public struct RateLimitPlugin: GatewayPlugin {
     let policyHeader: String
     /// Each limit as a quoted policy name: `"10/s"`.
     let quotedLimits: [String]
+    /// `RateLimit-Policy`, the same on every response: built once.
+    let policyField: HTTPField
 
     public init(configuration: Configuration) {
         self.configuration = configuration
@@ -166,6 +168,7 @@ public struct RateLimitPlugin: GatewayPlugin {
         self.policyHeader = configuration.limits.map { "\"\($0.text)\";q=\($0.count);w=\($0.periodSeconds)" }
             .joined(separator: ", ")
         self.quotedLimits = configuration.limits.map { "\"\($0.text)\"" }
+        self.policyField = HTTPField(name: Self.policyName, value: policyHeader)
     }
 
     public func onRequest(_ request: inout HTTPRequest, context: inout RequestContext) -> RequestDecision {
@@ -270,15 +273,18 @@ public struct RateLimitPlugin: GatewayPlugin {
         let limit = configuration.limits[tightest]
         let reset = String(Self.seconds(decision.resetNanos))
         let remaining = String(decision.remaining)
+        var added: [HTTPField] = []
+        added.reserveCapacity(5)
         if configuration.ietfHeaders {
-            fields.append(HTTPField(name: Self.policyName, value: policyHeader))
-            fields.append(HTTPField(name: Self.rateLimitName, value: quotedLimits[tightest] + ";r=" + remaining + ";t=" + reset))
+            added.append(policyField)
+            added.append(HTTPField(name: Self.rateLimitName, value: quotedLimits[tightest] + ";r=" + remaining + ";t=" + reset))
         }
         if configuration.legacyHeaders {
-            fields.append(HTTPField(name: Self.legacyLimitName, value: String(limit.count)))
-            fields.append(HTTPField(name: Self.legacyRemainingName, value: remaining))
-            fields.append(HTTPField(name: Self.legacyResetName, value: reset))
+            added.append(HTTPField(name: Self.legacyLimitName, value: String(limit.count)))
+            added.append(HTTPField(name: Self.legacyRemainingName, value: remaining))
+            added.append(HTTPField(name: Self.legacyResetName, value: reset))
         }
+        fields.append(contentsOf: added)
     }
 
     /// Whole seconds, rounded up (a client told 0 would retry at once).
