@@ -15,6 +15,11 @@ public enum DemoConfig {
             targets: [{url: "\(usersURL)"}]
           users-v2:
             targets: [{url: "\(usersV2URL)"}]
+          both:
+            targets: [{url: "\(usersURL)"}, {url: "\(usersV2URL)"}]
+            balancer: round_robin
+            retries: {attempts: 2, on: [connect_error, reset, "503"]}
+            health: {passive: {consecutive_errors: 3, base_ejection_time: 10s}}
         plugins:
           - name: request-id
         routes:
@@ -35,6 +40,15 @@ public enum DemoConfig {
                 config:
                   request: {set: {X-Route: "$(route)", X-Client-IP: "$(client_ip)"}}
                   response: {set: {X-API-Version: "$(version)"}}
+          - name: balanced
+            match: {paths: ["/balanced/{id}"]}
+            service: both
+          - name: limited
+            match: {paths: ["/limited/*"]}
+            service: users
+            plugins:
+              - name: rate-limiting
+                config: {limits: ["3/10s"], algorithm: sliding_log, headers: {legacy: true}}
           - name: reports
             match: {paths: ["/reports/*"]}
             plugins:

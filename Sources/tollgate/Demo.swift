@@ -47,6 +47,11 @@ struct Demo: AsyncParsableCommand {
               curl -i http://127.0.0.1:\(port)/v9/users/42
             Deprecated v1 (Deprecation, Sunset, Link headers), headers plugin ($(route), $(path.id)):
               curl -si http://127.0.0.1:\(port)/v1/users/42 | grep -iE 'deprecation|sunset|link|x-'
+            Load balancing (round robin over both backends, with retries and passive health checks):
+              for i in 1 2 3 4; do curl -s http://127.0.0.1:\(port)/balanced/7; echo; done
+            Rate limiting (3 per 10 s per client: the fourth gets 429 with Retry-After and RateLimit headers):
+              for i in 1 2 3 4; do curl -s -o /dev/null -w '%{http_code} ' http://127.0.0.1:\(port)/limited/x; done; echo
+              curl -si http://127.0.0.1:\(port)/limited/x | grep -iE '^(ratelimit|x-ratelimit|retry-after)'
             request-termination (maintenance):
               curl -i http://127.0.0.1:\(port)/v1/reports
             No route: curl -i http://127.0.0.1:\(port)/nothing

@@ -128,7 +128,7 @@ import TollgateTesting
     @Test func demoConfigServes() async throws {
         let yaml = DemoConfig.yaml(port: 0, usersURL: "$UPSTREAM0", usersV2URL: "$UPSTREAM1")
             .split(separator: "\n").dropFirst(2).joined(separator: "\n")   // Harness supplies `listen`
-        try await Harness.with(yaml, upstreams: [StubUpstream.echo, StubUpstream.echo]) { harness in
+        try await Harness.with(yaml, upstreams: [StubUpstream.echo, StubUpstream.echo], threads: 1) { harness in
             let v1 = try await harness.get("/v1/users/42")
             #expect(v1.statuses == [200])
             #expect(v1.text.header("deprecation") == "@1767225600")
@@ -139,6 +139,12 @@ import TollgateTesting
             #expect(harness.upstreams[1].requests.last?.head.uri == "/internal/users/42")
             #expect(try await harness.get("/v9/users/42").lastBody.contains(#""available_versions":["1","2"]"#))
             #expect(try await harness.get("/v1/reports/daily").statuses == [503])
+            let before = harness.upstreams.map { $0.requests.count }
+            for _ in 0..<4 { _ = try await harness.get("/balanced/7") }
+            #expect(zip(harness.upstreams, before).map { $0.requests.count - $1 } == [2, 2])   // round robin
+            var limited: [Int] = []
+            for _ in 0..<4 { limited.append(try await harness.get("/limited/x").statuses.first ?? 0) }
+            #expect(limited == [200, 200, 200, 429])
         }
     }
 }
