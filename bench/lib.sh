@@ -29,3 +29,10 @@ routes:
   - {match: {paths: ["/*"]}, service: backend}
 YAML
 }
+
+# start NAME CORE COMMAND...: runs COMMAND in its own session pinned to CORE, its pid in $work/NAME.pid.
+start() {
+  local name=$1 core=$2; shift 2
+  setsid taskset -c "$core" nice -n -5 "$@" >/dev/null 2>&1 &
+  echo $! > "$work/$name.pid"
+}

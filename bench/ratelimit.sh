@@ -41,11 +41,6 @@ routes:
     plugins: [{name: rate-limiting, config: {limits: ["1000000/s"], algorithm: sliding_window, key: ip}}]
 YAML
 
-start() { # name core command...
-  local name=$1 core=$2; shift 2
-  setsid taskset -c "$core" nice -n -5 "$@" >/dev/null 2>&1 &
-  echo $! > "$work/$name.pid"
-}
 start upstream 0 nginx -c "$work/upstream.conf"
 start nginx 1 nginx -c "$work/proxy.conf"
 start tollgate 1 "$bin" run --config "$work/tollgate.yaml" --log-level error

@@ -34,11 +34,6 @@ NGINX
 tollgate_config "$work/tollgate.yaml" $tp $up
 tollgate_config "$work/tollgate3.yaml" $tp3 $up $up2 $up3
 
-start() { # name core command...
-  local name=$1 core=$2; shift 2
-  setsid taskset -c "$core" nice -n -5 "$@" >/dev/null 2>&1 &
-  echo $! > "$work/$name.pid"
-}
 start upstream 0 nginx -c "$work/upstream.conf"
 start nginx 1 nginx -c "$work/proxy.conf"
 start tollgate 1 "$bin" run --config "$work/tollgate.yaml" --log-level error

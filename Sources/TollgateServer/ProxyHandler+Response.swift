@@ -53,20 +53,8 @@ extension ProxyHandler: UpstreamOwner {
         exchange.status = code
         exchange.responseHeadSent = true
         exchange.responseFraming = clientFraming
-        if let route, !route.chain.isEmpty, route.chain.responseHooksOnlyAdd, code != 101 {
-            // The hooks only add fields: they run on an empty set, and what they add follows the
-            // upstream's fields, which are copied as they came.
-            var response = HTTPResponse(status: HTTPResponse.Status(code: code), headerFields: [:])
-            route.chain.runResponse(&response, context: &exchange.context)
-            let added = extra + Array(response.headerFields)
-            let requestID = exchange.context.requestID
-            output.render(context.channel.allocator) { out in
-                HeadWriter.writeResponse(head, clientMinorVersion: exchange.clientMinorVersion, via: state.viaValue,
-                                         requestIDName: state.requestIDHeader, requestID: requestID, extra: added,
-                                         dropTransferEncoding: http10, addChunked: addChunked, connection: connection,
-                                         into: &out)
-            }
-        } else if let route, !route.chain.isEmpty {
+        if let route, !route.chain.isEmpty, !route.chain.responseHooksOnlyAdd || code == 101 {
+            // Hooks that may read or change the upstream's fields see them all, as swift-http-types fields.
             var fields = HeadWriter.responseFields(head, via: state.viaValue, requestIDName: state.requestIDHeader,
                                                    requestID: exchange.context.requestID, extra: extra)
             if http10 { fields[.transferEncoding] = nil }
@@ -83,10 +71,18 @@ extension ProxyHandler: UpstreamOwner {
                                          connection: code == 101 ? .none : connection, into: &out)
             }
         } else {
+            // The upstream's fields are copied as they came; hooks that only add fields run on an
+            // empty set, and what they add follows.
+            var added = extra
+            if let route, !route.chain.isEmpty {
+                var response = HTTPResponse(status: HTTPResponse.Status(code: code), headerFields: [:])
+                route.chain.runResponse(&response, context: &exchange.context)
+                added += response.headerFields
+            }
             let requestID = exchange.context.requestID
             output.render(context.channel.allocator) { out in
                 HeadWriter.writeResponse(head, clientMinorVersion: exchange.clientMinorVersion, via: state.viaValue,
-                                         requestIDName: state.requestIDHeader, requestID: requestID, extra: extra,
+                                         requestIDName: state.requestIDHeader, requestID: requestID, extra: added,
                                          dropTransferEncoding: http10, addChunked: addChunked, connection: connection,
                                          into: &out)
             }
