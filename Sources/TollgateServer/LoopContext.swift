@@ -38,7 +38,12 @@ final class LoopContext: @unchecked Sendable {
     }
 
     private func balancer(_ service: ServiceRuntime) -> LoopBalancer {
-        if service.index < balancers.count, let balancer = balancers[service.index] { return balancer }
+        if service.index < balancers.count, let balancer = balancers[service.index], balancer.service === service {
+            return balancer
+        }
+        // A request that started before a reload asks for a service this state does not have: it gets
+        // a balancer of its own for the moment, never another service's (indices would not match).
+        guard _state.services[service.config.name] === service else { return LoopBalancer(service) }
         if service.index >= balancers.count {
             balancers.append(contentsOf: repeatElement(nil, count: service.index - balancers.count + 1))
         }
@@ -222,6 +227,8 @@ final class LoopBalancer {
 
     var kind: Kind
     var budget: RetryBudget
+    /// The service this balancer is for (indices are only meaningful against its targets).
+    let service: ServiceRuntime
     /// Slow-start weights and when they were computed.
     private var ramp: [Int] = []
     private var rampComputedAt: UInt64 = 0
@@ -238,6 +245,7 @@ final class LoopBalancer {
     }
 
     init(_ service: ServiceRuntime) {
+        self.service = service
         let count = max(1, service.targets.count)
         switch service.balancer {
         case .roundRobin: kind = .roundRobin(RoundRobin(count: count))

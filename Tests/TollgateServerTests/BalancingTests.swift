@@ -385,3 +385,36 @@ extension DNSTests {
         try await group.shutdownGracefully()
     }
 }
+
+extension BalancingTests {
+    /// Reloads that change a p2c or least-connections service's targets while requests are in
+    /// flight: requests that began on the old targets finish against their own balancer state.
+    @Test(arguments: ["p2c_ewma", "least_connections"])
+    func reloadsThatChangeTargetsUnderLoad(_ balancer: String) async throws {
+        let slow: StubUpstream.Responder = { _ in StubResponse(body: .delayed(.milliseconds(5), "ok")) }
+        try await Harness.with(Self.config(targets: 3, service: "balancer: \(balancer)"), upstreams: [slow, slow, slow]) { harness in
+            let urls = harness.upstreams.map(\.url)
+            func snapshot(_ count: Int) throws -> GatewaySnapshot {
+                let targets = urls.prefix(count).map { "{url: \"\($0)\"}" }.joined(separator: ", ")
+                return try ConfigLoader.load(yaml: """
+                    listen: [{address: "127.0.0.1:0"}]
+                    services:
+                      aaa: {targets: [{url: "\(urls[0])"}], balancer: \(balancer)}
+                      api: {targets: [\(targets)], balancer: \(balancer)}
+                    routes:
+                      - {match: {paths: ["/api/*"]}, service: api}
+                    """, environment: [:], registry: BuiltinPlugins.registry)
+            }
+            let stopped = NIOLockedValueBox(false)
+            async let statuses = Self.load(harness, clients: 6) { stopped.withLockedValue { $0 } }
+            for round in 0..<20 {
+                try await harness.server.reload(snapshot(round % 2 == 0 ? 1 : 3))
+                try await Task.sleep(for: .milliseconds(15))
+            }
+            stopped.withLockedValue { $0 = true }
+            let all = try await statuses
+            #expect(all.count > 20)
+            #expect(all.allSatisfy { $0 == 200 })
+        }
+    }
+}

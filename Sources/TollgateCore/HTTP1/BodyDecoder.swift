@@ -67,11 +67,6 @@ public struct BodyDecoder: Sendable {
         self.maxTrailerBytes = maxTrailerBytes
     }
 
-    public var isDone: Bool {
-        if case .done = state { return true }
-        return false
-    }
-
     /// The next event from the front of `buffer`, or nil when more bytes are needed (or the body is
     /// done). Every body, an empty one too, ends with `.end`, except `.untilClose` bodies: they end
     /// when the caller sees the connection close.
