@@ -73,7 +73,9 @@ extension ProxyHandler {
         if route.chain.isEmpty {
             return forward(exchange)   // the client's head is forwarded
         }
-        if headerFields.isEmpty {
+        if !route.chain.readsRequestFields {
+            headerFields = HTTPFields()   // no hook reads or changes them: not converted
+        } else if headerFields.isEmpty {
             headerFields = head.httpFields { $0 == .host }
         } else {
             headerFields[HTTPField.Name("Host")!] = nil

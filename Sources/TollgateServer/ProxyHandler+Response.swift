@@ -74,11 +74,7 @@ extension ProxyHandler: UpstreamOwner {
             // The upstream's fields are copied as they came; hooks that only add fields run on an
             // empty set, and what they add follows.
             var added = extra
-            if let route, !route.chain.isEmpty {
-                var response = HTTPResponse(status: HTTPResponse.Status(code: code), headerFields: [:])
-                route.chain.runResponse(&response, context: &exchange.context)
-                added += response.headerFields
-            }
+            if let route, !route.chain.isEmpty { added += route.chain.responseFieldsToAdd(context: &exchange.context) }
             let requestID = exchange.context.requestID
             output.render(context.channel.allocator) { out in
                 HeadWriter.writeResponse(head, clientMinorVersion: exchange.clientMinorVersion, via: state.viaValue,

@@ -34,6 +34,16 @@ import TollgateTesting
         }
     }
 
+    /// A header key through the proxy: the plugin sees the request's fields (it says it reads them).
+    @Test func keyedByHeaderThroughTheProxy() async throws {
+        try await Harness.with(Self.config(#"{limits: ["1/min"], algorithm: sliding_log, key: "header:X-Tenant"}"#)) { harness in
+            let acme = try await harness.get("/api/x", headers: ["X-Tenant: acme"])
+            let globex = try await harness.get("/api/x", headers: ["X-Tenant: globex"])
+            let acmeAgain = try await harness.get("/api/x", headers: ["X-Tenant: acme"])
+            #expect([acme, globex, acmeAgain].map { $0.statuses.first ?? 0 } == [200, 200, 429])
+        }
+    }
+
     /// Throttling: requests over the rate wait their turn instead of being refused.
     @Test func delayModeSpacesRequests() async throws {
         try await Harness.with(Self.config(#"{limits: ["10/s"], algorithm: gcra, burst: 1, mode: delay, max_delay: 2s}"#)) { harness in

@@ -9,6 +9,8 @@ public struct FilterChain: Sendable {
     public let changesRequest: Bool
     /// Every response hook only adds fields (so hooks need not see the upstream's fields).
     public let responseHooksOnlyAdd: Bool
+    /// Some request hook reads or changes the request's header fields.
+    public let readsRequestFields: Bool
 
     public static let empty = FilterChain(entries: [])
 
@@ -22,6 +24,7 @@ public struct FilterChain: Sendable {
         self.names = ordered.map(\.name)
         self.changesRequest = ordered.contains { type(of: $0.plugin).changesRequest }
         self.responseHooksOnlyAdd = ordered.allSatisfy { type(of: $0.plugin).responseHookOnlyAdds }
+        self.readsRequestFields = ordered.contains { type(of: $0.plugin).changesRequest || $0.plugin.readsRequestFields }
     }
 
     /// Merges plugin lists from least to most specific; a later list replaces an earlier entry of the
@@ -69,6 +72,18 @@ public struct FilterChain: Sendable {
             plugins[index].onResponse(&response, context: &context)
             index -= 1
         }
+    }
+
+    /// The fields the response hooks add, in the order `runResponse` would add them (for chains
+    /// whose hooks only add fields).
+    public func responseFieldsToAdd(context: inout RequestContext) -> [HTTPField] {
+        var added: [HTTPField] = []
+        var index = plugins.count - 1
+        while index >= 0 {
+            added += plugins[index].responseFieldsToAdd(context: &context)
+            index -= 1
+        }
+        return added
     }
 
     public func runLog(context: RequestContext, summary: RequestSummary) {

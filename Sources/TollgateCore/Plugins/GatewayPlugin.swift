@@ -43,12 +43,24 @@ public protocol GatewayPlugin: Sendable {
     /// or removes them, nor the status). When every plugin of a route says so, the hooks run on an
     /// empty set of fields and what they add is written after the upstream's fields as they came.
     static var responseHookOnlyAdds: Bool { get }
+    /// Whether the request hook reads the request's header fields. When no plugin of a route reads
+    /// or changes them, the hooks get a request without header fields (converting them costs).
+    var readsRequestFields: Bool { get }
+    /// For plugins whose response hook only adds fields: the fields it adds, without an
+    /// `HTTPResponse` to add them to. The default runs `onResponse` on an empty response.
+    func responseFieldsToAdd(context: inout RequestContext) -> [HTTPField]
 }
 
 extension GatewayPlugin {
     public static var phase: PluginPhase { .access }
     public static var changesRequest: Bool { true }
     public static var responseHookOnlyAdds: Bool { false }
+    public var readsRequestFields: Bool { true }
+    public func responseFieldsToAdd(context: inout RequestContext) -> [HTTPField] {
+        var response = HTTPResponse(status: .ok)
+        onResponse(&response, context: &context)
+        return Array(response.headerFields)
+    }
     public func onRequest(_ request: inout HTTPRequest, context: inout RequestContext) -> RequestDecision { .proceed }
     public func onResponse(_ response: inout HTTPResponse, context: inout RequestContext) {}
     public func onLog(context: RequestContext, summary: RequestSummary) {}

@@ -189,7 +189,7 @@ public struct RateLimitPlugin: GatewayPlugin {
                 if let concurrencyKey { store.releaseConcurrency(key: concurrencyKey) }
                 var response = refusal("rate limit exceeded", retryAfterSeconds: Self.seconds(refused.retryAfterNanos),
                                        context: context)
-                addHeaders(to: &response.headerFields, decisions: decisions)
+                response.headerFields.append(contentsOf: headers(decisions))
                 return .respond(response)
             }
         }
@@ -208,8 +208,17 @@ public struct RateLimitPlugin: GatewayPlugin {
     }
 
     public func onResponse(_ response: inout HTTPResponse, context: inout RequestContext) {
-        guard let outcome = context[OutcomeKey.self], !outcome.decisions.isEmpty else { return }
-        addHeaders(to: &response.headerFields, decisions: outcome.decisions)
+        response.headerFields.append(contentsOf: responseFieldsToAdd(context: &context))
+    }
+
+    public func responseFieldsToAdd(context: inout RequestContext) -> [HTTPField] {
+        guard let outcome = context[OutcomeKey.self], !outcome.decisions.isEmpty else { return [] }
+        return headers(outcome.decisions)
+    }
+
+    /// Only a header key or trusted proxies (X-Forwarded-For) make it read the request's fields.
+    public var readsRequestFields: Bool {
+        !configuration.trustedProxies.isEmpty || configuration.key.contains { if case .header = $0 { return true }; return false }
     }
 
     public func onLog(context: RequestContext, summary: RequestSummary) {
@@ -264,11 +273,11 @@ public struct RateLimitPlugin: GatewayPlugin {
     private static let legacyResetName = HTTPField.Name("X-RateLimit-Reset")!
 
     /// `RateLimit-Policy` lists every limit; `RateLimit` (and the legacy fields) speak of the one
-    /// closest to running out. Appended (the response hook only adds fields).
-    private func addHeaders(to fields: inout HTTPFields, decisions: [RateLimitDecision]) {
+    /// closest to running out.
+    private func headers(_ decisions: [RateLimitDecision]) -> [HTTPField] {
         var tightest = 0
         for index in decisions.indices where decisions[index].remaining < decisions[tightest].remaining { tightest = index }
-        guard tightest < decisions.count else { return }
+        guard tightest < decisions.count else { return [] }
         let decision = decisions[tightest]
         let limit = configuration.limits[tightest]
         let reset = String(Self.seconds(decision.resetNanos))
@@ -277,14 +286,14 @@ public struct RateLimitPlugin: GatewayPlugin {
         added.reserveCapacity(5)
         if configuration.ietfHeaders {
             added.append(policyField)
-            added.append(HTTPField(name: Self.rateLimitName, value: quotedLimits[tightest] + ";r=" + remaining + ";t=" + reset))
+            added.append(HTTPField(name: Self.rateLimitName, value: "\(quotedLimits[tightest]);r=\(remaining);t=\(reset)"))
         }
         if configuration.legacyHeaders {
             added.append(HTTPField(name: Self.legacyLimitName, value: String(limit.count)))
             added.append(HTTPField(name: Self.legacyRemainingName, value: remaining))
             added.append(HTTPField(name: Self.legacyResetName, value: reset))
         }
-        fields.append(contentsOf: added)
+        return added
     }
 
     /// Whole seconds, rounded up (a client told 0 would retry at once).
