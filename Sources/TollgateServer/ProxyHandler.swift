@@ -403,7 +403,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// The log phase of the route's plugins, once per exchange, whether the response completed or the
     /// client went away first (status 499, as nginx logs it): plugins release what they hold here.
     func runLogPhase(_ exchange: Exchange) {
-        guard !exchange.logged, let route = exchange.route, !route.chain.isEmpty else { return }
+        guard !exchange.logged, let route = exchange.route, route.chain.hasLogHooks else { return }
         exchange.logged = true
         let now = NIODeadline.now().uptimeNanoseconds
         route.chain.runLog(context: exchange.context, summary: RequestSummary(

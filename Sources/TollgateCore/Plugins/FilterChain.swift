@@ -11,6 +11,8 @@ public struct FilterChain: Sendable {
     public let responseHooksOnlyAdd: Bool
     /// Some request hook reads or changes the request's header fields.
     public let readsRequestFields: Bool
+    /// Some plugin has a log hook.
+    public let hasLogHooks: Bool
 
     public static let empty = FilterChain(entries: [])
 
@@ -25,6 +27,7 @@ public struct FilterChain: Sendable {
         self.changesRequest = ordered.contains { type(of: $0.plugin).changesRequest }
         self.responseHooksOnlyAdd = ordered.allSatisfy { type(of: $0.plugin).responseHookOnlyAdds }
         self.readsRequestFields = ordered.contains { type(of: $0.plugin).changesRequest || $0.plugin.readsRequestFields }
+        self.hasLogHooks = ordered.contains { $0.plugin.hasLogHook }
     }
 
     /// Merges plugin lists from least to most specific; a later list replaces an earlier entry of the

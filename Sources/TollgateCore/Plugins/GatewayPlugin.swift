@@ -46,6 +46,8 @@ public protocol GatewayPlugin: Sendable {
     /// Whether the request hook reads the request's header fields. When no plugin of a route reads
     /// or changes them, the hooks get a request without header fields (converting them costs).
     var readsRequestFields: Bool { get }
+    /// Whether `onLog` does anything. When no plugin of a route has a log hook, the log phase is skipped.
+    var hasLogHook: Bool { get }
     /// For plugins whose response hook only adds fields: the fields it adds, without an
     /// `HTTPResponse` to add them to. The default runs `onResponse` on an empty response.
     func responseFieldsToAdd(context: inout RequestContext) -> [HTTPField]
@@ -56,6 +58,7 @@ extension GatewayPlugin {
     public static var changesRequest: Bool { true }
     public static var responseHookOnlyAdds: Bool { false }
     public var readsRequestFields: Bool { true }
+    public var hasLogHook: Bool { true }
     public func responseFieldsToAdd(context: inout RequestContext) -> [HTTPField] {
         var response = HTTPResponse(status: .ok)
         onResponse(&response, context: &context)

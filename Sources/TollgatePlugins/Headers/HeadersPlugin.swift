@@ -64,6 +64,7 @@ public struct HeadersPlugin: GatewayPlugin {
     enum OriginalRequest: ContextKey { typealias Value = HTTPRequest }
 
     let configuration: Configuration
+    public var hasLogHook: Bool { false }
     let responseNeedsRequest: Bool
 
     public init(configuration: Configuration) {

@@ -221,6 +221,9 @@ public struct RateLimitPlugin: GatewayPlugin {
         !configuration.trustedProxies.isEmpty || configuration.key.contains { if case .header = $0 { return true }; return false }
     }
 
+    /// Only a concurrency limit has something to give back when the exchange ends.
+    public var hasLogHook: Bool { configuration.concurrency != nil }
+
     public func onLog(context: RequestContext, summary: RequestSummary) {
         if let key = context[OutcomeKey.self]?.concurrencyKey { store.releaseConcurrency(key: key) }
     }

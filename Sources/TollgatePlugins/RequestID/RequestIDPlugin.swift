@@ -30,6 +30,7 @@ public struct RequestIDPlugin: GatewayPlugin {
     public enum Assigned: ContextKey { public typealias Value = String }
 
     let configuration: Configuration
+    public var hasLogHook: Bool { false }
 
     public init(configuration: Configuration) {
         self.configuration = configuration

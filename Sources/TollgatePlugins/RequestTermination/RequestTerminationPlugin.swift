@@ -10,6 +10,7 @@ public struct RequestTerminationPlugin: GatewayPlugin {
     public static let changesRequest = false
     public static let responseHookOnlyAdds = true   // it has no response hook
     public var readsRequestFields: Bool { false }
+    public var hasLogHook: Bool { false }
 
     public struct Configuration: PluginConfiguration {
         public var status: Int = 503
