@@ -15,6 +15,7 @@ let package = Package(
         .executable(name: "tollgate", targets: ["tollgate"]),
         .library(name: "TollgateCore", targets: ["TollgateCore"]),
         .library(name: "TollgatePlugins", targets: ["TollgatePlugins"]),
+        .library(name: "TollgateRedis", targets: ["TollgateRedis"]),
         .library(name: "TollgateServer", targets: ["TollgateServer"]),
     ],
     dependencies: [
@@ -42,6 +43,15 @@ let package = Package(
             dependencies: [
                 "TollgateCore",
                 .product(name: "HTTPTypes", package: "swift-http-types"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "TollgateRedis",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -94,6 +104,11 @@ let package = Package(
         .testTarget(
             name: "TollgatePluginsTests",
             dependencies: ["TollgateCore", "TollgatePlugins"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "TollgateRedisTests",
+            dependencies: ["TollgateRedis", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -1,0 +1,256 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+/// Where and how to reach Redis: `redis://[[user]:password@]host[:port][/database]`.
+public struct RedisConfiguration: Sendable, Equatable {
+    public var host: String
+    public var port: Int
+    public var username: String?
+    public var password: String?
+    public var database: Int
+    public var connectTimeout: TimeAmount = .seconds(1)
+    public var commandTimeout: TimeAmount = .milliseconds(500)
+
+    public init(host: String, port: Int = 6379, username: String? = nil, password: String? = nil, database: Int = 0) {
+        self.host = host
+        self.port = port
+        self.username = username
+        self.password = password
+        self.database = database
+    }
+
+    public init?(url: String) {
+        guard url.hasPrefix("redis://") else { return nil }   // rediss:// (TLS) is not in this build yet
+        var rest = Substring(url.dropFirst("redis://".count))
+        var username: String?
+        var password: String?
+        if let at = rest.lastIndex(of: "@") {
+            let credentials = rest[..<at]
+            rest = rest[rest.index(after: at)...]
+            if let colon = credentials.firstIndex(of: ":") {
+                username = credentials[..<colon].isEmpty ? nil : String(credentials[..<colon])
+                password = String(credentials[credentials.index(after: colon)...])
+            } else {
+                password = String(credentials)
+            }
+        }
+        var database = 0
+        if let slash = rest.firstIndex(of: "/") {
+            let path = rest[rest.index(after: slash)...]
+            if !path.isEmpty {
+                guard let number = Int(path), number >= 0 else { return nil }
+                database = number
+            }
+            rest = rest[..<slash]
+        }
+        var host = String(rest)
+        var port = 6379
+        if let colon = rest.lastIndex(of: ":"), !rest.hasSuffix("]") {
+            guard let number = Int(rest[rest.index(after: colon)...]), (1...65535).contains(number) else { return nil }
+            port = number
+            host = String(rest[..<colon])
+        }
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty else { return nil }
+        self.init(host: host, port: port, username: username, password: password, database: database)
+    }
+}
+
+public enum RedisError: Error, Equatable, Sendable {
+    /// Redis answered with an error reply.
+    case server(String)
+    case timeout
+    case connectionClosed
+    case notConnected(String)
+}
+
+/// A Redis client over one pipelined connection: commands are written as they come and replies are
+/// matched in order, so many requests share one round trip's latency. It connects on first use (AUTH
+/// and SELECT first), and after the connection breaks it connects again on the next command, no sooner
+/// than a backoff that doubles up to 1 s. Scripts run with EVALSHA, loaded on first use and loaded
+/// again when Redis answers NOSCRIPT (after a restart or SCRIPT FLUSH).
+public final class RedisClient: Sendable {
+    public let configuration: RedisConfiguration
+    public let eventLoop: any EventLoop
+    private let state: NIOLockedValueBox<State>
+
+    private struct State {
+        var connection: EventLoopFuture<any Channel>?
+        var failures = 0
+        var retryAfter = NIODeadline.uptimeNanoseconds(0)
+        var scripts: [String: String] = [:]   // source → SHA1
+    }
+
+    public init(configuration: RedisConfiguration, eventLoop: any EventLoop) {
+        self.configuration = configuration
+        self.eventLoop = eventLoop
+        self.state = NIOLockedValueBox(State())
+    }
+
+    /// One command; its reply, or `RedisError.server` for an error reply.
+    public func send(_ arguments: [String]) -> EventLoopFuture<RESPValue> {
+        channel().flatMap { channel in
+            self.write(arguments, on: channel)
+        }.flatMapThrowing { value in
+            if case .error(let message) = value { throw RedisError.server(message) }
+            return value
+        }
+    }
+
+    /// Runs a Lua script atomically (EVALSHA), loading it when Redis does not know it.
+    public func eval(_ script: String, keys: [String], arguments: [String]) -> EventLoopFuture<RESPValue> {
+        let known = state.withLockedValue { $0.scripts[script] }
+        let sha: EventLoopFuture<String> = known.map { eventLoop.makeSucceededFuture($0) } ?? load(script)
+        return sha.flatMap { sha in
+            self.send(["EVALSHA", sha, String(keys.count)] + keys + arguments)
+        }.flatMapError { error in
+            guard case RedisError.server(let message) = error, message.hasPrefix("NOSCRIPT") else {
+                return self.eventLoop.makeFailedFuture(error)
+            }
+            return self.load(script).flatMap { sha in self.send(["EVALSHA", sha, String(keys.count)] + keys + arguments) }
+        }
+    }
+
+    private func load(_ script: String) -> EventLoopFuture<String> {
+        send(["SCRIPT", "LOAD", script]).flatMapThrowing { value in
+            guard let sha = value.string else { throw RedisError.server("SCRIPT LOAD gave no SHA") }
+            self.state.withLockedValue { $0.scripts[script] = sha }
+            return sha
+        }
+    }
+
+    public func close() -> EventLoopFuture<Void> {
+        let connection = state.withLockedValue { state -> EventLoopFuture<any Channel>? in
+            defer { state.connection = nil }
+            return state.connection
+        }
+        guard let connection else { return eventLoop.makeSucceededVoidFuture() }
+        return connection.flatMap { $0.close() }.recover { _ in }
+    }
+
+    private func write(_ arguments: [String], on channel: any Channel) -> EventLoopFuture<RESPValue> {
+        let promise = channel.eventLoop.makePromise(of: RESPValue.self)
+        var buffer = channel.allocator.buffer(capacity: 64)
+        RESP.writeCommand(arguments, into: &buffer)
+        channel.writeAndFlush(RedisHandler.Command(bytes: buffer, promise: promise), promise: nil)
+        let timeout = channel.eventLoop.scheduleTask(in: configuration.commandTimeout) { promise.fail(RedisError.timeout) }
+        promise.futureResult.whenComplete { _ in timeout.cancel() }
+        return promise.futureResult
+    }
+
+    /// The open connection, or a new one (AUTH, SELECT) unless the backoff after a failure still runs.
+    private func channel() -> EventLoopFuture<any Channel> {
+        state.withLockedValue { state -> EventLoopFuture<any Channel> in
+            if let connection = state.connection { return connection }
+            let now = NIODeadline.now()
+            if now < state.retryAfter {
+                return eventLoop.makeFailedFuture(RedisError.notConnected("reconnecting after a failure"))
+            }
+            let connection = connect()
+            state.connection = connection
+            return connection
+        }
+    }
+
+    private func connect() -> EventLoopFuture<any Channel> {
+        let configuration = self.configuration
+        let connected = ClientBootstrap(group: eventLoop)
+            .connectTimeout(configuration.connectTimeout)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(RedisHandler()) }
+            }
+            .connect(host: configuration.host, port: configuration.port)
+            .flatMap { channel -> EventLoopFuture<any Channel> in
+                var setup: EventLoopFuture<RESPValue> = channel.eventLoop.makeSucceededFuture(.simpleString("OK"))
+                if let password = configuration.password {
+                    let auth = configuration.username.map { ["AUTH", $0, password] } ?? ["AUTH", password]
+                    setup = setup.flatMap { _ in self.write(auth, on: channel) }
+                }
+                if configuration.database != 0 {
+                    setup = setup.flatMap { _ in self.write(["SELECT", String(configuration.database)], on: channel) }
+                }
+                return setup.flatMapThrowing { reply in
+                    if case .error(let message) = reply { throw RedisError.server(message) }
+                    return channel
+                }.flatMapErrorThrowing { error in
+                    channel.close(promise: nil)
+                    throw error
+                }
+            }
+        connected.whenComplete { result in
+            switch result {
+            case .success(let channel):
+                self.state.withLockedValue { $0.failures = 0 }
+                channel.closeFuture.whenComplete { _ in self.forget(connected) }
+            case .failure:
+                self.forget(connected, failed: true)
+            }
+        }
+        return connected
+    }
+
+    /// A connection ended: the next command connects again, after a backoff when it failed.
+    private func forget(_ connection: EventLoopFuture<any Channel>, failed: Bool = false) {
+        state.withLockedValue { state in
+            guard state.connection === connection else { return }
+            state.connection = nil
+            if failed {
+                state.failures += 1
+                let backoff = min(1_000, 10 << min(state.failures, 7))   // 20 ms, 40 ms... up to 1 s
+                state.retryAfter = .now() + .milliseconds(Int64(backoff))
+            }
+        }
+    }
+}
+
+/// Writes commands and completes their promises with the replies, in order.
+final class RedisHandler: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = Command
+    typealias OutboundOut = ByteBuffer
+
+    struct Command {
+        var bytes: ByteBuffer
+        var promise: EventLoopPromise<RESPValue>
+    }
+
+    private var waiting = CircularBuffer<EventLoopPromise<RESPValue>>()
+    private var inbound = ByteBuffer()
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let command = unwrapOutboundIn(data)
+        waiting.append(command.promise)
+        context.write(wrapOutboundOut(command.bytes), promise: promise)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var bytes = unwrapInboundIn(data)
+        inbound.writeBuffer(&bytes)
+        do {
+            while let value = try RESP.parse(&inbound) {
+                guard let promise = waiting.popFirst() else {
+                    context.close(promise: nil)   // a reply nobody asked for: the stream is out of step
+                    return
+                }
+                promise.succeed(value)
+            }
+            inbound.discardReadBytes()
+        } catch {
+            context.close(promise: nil)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        while let promise = waiting.popFirst() { promise.fail(RedisError.connectionClosed) }
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}
+
+@available(*, unavailable)
+extension RedisHandler: Sendable {}
