@@ -1,5 +1,17 @@
 # Shared pieces of the bench scripts (sourced, not run).
 
+# need_tools: wrk and nginx from apt when missing.
+need_tools() {
+  command -v wrk >/dev/null && command -v nginx >/dev/null || {
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light
+  }
+}
+
+# tollgate_binary: $TOLLGATE_BIN (another build, another flag set, say), else this tree's release build.
+tollgate_binary() {
+  if [ -n "${TOLLGATE_BIN:-}" ]; then echo "$TOLLGATE_BIN"; else scripts/build-release 2>/dev/null | tail -1; fi
+}
+
 # upstream_config FILE PORT [PORT...]: nginx, 1 worker, serving the 41-byte JSON body every benchmark
 # uses, on each port given (the 3-target case gives three).
 upstream_config() {

@@ -9,14 +9,8 @@ cd "$(dirname "$0")/.."
 source bench/lib.sh
 rounds=${1:-3}
 seconds=${2:-10}
-command -v wrk >/dev/null && command -v nginx >/dev/null || {
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light
-}
-# TOLLGATE_BIN measures another build (another flag set, say) instead of this tree's release build.
-bin=${TOLLGATE_BIN:-}
-if [ -z "$bin" ]; then
-  bin=$(scripts/build-release 2>/dev/null | tail -1)
-fi
+need_tools
+bin=$(tollgate_binary)
 work=$(mktemp -d)
 trap 'kill $(cat "$work"/*.pid 2>/dev/null) 2>/dev/null || true; rm -rf "$work"' EXIT
 

@@ -50,8 +50,4 @@ struct PendingOutput {
         buffer = nil
         context.write(NIOAny(pending), promise: nil)
     }
-
-    var isEmpty: Bool { buffer == nil }
-
-    mutating func discard() { buffer = nil }
 }

@@ -45,7 +45,6 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// The pool of the target this connection goes to (on this loop).
     let targetPool: UpstreamPool.TargetPool
-    private(set) var channel: (any Channel)?
     private var context: ChannelHandlerContext?
     weak var pool: UpstreamPool?
     /// Strong while leased: the exchange and the connection keep each other alive until release.
@@ -80,7 +79,6 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        self.channel = context.channel
         isActive = context.channel.isActive
     }
 
