@@ -42,7 +42,11 @@ let package = Package(
             name: "TollgatePlugins",
             dependencies: [
                 "TollgateCore",
+                "TollgateRedis",
                 .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Atomics", package: "swift-atomics"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -50,6 +54,7 @@ let package = Package(
             name: "TollgateRedis",
             dependencies: [
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
@@ -103,18 +108,19 @@ let package = Package(
         ),
         .testTarget(
             name: "TollgatePluginsTests",
-            dependencies: ["TollgateCore", "TollgatePlugins"],
+            dependencies: ["TollgateCore", "TollgatePlugins", "TollgateRedis", "TollgateTesting",
+                           .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "TollgateRedisTests",
-            dependencies: ["TollgateRedis", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
+            dependencies: ["TollgateRedis", "TollgateTesting", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "TollgateServerTests",
             dependencies: [
-                "TollgateCore", "TollgatePlugins", "TollgateServer", "TollgateTesting",
+                "TollgateCore", "TollgatePlugins", "TollgateRedis", "TollgateServer", "TollgateTesting",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

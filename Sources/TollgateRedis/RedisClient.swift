@@ -3,7 +3,7 @@ import NIOCore
 import NIOPosix
 
 /// Where and how to reach Redis: `redis://[[user]:password@]host[:port][/database]`.
-public struct RedisConfiguration: Sendable, Equatable {
+public struct RedisConfiguration: Sendable, Hashable {
     public var host: String
     public var port: Int
     public var username: String?
@@ -80,6 +80,8 @@ public final class RedisClient: Sendable {
         var failures = 0
         var retryAfter = NIODeadline.uptimeNanoseconds(0)
         var scripts: [String: String] = [:]   // source → SHA1
+        /// Scripts being loaded: callers meanwhile wait on the same load instead of each loading.
+        var loading: [String: EventLoopFuture<String>] = [:]
     }
 
     public init(configuration: RedisConfiguration, eventLoop: any EventLoop) {
@@ -113,11 +115,24 @@ public final class RedisClient: Sendable {
     }
 
     private func load(_ script: String) -> EventLoopFuture<String> {
-        send(["SCRIPT", "LOAD", script]).flatMapThrowing { value in
-            guard let sha = value.string else { throw RedisError.server("SCRIPT LOAD gave no SHA") }
-            self.state.withLockedValue { $0.scripts[script] = sha }
-            return sha
+        let (future, start) = state.withLockedValue { state -> (EventLoopFuture<String>, EventLoopPromise<String>?) in
+            if let loading = state.loading[script] { return (loading, nil) }
+            let promise = eventLoop.makePromise(of: String.self)
+            state.loading[script] = promise.futureResult
+            return (promise.futureResult, promise)
         }
+        guard let start else { return future }
+        send(["SCRIPT", "LOAD", script]).flatMapThrowing { value -> String in
+            guard let sha = value.string else { throw RedisError.server("SCRIPT LOAD gave no SHA") }
+            return sha
+        }.whenComplete { result in
+            self.state.withLockedValue { state in
+                state.loading[script] = nil
+                if case .success(let sha) = result { state.scripts[script] = sha }
+            }
+            start.completeWith(result)
+        }
+        return future
     }
 
     public func close() -> EventLoopFuture<Void> {
@@ -133,9 +148,8 @@ public final class RedisClient: Sendable {
         let promise = channel.eventLoop.makePromise(of: RESPValue.self)
         var buffer = channel.allocator.buffer(capacity: 64)
         RESP.writeCommand(arguments, into: &buffer)
-        channel.writeAndFlush(RedisHandler.Command(bytes: buffer, promise: promise), promise: nil)
-        let timeout = channel.eventLoop.scheduleTask(in: configuration.commandTimeout) { promise.fail(RedisError.timeout) }
-        promise.futureResult.whenComplete { _ in timeout.cancel() }
+        // The handler flushes once per loop tick and watches the oldest command's deadline.
+        channel.write(RedisHandler.Command(bytes: buffer, promise: promise), promise: nil)
         return promise.futureResult
     }
 
@@ -159,7 +173,7 @@ public final class RedisClient: Sendable {
             .connectTimeout(configuration.connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(RedisHandler()) }
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(RedisHandler(timeout: configuration.commandTimeout)) }
             }
             .connect(host: configuration.host, port: configuration.port)
             .flatMap { channel -> EventLoopFuture<any Channel> in
@@ -205,7 +219,10 @@ public final class RedisClient: Sendable {
     }
 }
 
-/// Writes commands and completes their promises with the replies, in order.
+/// Writes commands and completes their promises with the replies, in order. Commands written in one
+/// loop tick go out in one flush. Replies come in order, so one timer watches only the oldest command:
+/// when it is late, every later one is stuck behind it, and the connection is closed (failing them
+/// all) to be made again by the next command.
 final class RedisHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = Command
@@ -216,13 +233,62 @@ final class RedisHandler: ChannelDuplexHandler {
         var promise: EventLoopPromise<RESPValue>
     }
 
-    private var waiting = CircularBuffer<EventLoopPromise<RESPValue>>()
+    private let timeout: TimeAmount
+    private var waiting = CircularBuffer<(promise: EventLoopPromise<RESPValue>, deadline: NIODeadline)>()
     private var inbound = ByteBuffer()
+    private var flushScheduled = false
+    private var timer: Scheduled<Void>?
+    private var failed: RedisError?
+
+    init(timeout: TimeAmount) {
+        self.timeout = timeout
+    }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let command = unwrapOutboundIn(data)
-        waiting.append(command.promise)
+        if let failed {
+            command.promise.fail(failed)
+            return
+        }
+        // The deadline runs from the flush (a burst written in one tick may take a while to queue).
+        waiting.append((command.promise, .distantFuture))
         context.write(wrapOutboundOut(command.bytes), promise: promise)
+        if !flushScheduled {
+            flushScheduled = true
+            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            context.eventLoop.execute {
+                let (handler, context) = bound.value
+                handler.flushScheduled = false
+                let deadline = NIODeadline.now() + handler.timeout
+                for index in handler.waiting.indices.reversed() {
+                    guard handler.waiting[index].deadline == .distantFuture else { break }
+                    handler.waiting[index].deadline = deadline
+                }
+                context.flush()
+                if handler.timer == nil { handler.armTimer(context: context) }
+            }
+        }
+    }
+
+    private func armTimer(context: ChannelHandlerContext) {
+        guard let oldest = waiting.first else { return }
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        timer = context.eventLoop.scheduleTask(deadline: oldest.deadline) {
+            let (handler, context) = bound.value
+            handler.timer = nil
+            guard let oldest = handler.waiting.first else { return }
+            if oldest.deadline <= .now() {
+                handler.failAll(RedisError.timeout)
+                context.close(promise: nil)
+            } else {
+                handler.armTimer(context: context)
+            }
+        }
+    }
+
+    private func failAll(_ error: RedisError) {
+        failed = failed ?? error
+        while let entry = waiting.popFirst() { entry.promise.fail(error) }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -230,11 +296,11 @@ final class RedisHandler: ChannelDuplexHandler {
         inbound.writeBuffer(&bytes)
         do {
             while let value = try RESP.parse(&inbound) {
-                guard let promise = waiting.popFirst() else {
+                guard let entry = waiting.popFirst() else {
                     context.close(promise: nil)   // a reply nobody asked for: the stream is out of step
                     return
                 }
-                promise.succeed(value)
+                entry.promise.succeed(value)
             }
             inbound.discardReadBytes()
         } catch {
@@ -243,7 +309,9 @@ final class RedisHandler: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        while let promise = waiting.popFirst() { promise.fail(RedisError.connectionClosed) }
+        timer?.cancel()
+        timer = nil
+        failAll(RedisError.connectionClosed)
         context.fireChannelInactive()
     }
 

@@ -74,10 +74,12 @@ final class Exchange {
     var deadline: NIODeadline?
     var hashKey: UInt64 = 0
 
-    init(state: ServerState, head: RawHead, requestID: String, clientIP: String, startNanos: UInt64) {
+    init(state: ServerState, head: RawHead, requestID: String, clientIP: String, startNanos: UInt64,
+         eventLoop: any EventLoop) {
         self.state = state
         self.head = head
-        self.context = RequestContext(requestID: requestID, clientIP: clientIP, startNanos: startNanos)
+        self.context = RequestContext(requestID: requestID, clientIP: clientIP, startNanos: startNanos,
+                                      eventLoop: eventLoop)
         self.keepAlive = head.isKeepAlive
         self.isUpgrade = head.isUpgrade
         self.declaredLength = head.contentLength

@@ -11,7 +11,7 @@ extension ProxyHandler {
         let config = state.snapshot.config
         let requestID = head.requestIDIndex.map(head.value).flatMap(Self.acceptableRequestID) ?? loop.makeRequestID()
         let exchange = Exchange(state: state, head: head, requestID: requestID, clientIP: clientIP,
-                                startNanos: NIODeadline.now().uptimeNanoseconds)
+                                startNanos: NIODeadline.now().uptimeNanoseconds, eventLoop: loop.eventLoop)
         self.exchange = exchange
 
         if let problem = head.requestFramingProblem {
@@ -129,6 +129,22 @@ extension ProxyHandler {
             respondLocally(response, exchange: exchange)
         case .suspend(let index, let work):
             suspend(request, exchange: exchange, index: index, work: work)
+        case .pending(let index, let future):
+            wait(for: future, request: request, exchange: exchange, index: index)
+        }
+    }
+
+    /// Parks the request (no reads are processed for this exchange) until the plugin's I/O completes;
+    /// its continuation then runs on this loop with the live request and context.
+    private func wait(for future: EventLoopFuture<RequestContinuation>, request: HTTPRequest, exchange: Exchange, index: Int) {
+        let bound = NIOLoopBound((self, exchange, request), eventLoop: loop.eventLoop)
+        future.hop(to: loop.eventLoop).whenComplete { result in
+            let (handler, exchange, request) = bound.value
+            guard handler.exchange === exchange, !handler.closing else { return }
+            var live = request
+            handler.resume(&live, exchange: exchange, index: index, result: result.map { continuation in
+                continuation(&live, &exchange.context)
+            })
         }
     }
 
@@ -149,19 +165,26 @@ extension ProxyHandler {
                 guard handler.exchange === exchange, !handler.closing else { return }
                 exchange.context = finalContext
                 var request = finalRequest
-                switch result {
-                case .success(.proceed):
-                    handler.runRequestPlugins(&request, exchange: exchange, from: index + 1)
-                case .success(.respond(let response)):
-                    handler.respondLocally(response, exchange: exchange)
-                case .success(.suspend):
-                    handler.respondError(.internalServerError, "plugin suspended twice", exchange: exchange)
-                case .failure(let error):
-                    handler.respondError(.internalServerError, "plugin failed: \(error)", exchange: exchange)
-                }
-                handler.processInbound()
+                handler.resume(&request, exchange: exchange, index: index, result: result)
             }
         }
+    }
+
+    /// Acts on what a suspended or pending plugin decided, then reads on.
+    private func resume(_ request: inout HTTPRequest, exchange: Exchange, index: Int, result: Result<RequestDecision, any Error>) {
+        switch result {
+        case .success(.proceed):
+            runRequestPlugins(&request, exchange: exchange, from: index + 1)
+        case .success(.respond(let response)):
+            respondLocally(response, exchange: exchange)
+        case .success(.suspend(let work)):
+            return suspend(request, exchange: exchange, index: index, work: work)   // the same plugin waits again
+        case .success(.pending(let future)):
+            return wait(for: future, request: request, exchange: exchange, index: index)
+        case .failure(let error):
+            respondError(.internalServerError, "plugin failed: \(error)", exchange: exchange)
+        }
+        processInbound()
     }
 
     // MARK: request body

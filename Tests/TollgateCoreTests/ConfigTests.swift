@@ -187,6 +187,23 @@ func configErrors(_ yaml: String, environment: [String: String] = [:]) -> [Strin
         #expect(ConfigUnits.parseSize("x") == nil)
     }
 
+    /// `cluster.redis`: a URL or a mapping; bad URLs and TLS (not in this build) are errors with their path.
+    @Test func clusterRedisSettings() throws {
+        let base = "services: {a: {targets: [{url: \"http://127.0.0.1:1\"}]}}\nroutes: [{match: {paths: [\"/\"]}, service: a}]\n"
+        let snapshot = try ConfigLoader.load(yaml: base + """
+            cluster: {redis: {url: "redis://:pw@10.0.0.5:6380/2", timeout: 100ms, key_prefix: "edge:"}}
+            """, environment: [:], registry: BuiltinPlugins.registry)
+        #expect(snapshot.config.cluster.redis?.url == "redis://:pw@10.0.0.5:6380/2")
+        #expect(snapshot.config.cluster.redis?.timeout == .milliseconds(100))
+        #expect(snapshot.config.cluster.redis?.keyPrefix == "edge:")
+        #expect(configErrors(base + "cluster: {redis: \"http://cache:6379\"}") ==
+                ["cluster.redis: expected redis://[[user]:password@]host[:port][/database] (line 3)"])
+        #expect(configErrors(base + "cluster: {redis: {url: \"rediss://cache:6379\"}}") ==
+                ["cluster.redis.url: rediss:// (Redis over TLS) is not in this build yet; use redis:// on a trusted network or a local TLS tunnel (line 3)"])
+        #expect(configErrors(base + "cluster: {redis: \"redis://cache:99999\", nodes: 3}") ==
+                ["cluster.nodes: unknown key (line 3)", "cluster.redis: expected redis://[[user]:password@]host[:port][/database] (line 3)"])
+    }
+
     /// Every file in examples/ validates.
     @Test func examplesValidate() throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()

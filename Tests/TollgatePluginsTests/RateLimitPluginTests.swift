@@ -185,17 +185,35 @@ final class Locked<Value: Sendable>: @unchecked Sendable {
                 "algorithm: unknown algorithm 'magic'; expected one of: fixed_window, sliding_window, sliding_log, token_bucket, gcra (line 2)",
                 "key[0]: 'consumer' keys need an authentication plugin, which this build does not have yet; use ip, header:NAME, path:NAME, route or service (line 3)",
                 "key[1]: expected ip, header:NAME, path:NAME, route or service (line 3)",
-                "policy: policy 'redis' needs the Redis store, which this build does not have yet; use local (line 4)",
+                "policy: policy 'redis' needs cluster.redis (the Redis the gateway nodes share) (line 4)",
                 "mode: delay needs algorithm gcra or token_bucket (the others cannot schedule a request later) (line 6)",
                 "burst: only used with algorithm gcra or token_bucket (line 5)",
                 "limits: give limits, a concurrency limit, or both (line 1)",
             ])
+        // Cluster settings the policies need, each with its path.
+        #expect(pluginErrors(RateLimitPlugin.self, """
+            limits: ["10/s"]
+            algorithm: gcra
+            policy: hybrid
+            fail: maybe
+            sync: {interval: 0ms, fraction: 2}
+            """, cluster: ClusterConfig(redis: .init(url: "redis://127.0.0.1"))) == [
+                "fail: expected open or closed (line 4)",
+                "sync.interval: expected between 1ms and 60s (line 5)",
+                "sync.fraction: expected a number above 0 and at most 1, such as 0.05 (line 5)",
+                "algorithm: policy hybrid adds up window counters: use fixed_window or sliding_window, or policy redis (line 2)",
+            ])
+        #expect(pluginErrors(RateLimitPlugin.self, """
+            limits: ["10/s"]
+            sync: {interval: 10ms}
+            """) == ["sync: only used with policy hybrid (line 2)"])
     }
 }
 
 /// The errors a plugin's configuration reports, as `path: message (line N)`.
-func pluginErrors<P: GatewayPlugin>(_ type: P.Type, _ yaml: String) -> [String] {
+func pluginErrors<P: GatewayPlugin>(_ type: P.Type, _ yaml: String, cluster: ClusterConfig = ClusterConfig()) -> [String] {
     let diagnostics = ConfigDiagnostics()
+    diagnostics.cluster = cluster
     guard let node = try? Yams.compose(yaml: yaml) else { return ["not YAML"] }
     _ = P.Configuration(from: ConfigNode(node: node, diagnostics: diagnostics))
     return diagnostics.errors.map(\.description)

@@ -3,6 +3,7 @@ import NIOCore
 import NIOPosix
 import Testing
 @testable import TollgateRedis
+import TollgateTesting
 
 @Suite struct RESPTests {
     @Test func encodesCommands() {
@@ -41,77 +42,6 @@ import Testing
         #expect(RedisConfiguration(url: "redis://:s3cret@[::1]:7000")?.password == "s3cret")
         for bad in ["http://x", "redis://", "redis://h:0", "redis://h/x", "rediss://h"] { #expect(RedisConfiguration(url: bad) == nil, "\(bad)") }
     }
-}
-
-/// A redis-server of the tests' own on a free loopback port, stopped afterwards.
-final class RedisServer: @unchecked Sendable {
-    let port: Int
-    private var process: Process?
-    let extraArguments: [String]
-
-    init(extraArguments: [String] = []) async throws {
-        // A free port: bind, read it, release it.
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let probe = try await ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0).get()
-        port = probe.localAddress!.port!
-        try await probe.close()
-        try await group.shutdownGracefully()
-        self.extraArguments = extraArguments
-        try await start()
-    }
-
-    func start() async throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
-        process.arguments = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"] + extraArguments
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        self.process = process
-        // Ready when it accepts a connection.
-        for _ in 0..<200 {
-            if (try? await probe()) == true { return }
-            try await Task.sleep(for: .milliseconds(10))
-        }
-        throw RedisError.notConnected("redis-server did not start")
-    }
-
-    private func probe() async throws -> Bool {
-        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .connect(host: "127.0.0.1", port: port).get()
-        try await channel.close()
-        return true
-    }
-
-    /// Asks redis-server to exit (SHUTDOWN NOSAVE over a plain socket) and waits until its port is
-    /// closed. (Signals through `Process` proved unreliable from tasks here.)
-    func stop() {
-        guard process != nil else { return }
-        process = nil
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return }
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else { return }
-        var text = ""
-        if let index = extraArguments.firstIndex(of: "--requirepass"), index + 1 < extraArguments.count {
-            let password = extraArguments[index + 1]
-            text += "*2\r\n$4\r\nAUTH\r\n$\(password.utf8.count)\r\n\(password)\r\n"
-        }
-        text += "*2\r\n$8\r\nSHUTDOWN\r\n$6\r\nNOSAVE\r\n"
-        let command = Array(text.utf8)
-        _ = command.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
-        var bytes = [UInt8](repeating: 0, count: 64)
-        while bytes.withUnsafeMutableBytes({ recv(fd, $0.baseAddress, $0.count, 0) }) > 0 {}   // until the server closes
-    }
-
-    deinit { stop() }
 }
 
 @Suite(.serialized) struct RedisClientTests {

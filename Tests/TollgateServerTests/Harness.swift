@@ -22,7 +22,8 @@ struct Harness {
         for responder in responders { stubs.append(try await StubUpstream(group: group, responder: responder)) }
         var yaml = "listen: [{address: \"127.0.0.1:0\"}]\n" + config
         for (index, stub) in stubs.enumerated().reversed() { yaml = yaml.replacingOccurrences(of: "$UPSTREAM\(index)", with: stub.url) }
-        let snapshot = try ConfigLoader.load(yaml: yaml, environment: [:], registry: BuiltinPlugins.registry)
+        let snapshot = try ConfigLoader.load(yaml: yaml, environment: [:], registry: BuiltinPlugins.registry,
+                                             state: PluginStateRegistry())
         let server = try ProxyServer(snapshot: snapshot, group: group)
         try await server.start()
         let harness = Harness(group: group, server: server, upstreams: stubs)

@@ -5,8 +5,8 @@ import Yams
 /// line. Nothing on the request path parses config.
 public enum ConfigLoader {
     public static func load(yaml: String, environment: [String: String], registry: PluginRegistry,
-                            generation: Int = 0) throws(ConfigErrors) -> GatewaySnapshot {
-        let diagnostics = ConfigDiagnostics(environment: environment)
+                            generation: Int = 0, state: PluginStateRegistry = .shared) throws(ConfigErrors) -> GatewaySnapshot {
+        let diagnostics = ConfigDiagnostics(environment: environment, state: state)
         let root: Node?
         do {
             // The basic resolver tags every scalar a string: ConfigNode parses numbers, booleans and
@@ -163,13 +163,13 @@ public final class GatewaySnapshot: Sendable {
 extension ConfigLoader {
     /// Reads and loads a config file; an unreadable file is one error with its path.
     public static func load(path: String, environment: [String: String], registry: PluginRegistry,
-                            generation: Int = 0) throws(ConfigErrors) -> GatewaySnapshot {
+                            generation: Int = 0, state: PluginStateRegistry = .shared) throws(ConfigErrors) -> GatewaySnapshot {
         let text: String
         do {
             text = try String(contentsOfFile: path, encoding: .utf8)
         } catch {
             throw ConfigErrors([ConfigError(path: "", "cannot read \(path): \(error.localizedDescription)")])
         }
-        return try load(yaml: text, environment: environment, registry: registry, generation: generation)
+        return try load(yaml: text, environment: environment, registry: registry, generation: generation, state: state)
     }
 }

@@ -7,9 +7,16 @@ public final class ConfigDiagnostics {
     public private(set) var errors: [ConfigError] = []
     /// Values for `${NAME}` interpolation in scalars.
     public let environment: [String: String]
+    /// The document's `cluster:` settings, read before any plugin loads so plugins can check what
+    /// they need of it (with their own YAML path in the error).
+    public var cluster = ClusterConfig()
 
-    public init(environment: [String: String] = [:]) {
+    /// Where plugins keep state across reloads of this gateway.
+    public let state: PluginStateRegistry
+
+    public init(environment: [String: String] = [:], state: PluginStateRegistry = .shared) {
         self.environment = environment
+        self.state = state
     }
 
     public func report(_ error: ConfigError) {

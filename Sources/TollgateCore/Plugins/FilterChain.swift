@@ -1,4 +1,5 @@
 import HTTPTypes
+import NIOCore
 
 /// The plugins of one route, resolved (route > service > global for the same name) and ordered:
 /// by phase, then by priority (higher first) for requests; the reverse for responses.
@@ -52,6 +53,8 @@ public struct FilterChain: Sendable {
         case respond(LocalResponse)
         /// Plugin `index` suspended: run `work`, then resume with `resume(after: index, ...)`.
         case suspend(index: Int, work: @Sendable (inout HTTPRequest, inout RequestContext) async throws -> RequestDecision)
+        /// Plugin `index` waits for `future`; run its continuation, then go on after `index`.
+        case pending(index: Int, future: EventLoopFuture<RequestContinuation>)
     }
 
     /// Runs the request hooks from `start` until one answers or suspends.
@@ -62,6 +65,7 @@ public struct FilterChain: Sendable {
             case .proceed: index += 1
             case .respond(let response): return .respond(response)
             case .suspend(let work): return .suspend(index: index, work: work)
+            case .pending(let future): return .pending(index: index, future: future)
             }
         }
         return .proceed

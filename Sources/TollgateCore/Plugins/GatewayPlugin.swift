@@ -1,4 +1,5 @@
 import HTTPTypes
+import NIOCore
 
 /// The phases of DESIGN.md, in the order a request passes them. A plugin's phase orders its request
 /// hook before its priority does.
@@ -79,7 +80,15 @@ public enum RequestDecision: Sendable {
     /// Park the request (stop reading), run `work` off the loop on copies, write the copies back on the
     /// loop, then act on the decision it returns. Only for branches that must do I/O.
     case suspend(@Sendable (inout HTTPRequest, inout RequestContext) async throws -> RequestDecision)
+    /// Park the request (stop reading) until `future` completes, then run the continuation it gives on
+    /// the connection's event loop with the live request and context. For I/O done on the event loop
+    /// itself (a Redis command on the loop's own connection, a timer): no Task, no thread hop. A
+    /// failed future answers 500.
+    case pending(EventLoopFuture<RequestContinuation>)
 }
+
+/// What a `pending` decision does once its I/O is done: runs on the event loop, like a request hook.
+public typealias RequestContinuation = @Sendable (inout HTTPRequest, inout RequestContext) -> RequestDecision
 
 /// A response made by the gateway itself.
 public struct LocalResponse: Sendable {

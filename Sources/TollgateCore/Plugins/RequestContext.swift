@@ -1,4 +1,5 @@
 import HTTPTypes
+import NIOCore
 
 /// A typed slot in `RequestContext` (Kong's `kong.ctx`, typed as in Hummingbird).
 public protocol ContextKey {
@@ -20,11 +21,15 @@ public struct RequestContext: Sendable {
     public var originalPath: String
     /// Monotonic start time in nanoseconds.
     public var startNanos: UInt64
+    /// The connection's event loop, for plugins that answer with a `pending` future (nil in unit tests
+    /// that run hooks without a server).
+    public var eventLoop: (any EventLoop)?
     /// Plugin values by key: a short list (a request meets a handful of keys), each value in a box of
     /// its key's value type, so reading needs no dictionary hashing and no dynamic cast.
     private var storage: [(key: ObjectIdentifier, box: any AnyObject & Sendable)] = []
 
-    public init(requestID: String, clientIP: String, originalPath: String = "/", startNanos: UInt64 = 0) {
+    public init(requestID: String, clientIP: String, originalPath: String = "/", startNanos: UInt64 = 0,
+                eventLoop: (any EventLoop)? = nil) {
         self.requestID = requestID
         self.route = nil
         self.pathParameters = []
@@ -32,6 +37,7 @@ public struct RequestContext: Sendable {
         self.clientIP = clientIP
         self.originalPath = originalPath
         self.startNanos = startNanos
+        self.eventLoop = eventLoop
     }
 
     public subscript<Key: ContextKey>(key: Key.Type) -> Key.Value? {

@@ -1,6 +1,10 @@
+import Atomics
 import HTTPTypes
+import Logging
+import NIOCore
 import Synchronization
 import TollgateCore
+import TollgateRedis
 
 /// Rate limiting and throttling per key (client IP, a header, a path parameter, the route, the
 /// service, or a combination), with several limits enforced together, the IETF `RateLimit-Policy` /
@@ -44,6 +48,24 @@ public struct RateLimitPlugin: GatewayPlugin {
         case delay
     }
 
+    /// Where the counts live.
+    public enum Policy: String, Sendable {
+        /// This node's memory: exact for this node, no I/O.
+        case local
+        /// Redis, one atomic script per decision: exact across nodes.
+        case redis
+        /// This node's view, synchronized with Redis in batches: a bounded error, few round trips.
+        case hybrid
+    }
+
+    /// What happens to requests while Redis does not answer.
+    public enum FailMode: String, Sendable {
+        /// Decide with this node's local store (logged and counted).
+        case open
+        /// Answer 503.
+        case closed
+    }
+
     public struct Configuration: PluginConfiguration {
         public var limits: [RateLimit] = []
         public var algorithm = RateLimitAlgorithm.slidingWindow
@@ -56,14 +78,24 @@ public struct RateLimitPlugin: GatewayPlugin {
         public var legacyHeaders = false
         public var trustedProxies: [CIDR] = []
         public var maxKeys = 1_000_000
+        public var policy = Policy.local
+        public var fail = FailMode.open
+        /// Hybrid: how often each node sends its counts, and the share of a limit it may admit before
+        /// Redis must hear of it (the error bound is `(nodes - 1) × fraction × limit`).
+        public var syncInterval: Duration = .milliseconds(50)
+        public var syncFraction = 0.05
+        public var redis: ClusterConfig.Redis?
         /// Where the limits live: one counter space per configured plugin (its YAML path), kept across
         /// reloads while the configuration keeps it.
         public var scope: String = ""
+        /// The gateway's registry the stores are kept in.
+        public var state = PluginStateRegistry.shared
 
         public init(from config: ConfigNode) {
             config.expectMapping(keys: ["limits", "algorithm", "key", "policy", "burst", "mode", "max_delay", "concurrency",
-                                        "headers", "trusted_proxies", "max_keys"])
+                                        "headers", "trusted_proxies", "max_keys", "fail", "sync"])
             scope = config.path
+            state = config.diagnostics.state
             for item in config["limits"].elements() ?? [] {
                 guard let text = item.string() else { continue }
                 if let limit = RateLimit(parsing: text) { limits.append(limit) } else {
@@ -99,13 +131,31 @@ public struct RateLimitPlugin: GatewayPlugin {
                     }
                 }
             }
-            if let policy = config["policy"].string(), policy != "local" {
-                if policy == "redis" || policy == "hybrid" {
-                    config["policy"].error("policy '\(policy)' needs the Redis store, which this build does not have yet; use local")
+            if let text = config["policy"].string() {
+                if let parsed = Policy(rawValue: text) { policy = parsed } else { config["policy"].error("expected local, redis or hybrid") }
+            }
+            if let text = config["fail"].string() {
+                if let parsed = FailMode(rawValue: text) { fail = parsed } else { config["fail"].error("expected open or closed") }
+            }
+            let sync = config["sync"]
+            sync.expectMapping(keys: ["interval", "fraction"])
+            if let interval = sync["interval"].duration() {
+                if interval < .milliseconds(1) || interval > .seconds(60) { sync["interval"].error("expected between 1ms and 60s") } else { syncInterval = interval }
+            }
+            if sync["fraction"].isPresent {
+                if let text = sync["fraction"].string(), let value = Double(text), value > 0, value <= 1 {
+                    syncFraction = value
                 } else {
-                    config["policy"].error("expected local, redis or hybrid")
+                    sync["fraction"].error("expected a number above 0 and at most 1, such as 0.05")
                 }
             }
+            if policy != .local {
+                redis = config.diagnostics.cluster.redis
+                if redis == nil {
+                    config["policy"].error("policy '\(policy.rawValue)' needs cluster.redis (the Redis the gateway nodes share)")
+                }
+            }
+            if sync.isPresent && policy != .hybrid { sync.error("only used with policy hybrid") }
             burst = config["burst"].int(range: 1...10_000_000)
             if let text = config["mode"].string() {
                 if let parsed = Mode(rawValue: text) { mode = parsed } else { config["mode"].error("expected reject or delay") }
@@ -119,6 +169,9 @@ public struct RateLimitPlugin: GatewayPlugin {
             }
             if algorithm == .slidingLog, let big = limits.first(where: { $0.count > 10_000 }) {
                 config["limits"].error("sliding_log keeps every request's time: \(big.text) is too many; use sliding_window")
+            }
+            if policy == .hybrid && algorithm != .fixedWindow && algorithm != .slidingWindow {
+                config["algorithm"].error("policy hybrid adds up window counters: use fixed_window or sliding_window, or policy redis")
             }
             concurrency = config["concurrency"].int(range: 1...1_000_000)
             if limits.isEmpty && concurrency == nil {
@@ -149,9 +202,21 @@ public struct RateLimitPlugin: GatewayPlugin {
 
     public enum OutcomeKey: ContextKey { public typealias Value = Outcome }
 
+    /// Where the limits are decided beyond this node.
+    enum Backend: Sendable {
+        case local
+        case redis(RedisLimitStore)
+        case hybrid(HybridLimitStore)
+    }
+
     let configuration: Configuration
     let limiters: [RateLimiter]
+    /// The local store: the `local` policy's counts, the fallback of `fail: open`, and concurrency.
     let store: LocalLimitStore
+    let backend: Backend
+    /// Whether Redis answers (shared by every user of the same Redis); nil for the local policy.
+    let circuit: RedisCircuit?
+    let statistics: RateLimitStatistics
     let policyHeader: String
     /// Each limit as a quoted policy name: `"10/s"`.
     let quotedLimits: [String]
@@ -161,10 +226,33 @@ public struct RateLimitPlugin: GatewayPlugin {
     public init(configuration: Configuration) {
         self.configuration = configuration
         let delay = configuration.mode == .delay ? configuration.maxDelayNanos : 0
-        self.limiters = configuration.limits.map {
+        let limiters = configuration.limits.map {
             RateLimiter(limit: $0, algorithm: configuration.algorithm, burst: configuration.burst, maxDelayNanos: delay)
         }
-        self.store = LimitStores.store(scope: configuration.scope, limiters: limiters, maxKeys: configuration.maxKeys)
+        self.limiters = limiters
+        self.store = LimitStores.store(configuration.state, scope: configuration.scope, limiters: limiters,
+                                       maxKeys: configuration.maxKeys)
+        self.statistics = LimitStores.statistics(configuration.state, scope: configuration.scope)
+        if let redis = configuration.redis, configuration.policy != .local,
+           var connection = RedisConfiguration(url: redis.url) {
+            connection.commandTimeout = .nanoseconds(Int64(redis.timeout.unsignedNanoseconds))
+            connection.connectTimeout = .nanoseconds(Int64(redis.connectTimeout.unsignedNanoseconds))
+            let pool = RedisPool.shared(connection)
+            self.circuit = pool.circuit
+            let prefix = RedisKeys.prefix(redis.keyPrefix, scope: configuration.scope, limiters: limiters)
+            if configuration.policy == .redis {
+                self.backend = .redis(RedisLimitStore(pool: pool, limiters: limiters, keyPrefix: prefix))
+            } else {
+                self.backend = .hybrid(LimitStores.hybrid(configuration.state, prefix: prefix) {
+                    HybridLimitStore(pool: pool, limiters: limiters, keyPrefix: prefix, fraction: configuration.syncFraction,
+                                     interval: .nanoseconds(Int64(configuration.syncInterval.unsignedNanoseconds)),
+                                     maxKeys: configuration.maxKeys)
+                })
+            }
+        } else {
+            self.backend = .local
+            self.circuit = nil
+        }
         self.policyHeader = configuration.limits.map { "\"\($0.text)\";q=\($0.count);w=\($0.periodSeconds)" }
             .joined(separator: ", ")
         self.quotedLimits = configuration.limits.map { "\"\($0.text)\"" }
@@ -173,38 +261,127 @@ public struct RateLimitPlugin: GatewayPlugin {
 
     public func onRequest(_ request: inout HTTPRequest, context: inout RequestContext) -> RequestDecision {
         let key = self.key(request, context: context)
-        var concurrencyKey: String?
+        let concurrencyKey: String?
         if let limit = configuration.concurrency {
             guard store.acquireConcurrency(key: key, limit: limit) else {
                 return .respond(refusal("too many concurrent requests", retryAfterSeconds: 1, context: context))
             }
             concurrencyKey = key
+            // Held from now on: if the client leaves while Redis answers, the log phase frees the slot.
+            context[OutcomeKey.self] = Outcome(decisions: [], concurrencyKey: key)
+        } else {
+            concurrencyKey = nil
         }
-        var decisions: [RateLimitDecision] = []
-        if !limiters.isEmpty {
-            let now = MonotonicClock.nanoseconds()
-            decisions = limiters.count == 1 ? [store.decide(key: key, limiter: limiters[0], now: now)]
-                : store.decide(key: key, limiters: limiters, now: now)
-            if let refused = decisions.filter({ !$0.allowed }).max(by: { $0.retryAfterNanos < $1.retryAfterNanos }) {
-                if let concurrencyKey { store.releaseConcurrency(key: concurrencyKey) }
-                var response = refusal("rate limit exceeded", retryAfterSeconds: Self.seconds(refused.retryAfterNanos),
-                                       context: context)
-                response.headerFields.append(contentsOf: headers(decisions))
-                return .respond(response)
+        guard !limiters.isEmpty else { return .proceed }
+        switch backend {
+        case .local:
+            return conclude(decideLocally(key), concurrencyKey: concurrencyKey, context: &context)
+        case .redis(let redis):
+            guard let loop = context.eventLoop, let circuit, circuit.shouldTry(now: MonotonicClock.nanoseconds()) else {
+                return unavailable(key, concurrencyKey: concurrencyKey, context: &context)
             }
+            let plugin = self
+            return .pending(redis.decide(key: key, on: loop).map { decisions -> RequestContinuation in
+                if circuit.succeeded() { plugin.availabilityChanged(true) }
+                return { _, context in plugin.conclude(decisions, concurrencyKey: concurrencyKey, context: &context) }
+            }.recover { error -> RequestContinuation in
+                if circuit.failed(now: MonotonicClock.nanoseconds()) { plugin.availabilityChanged(false, error: error) }
+                return { _, context in plugin.unavailable(key, concurrencyKey: concurrencyKey, context: &context) }
+            })
+        case .hybrid(let hybrid):
+            guard let loop = context.eventLoop else { return unavailable(key, concurrencyKey: concurrencyKey, context: &context) }
+            hybrid.ensureTimer(on: loop)
+            guard hybrid.circuit.isHealthy else { return unavailable(key, concurrencyKey: concurrencyKey, context: &context) }
+            switch hybrid.decideLocally(key: key, nowMillis: WallClock.milliseconds()) {
+            case .decided(let decisions):
+                return conclude(decisions, concurrencyKey: concurrencyKey, context: &context)
+            case .needsSync:
+                // This node admitted its share unseen by Redis: this request waits for the sync.
+                let plugin = self
+                return .pending(hybrid.sync(key: key, on: loop).map { () -> RequestContinuation in
+                    return { _, context in
+                        guard case .decided(let decisions) = hybrid.decideLocally(key: key, nowMillis: WallClock.milliseconds(), force: true)
+                        else { return plugin.unavailable(key, concurrencyKey: concurrencyKey, context: &context) }
+                        return plugin.conclude(decisions, concurrencyKey: concurrencyKey, context: &context)
+                    }
+                }.recover { _ -> RequestContinuation in
+                    return { _, context in plugin.unavailable(key, concurrencyKey: concurrencyKey, context: &context) }
+                })
+            }
+        }
+    }
+
+    private func decideLocally(_ key: String) -> [RateLimitDecision] {
+        let now = MonotonicClock.nanoseconds()
+        return limiters.count == 1 ? [store.decide(key: key, limiter: limiters[0], now: now)]
+            : store.decide(key: key, limiters: limiters, now: now)
+    }
+
+    /// Redis does not answer: `fail: open` decides locally, `fail: closed` answers 503.
+    private func unavailable(_ key: String, concurrencyKey: String?, context: inout RequestContext) -> RequestDecision {
+        switch configuration.fail {
+        case .open:
+            statistics.failedOpen.wrappingIncrement(ordering: .relaxed)
+            return conclude(decideLocally(key), concurrencyKey: concurrencyKey, context: &context)
+        case .closed:
+            statistics.failedClosed.wrappingIncrement(ordering: .relaxed)
+            release(concurrencyKey, context: &context)
+            var response = LocalResponse.error(.serviceUnavailable, "rate limiter unavailable", requestID: context.requestID)
+            response.headerFields[.retryAfter] = "1"
+            return .respond(response)
+        }
+    }
+
+    /// Refuses when any limit refuses (429 with the longest wait), delays when one delays, else proceeds.
+    private func conclude(_ decisions: [RateLimitDecision], concurrencyKey: String?, context: inout RequestContext) -> RequestDecision {
+        if let refused = decisions.filter({ !$0.allowed }).max(by: { $0.retryAfterNanos < $1.retryAfterNanos }) {
+            release(concurrencyKey, context: &context)
+            statistics.refused.wrappingIncrement(ordering: .relaxed)
+            var response = refusal("rate limit exceeded", retryAfterSeconds: Self.seconds(refused.retryAfterNanos),
+                                   context: context)
+            response.headerFields.append(contentsOf: headers(decisions))
+            return .respond(response)
         }
         context[OutcomeKey.self] = Outcome(decisions: decisions, concurrencyKey: concurrencyKey)
         var longest: UInt64 = 0
         for decision in decisions where decision.delayed { longest = max(longest, decision.retryAfterNanos) }
         let delay = longest
-        if delay > 0 {
-            // Throttled: the request waits its turn instead of being refused (the connection stays parked).
-            return .suspend { _, _ in
-                try await Task.sleep(nanoseconds: delay)
-                return .proceed
-            }
+        guard delay > 0 else { return .proceed }
+        // Throttled: the request waits its turn instead of being refused (the connection stays parked).
+        if let loop = context.eventLoop {
+            return .pending(loop.scheduleTask(in: .nanoseconds(Int64(delay))) { () -> RequestContinuation in
+                { _, _ in .proceed }
+            }.futureResult)
         }
-        return .proceed
+        return .suspend { _, _ in
+            try await Task.sleep(nanoseconds: delay)
+            return .proceed
+        }
+    }
+
+    /// The hybrid stores of a gateway: decisions made, and those that waited for a round trip to Redis.
+    public static func hybridCounts(in registry: PluginStateRegistry) -> [(decisions: Int, roundTrips: Int)] {
+        registry.all(HybridLimitStore.self).map {
+            ($0.decisions.load(ordering: .relaxed), $0.roundTrips.load(ordering: .relaxed))
+        }
+    }
+
+    /// A refused request gives its concurrency slot back now (and the log phase must not again).
+    private func release(_ concurrencyKey: String?, context: inout RequestContext) {
+        guard let concurrencyKey else { return }
+        store.releaseConcurrency(key: concurrencyKey)
+        context[OutcomeKey.self] = nil
+    }
+
+    private static let logger = Logger(label: "tollgate.rate-limiting")
+
+    private func availabilityChanged(_ available: Bool, error: (any Error)? = nil) {
+        if available {
+            Self.logger.notice("Redis answers again; cluster-wide rate limits resume", metadata: ["scope": "\(configuration.scope)"])
+        } else {
+            Self.logger.warning("Redis does not answer; rate limits fail \(configuration.fail.rawValue)",
+                                metadata: ["scope": "\(configuration.scope)", "error": "\(error.map { "\($0)" } ?? "unknown")"])
+        }
     }
 
     public func onResponse(_ response: inout HTTPResponse, context: inout RequestContext) {
@@ -305,18 +482,29 @@ public struct RateLimitPlugin: GatewayPlugin {
     }
 }
 
-/// The local stores, one per configured plugin scope, kept across reloads while the scope and its
-/// limits stay the same (a reload does not hand everyone a fresh budget).
-enum LimitStores {
-    private static let stores = Mutex<[String: LocalLimitStore]>([:])
+/// Counts of what a configured rate limit did that no response shows (for logs and metrics).
+public final class RateLimitStatistics: Sendable {
+    public let refused = ManagedAtomic<Int>(0)
+    /// Requests decided by the local store because Redis did not answer (`fail: open`).
+    public let failedOpen = ManagedAtomic<Int>(0)
+    /// Requests answered 503 because Redis did not answer (`fail: closed`).
+    public let failedClosed = ManagedAtomic<Int>(0)
+}
 
-    static func store(scope: String, limiters: [RateLimiter], maxKeys: Int) -> LocalLimitStore {
-        let key = "\(scope)|\(limiters.map { "\($0.limit.text):\($0.algorithm.rawValue):\($0.burst)" })|\(maxKeys)"
-        return stores.withLock { stores in
-            if let store = stores[key] { return store }
-            let store = LocalLimitStore(maxKeys: maxKeys)
-            stores[key] = store
-            return store
-        }
+/// The stores of a configured plugin, kept in the gateway's registry across reloads while the scope
+/// and its limits stay the same (a reload does not hand everyone a fresh budget).
+enum LimitStores {
+    static func store(_ registry: PluginStateRegistry, scope: String, limiters: [RateLimiter], maxKeys: Int) -> LocalLimitStore {
+        let key = "rate-limiting|local|\(scope)|\(limiters.map { "\($0.limit.text):\($0.algorithm.rawValue):\($0.burst)" })|\(maxKeys)"
+        return registry.value(for: key) { LocalLimitStore(maxKeys: maxKeys) }
+    }
+
+    static func statistics(_ registry: PluginStateRegistry, scope: String) -> RateLimitStatistics {
+        registry.value(for: "rate-limiting|statistics|\(scope)") { RateLimitStatistics() }
+    }
+
+    /// The hybrid store of a key space: its unsent counts survive a reload.
+    static func hybrid(_ registry: PluginStateRegistry, prefix: String, make: () -> HybridLimitStore) -> HybridLimitStore {
+        registry.value(for: "rate-limiting|hybrid|\(prefix)", make: make)
     }
 }

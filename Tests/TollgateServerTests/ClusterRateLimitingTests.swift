@@ -1,0 +1,207 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import Testing
+import TollgateCore
+import TollgatePlugins
+import TollgateRedis
+import TollgateServer
+import TollgateTesting
+
+/// Rate limits shared by several gateway nodes through one Redis: three gateways (each its own event
+/// loop, plugin state and Redis connection) on loopback, a real redis-server, real HTTP.
+@Suite struct ClusterRateLimitingTests {
+    /// Three nodes, each given a third of the traffic (about 160 requests/s each) for a 100/s limit
+    /// during 10 whole seconds: the allowed total must be 1 000 within 1% (redis) or within the
+    /// hybrid bound (limit + (nodes - 1) × fraction × limit per window: 1 100).
+    @Test(arguments: ["redis", "hybrid"])
+    func threeNodesShareOneLimit(_ policy: String) async throws {
+        let redis = try await RedisServer()
+        defer { redis.stop() }
+        let sync = policy == "hybrid" ? ", sync: {interval: 50ms, fraction: 0.05}" : ""
+        let cluster = try await Cluster(nodes: 3, redisURL: redis.url, plugin: """
+            {limits: ["100/s"], algorithm: fixed_window, key: route, policy: \(policy)\(sync)}
+            """)
+        defer { Task { await cluster.stop() } }
+        // Start on a whole second (the windows' edge) and stop 30 ms before the tenth ends, so every
+        // decision falls in one of ten windows.
+        let nowMillis = WallClock.milliseconds()
+        let startMillis = (nowMillis / 1_000 + 2) * 1_000
+        let endMillis = startMillis + 10_000 - 30
+        try await Task.sleep(for: .milliseconds(startMillis - nowMillis))
+        let statuses = try await withThrowingTaskGroup(of: [Int].self) { group in
+            for node in 0..<3 {
+                for client in 0..<4 {
+                    group.addTask {
+                        var seen: [Int] = []
+                        var next = startMillis + Int64(client * 6)
+                        while next < endMillis {
+                            let result = try await cluster.get(node: node, path: "/api/x")
+                            seen.append(result.statuses.first ?? 0)
+                            next += 25
+                            let wait = next - WallClock.milliseconds()
+                            if wait > 0 { try await Task.sleep(for: .milliseconds(wait)) }
+                        }
+                        return seen
+                    }
+                }
+            }
+            var all: [Int] = []
+            for try await part in group { all += part }
+            return all
+        }
+        let allowed = statuses.filter { $0 == 200 }.count
+        let refused = statuses.filter { $0 == 429 }.count
+        print("cluster rate limit, policy \(policy): \(allowed) allowed, \(refused) refused of \(statuses.count)")
+        #expect(allowed + refused == statuses.count, "only 200 and 429 expected")
+        #expect(statuses.count > 3_000, "the nodes were offered too little traffic to saturate the limit")
+        if policy == "redis" {
+            #expect(abs(allowed - 1_000) <= 10, "\(allowed) allowed")
+        } else {
+            #expect(allowed >= 990 && allowed <= 1_100, "\(allowed) allowed")
+            // Most decisions made without waiting for Redis.
+            let (decisions, roundTrips) = cluster.hybridCounts()
+            #expect(decisions > 0 && Double(roundTrips) <= 0.1 * Double(decisions), "\(roundTrips) round trips of \(decisions)")
+            print("hybrid: \(roundTrips) round trips for \(decisions) decisions")
+        }
+    }
+
+    /// Redis stops mid-run: `fail: open` routes keep serving (decided locally), `fail: closed` routes
+    /// answer 503 with a JSON body; when Redis returns, both go back to Redis without a restart.
+    @Test func redisOutageFailsOpenOrClosedAndRecovers() async throws {
+        let redis = try await RedisServer()
+        defer { redis.stop() }
+        let cluster = try await Cluster(nodes: 1, redisURL: redis.url, routes: [
+            ("/open/*", #"{limits: ["1000/s"], policy: redis, fail: open}"#),
+            ("/closed/*", #"{limits: ["1000/s"], policy: redis, fail: closed}"#),
+            ("/hybrid/*", #"{limits: ["1000/s"], algorithm: sliding_window, policy: hybrid, fail: closed, sync: {interval: 20ms}}"#),
+        ])
+        defer { Task { await cluster.stop() } }
+        for path in ["/open/a", "/closed/a", "/hybrid/a"] {
+            #expect(try await cluster.get(node: 0, path: path).statuses == [200], "\(path) before the outage")
+        }
+        redis.stop()
+        try await Task.sleep(for: .milliseconds(100))   // the hybrid store's next sync finds Redis gone
+        var open: [Int] = []
+        var closed: [Int] = []
+        var hybrid: [Int] = []
+        let outageStart = ContinuousClock.now
+        for _ in 0..<10 {
+            open += try await cluster.get(node: 0, path: "/open/a").statuses
+            let refused = try await cluster.get(node: 0, path: "/closed/a")
+            closed += refused.statuses
+            if refused.statuses == [503] { #expect(refused.lastBody.contains(#""error":"rate limiter unavailable""#)) }
+            hybrid += try await cluster.get(node: 0, path: "/hybrid/a").statuses
+        }
+        #expect(open == Array(repeating: 200, count: 10))
+        #expect(closed == Array(repeating: 503, count: 10))
+        #expect(hybrid.suffix(5) == Array(repeating: 503, count: 5), "\(hybrid)")
+        #expect(ContinuousClock.now - outageStart < .seconds(5), "requests waited for the dead Redis")
+        try await redis.start()
+        var recovered = false
+        for _ in 0..<100 where !recovered {
+            try await Task.sleep(for: .milliseconds(50))
+            let statuses = try await [cluster.get(node: 0, path: "/closed/b"), cluster.get(node: 0, path: "/hybrid/b")]
+                .map { $0.statuses }
+            recovered = statuses == [[200], [200]]
+        }
+        #expect(recovered, "the fail-closed routes did not come back after Redis returned")
+    }
+}
+
+extension ClusterRateLimitingTests {
+    /// A client that leaves while its request waits for Redis does not keep its concurrency slot.
+    @Test func concurrencySlotFreedWhenTheClientLeavesDuringTheRedisCall() async throws {
+        let redis = try await RedisServer(extraArguments: ["--enable-debug-command", "yes"])
+        defer { redis.stop() }
+        let cluster = try await Cluster(nodes: 1, redisURL: redis.url, redisTimeout: "2s", routes: [
+            ("/api/*", #"{limits: ["1000/s"], concurrency: 1, policy: redis, fail: closed}"#),
+        ])
+        defer { Task { await cluster.stop() } }
+        #expect(try await cluster.get(node: 0, path: "/api/warm").statuses == [200])
+        // Redis busy for 400 ms: the next request waits for it, and its client gives up after 100 ms.
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let blocker = RedisClient(configuration: RedisConfiguration(url: redis.url)!, eventLoop: group.next())
+        let sleeping = blocker.send(["DEBUG", "SLEEP", "0.4"])
+        try await Task.sleep(for: .milliseconds(20))
+        let abandoned = try await RawClient.exchange("GET /api/slow HTTP/1.1\r\nHost: t\r\n\r\n",
+                                                     port: cluster.servers[0].localAddresses[0].port!,
+                                                     group: cluster.groups[1], timeout: .milliseconds(100))
+        #expect(abandoned.statuses.isEmpty)
+        _ = try await sleeping.get()
+        try await Task.sleep(for: .milliseconds(50))
+        // The slot is free again: the next request is served, not refused as concurrent.
+        #expect(try await cluster.get(node: 0, path: "/api/next").statuses == [200])
+        try await blocker.close().get()
+        try await group.shutdownGracefully()
+    }
+}
+
+/// Gateways sharing one Redis, each with its own event loop and plugin state (as separate processes
+/// would have), in front of one stub upstream.
+struct Cluster: Sendable {
+    let groups: [MultiThreadedEventLoopGroup]
+    let servers: [ProxyServer]
+    let states: [PluginStateRegistry]
+    let upstream: StubUpstream
+
+    init(nodes: Int, redisURL: String, plugin: String) async throws {
+        try await self.init(nodes: nodes, redisURL: redisURL, routes: [("/api/*", plugin)])
+    }
+
+    init(nodes: Int, redisURL: String, redisTimeout: String = "250ms", routes: [(String, String)]) async throws {
+        let upstreamGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        upstream = try await StubUpstream(group: upstreamGroup, responder: StubUpstream.echo)
+        var yaml = """
+            listen: [{address: "127.0.0.1:0"}]
+            cluster: {redis: {url: "\(redisURL)", timeout: \(redisTimeout)}}
+            services:
+              api: {targets: [{url: "\(upstream.url)"}]}
+            routes:
+
+            """
+        for (path, plugin) in routes {
+            yaml += "  - {match: {paths: [\"\(path)\"]}, service: api, plugins: [{name: rate-limiting, config: \(plugin)}]}\n"
+        }
+        var groups: [MultiThreadedEventLoopGroup] = [upstreamGroup]
+        var servers: [ProxyServer] = []
+        var states: [PluginStateRegistry] = []
+        for _ in 0..<nodes {
+            let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+            let state = PluginStateRegistry()
+            let snapshot = try ConfigLoader.load(yaml: yaml, environment: [:], registry: BuiltinPlugins.registry, state: state)
+            let server = try ProxyServer(snapshot: snapshot, group: group)
+            try await server.start()
+            groups.append(group)
+            servers.append(server)
+            states.append(state)
+        }
+        self.groups = groups
+        self.servers = servers
+        self.states = states
+    }
+
+    func get(node: Int, path: String) async throws -> RawClient.Result {
+        try await RawClient.exchange("GET \(path) HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n",
+                                     port: servers[node].localAddresses[0].port!, group: groups[node + 1])
+    }
+
+    /// The hybrid stores' decisions and the ones that waited for Redis, over all nodes.
+    func hybridCounts() -> (decisions: Int, roundTrips: Int) {
+        var decisions = 0
+        var roundTrips = 0
+        for state in states {
+            for counts in RateLimitPlugin.hybridCounts(in: state) {
+                decisions += counts.decisions
+                roundTrips += counts.roundTrips
+            }
+        }
+        return (decisions, roundTrips)
+    }
+
+    func stop() async {
+        for server in servers { await server.drain(timeout: .milliseconds(200)) }
+        try? await upstream.close()
+        for group in groups { try? await group.shutdownGracefully() }
+    }
+}
