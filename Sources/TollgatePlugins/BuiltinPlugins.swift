@@ -2,10 +2,18 @@ import TollgateCore
 
 /// Every plugin that ships with Tollgate. Adding one is one line here.
 public enum BuiltinPlugins {
-    public static let registry = PluginRegistry([
-        PluginFactory(RequestIDPlugin.self),
-        PluginFactory(HeadersPlugin.self),
-        PluginFactory(RequestTerminationPlugin.self),
-        PluginFactory(RateLimitPlugin.self),
-    ])
+    public static let registry: PluginRegistry = {
+        var registry = PluginRegistry([
+            PluginFactory(RequestIDPlugin.self),
+            PluginFactory(HeadersPlugin.self),
+            PluginFactory(RequestTerminationPlugin.self),
+            PluginFactory(RateLimitPlugin.self),
+            PluginFactory(KeyAuthPlugin.self),
+            PluginFactory(BasicAuthPlugin.self),
+            PluginFactory(ACLPlugin.self),
+        ])
+        registry.registerCredential(kind: "key_auth", parser: KeyCredential.parse)
+        registry.registerCredential(kind: "basic_auth", parser: BasicCredential.parse)
+        return registry
+    }()
 }

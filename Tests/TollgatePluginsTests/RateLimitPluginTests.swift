@@ -183,8 +183,7 @@ final class Locked<Value: Sendable>: @unchecked Sendable {
             """) == [
                 "limits[0]: expected a rate such as 100/s, 5000/min, 1M/day or 10/5s (line 1)",
                 "algorithm: unknown algorithm 'magic'; expected one of: fixed_window, sliding_window, sliding_log, token_bucket, gcra (line 2)",
-                "key[0]: 'consumer' keys need an authentication plugin, which this build does not have yet; use ip, header:NAME, path:NAME, route or service (line 3)",
-                "key[1]: expected ip, header:NAME, path:NAME, route or service (line 3)",
+                "key[1]: expected consumer, credential, ip, header:NAME, path:NAME, route or service (line 3)",
                 "policy: policy 'redis' needs cluster.redis (the Redis the gateway nodes share) (line 4)",
                 "mode: delay needs algorithm gcra or token_bucket (the others cannot schedule a request later) (line 6)",
                 "burst: only used with algorithm gcra or token_bucket (line 5)",

@@ -10,6 +10,8 @@ public final class ConfigDiagnostics {
     /// The document's `cluster:` settings, read before any plugin loads so plugins can check what
     /// they need of it (with their own YAML path in the error).
     public var cluster = ClusterConfig()
+    /// The document's consumers, read before any plugin loads.
+    public var consumers = ConsumerDirectory.empty
 
     /// Where plugins keep state across reloads of this gateway.
     public let state: PluginStateRegistry

@@ -10,15 +10,19 @@ public struct GatewayConfig: Sendable {
     public var limits: LimitsConfig
     public var server: ServerConfig
     public var cluster: ClusterConfig
+    public var consumers: ConsumerDirectory
 
     public static let topLevelKeys: Set<String> = ["listen", "services", "routes", "plugins", "versioning", "limits", "server",
-                                                   "cluster"]
+                                                   "cluster", "consumers"]
 
     init(from root: ConfigNode, registry: PluginRegistry) {
         root.expectMapping(keys: Self.topLevelKeys, required: true)
         // First: plugins read it while they load (a rate limit with `policy: redis` needs cluster.redis).
         cluster = ClusterConfig(from: root["cluster"])
         root.diagnostics.cluster = cluster
+        // Before plugins too: authentication plugins index the consumers' credentials when they load.
+        consumers = ConsumerDirectory.parse(root["consumers"], parsers: registry.credentialParsers)
+        root.diagnostics.consumers = consumers
         let listenNodes = root["listen"].elements()
         listen = (listenNodes ?? []).compactMap(ListenerConfig.init(from:))
         if !root["listen"].isPresent { listen = [ListenerConfig(host: "127.0.0.1", port: 8080)] }

@@ -31,6 +31,8 @@ public struct PluginFactory: Sendable {
 /// The plugins a loader knows by name.
 public struct PluginRegistry: Sendable {
     public private(set) var factories: [String: PluginFactory] = [:]
+    /// Readers of `consumers[].credentials.<kind>`, registered by the plugins that own each kind.
+    public private(set) var credentialParsers: [String: CredentialParser] = [:]
 
     public init(_ factories: [PluginFactory] = []) {
         for factory in factories { register(factory) }
@@ -38,6 +40,10 @@ public struct PluginRegistry: Sendable {
 
     public mutating func register(_ factory: PluginFactory) {
         factories[factory.name] = factory
+    }
+
+    public mutating func registerCredential(kind: String, parser: @escaping CredentialParser) {
+        credentialParsers[kind] = parser
     }
 
     public subscript(name: String) -> PluginFactory? { factories[name] }

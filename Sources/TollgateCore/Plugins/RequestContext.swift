@@ -21,6 +21,16 @@ public struct RequestContext: Sendable {
     public var originalPath: String
     /// Monotonic start time in nanoseconds.
     public var startNanos: UInt64
+    /// Who is calling, once an authentication plugin accepted a credential (or let the route's
+    /// anonymous consumer in); nil before, or when the route has no authentication.
+    public var consumer: Consumer?
+    /// Which credential identified the consumer (an identifier such as `key:9f86d081` or a user name,
+    /// never the secret): for logs and rate-limit keys.
+    public var credential: String?
+    /// The OAuth scopes the credential carries (JWT `scope`/`scp`, introspection).
+    public var scopes: [String] = []
+    /// Whether `consumer` is the anonymous consumer of an optional authentication.
+    public var isAnonymous = false
     /// The connection's event loop, for plugins that answer with a `pending` future (nil in unit tests
     /// that run hooks without a server).
     public var eventLoop: (any EventLoop)?
@@ -37,6 +47,8 @@ public struct RequestContext: Sendable {
         self.clientIP = clientIP
         self.originalPath = originalPath
         self.startNanos = startNanos
+        self.consumer = nil
+        self.credential = nil
         self.eventLoop = eventLoop
     }
 

@@ -25,10 +25,16 @@ public struct RateLimitPlugin: GatewayPlugin {
         case pathParameter(String)
         case route
         case service
+        /// The authenticated consumer's id (the client IP when no consumer was identified).
+        case consumer
+        /// The credential that identified it (the client IP when none did).
+        case credential
 
         init?(parsing text: String) {
             switch text {
             case "ip": self = .ip
+            case "consumer": self = .consumer
+            case "credential": self = .credential
             case "route": self = .route
             case "service": self = .service
             default:
@@ -122,12 +128,10 @@ public struct RateLimitPlugin: GatewayPlugin {
             if !keyTexts.isEmpty {
                 key = []
                 for (text, node) in keyTexts {
-                    if text == "consumer" || text == "credential" {
-                        node.error("'\(text)' keys need an authentication plugin, which this build does not have yet; use ip, header:NAME, path:NAME, route or service")
-                    } else if let part = KeyPart(parsing: text) {
+                    if let part = KeyPart(parsing: text) {
                         key.append(part)
                     } else {
-                        node.error("expected ip, header:NAME, path:NAME, route or service")
+                        node.error("expected consumer, credential, ip, header:NAME, path:NAME, route or service")
                     }
                 }
             }
@@ -416,6 +420,11 @@ public struct RateLimitPlugin: GatewayPlugin {
             case .pathParameter(let name): parts.append(context.pathParameter(name) ?? "")
             case .route: parts.append(context.route?.name ?? "")
             case .service: parts.append(context.route?.serviceName ?? "")
+            case .consumer:
+                // Consumers and addresses never share a key: a consumer named like an address is not that address.
+                if let consumer = context.consumer { parts.append("c:" + consumer.id) } else { parts.append("ip:" + clientIP(request, context: context)) }
+            case .credential:
+                if let credential = context.credential { parts.append("k:" + credential) } else { parts.append("ip:" + clientIP(request, context: context)) }
             }
         }
         return parts.count == 1 ? parts[0] : parts.joined(separator: "\u{1F}")

@@ -1,0 +1,301 @@
+import Atomics
+import HTTPTypes
+import NIOCore
+import TollgateCore
+
+/// Who a credential proved the caller to be.
+public struct Identity: Sendable {
+    /// The consumer it maps to; nil for a verified token that maps to no consumer (when the plugin
+    /// accepts those).
+    public var consumer: Consumer?
+    /// An identifier of the credential (never the secret): `key:9f86d081`, a user name, a token subject.
+    public var credential: String
+    public var scopes: [String]
+
+    public init(consumer: Consumer?, credential: String, scopes: [String] = []) {
+        self.consumer = consumer
+        self.credential = credential
+        self.scopes = scopes
+    }
+}
+
+/// What one authentication method made of a request.
+public enum AuthOutcome: Sendable {
+    case authenticated(Identity)
+    /// The request carries no credential of this kind.
+    case missing
+    /// It carries one, and it is wrong. `reason` is for logs and metrics (never the secret);
+    /// `challengeError` goes into the challenge (`invalid_token` for Bearer, RFC 6750).
+    case invalid(reason: String, credential: String?)
+    /// The method cannot decide now (too many slow verifications at once, a key source down with
+    /// nothing cached): 503, the client may retry.
+    case unavailable(reason: String)
+    /// Proving it needs I/O or slow work (a JWKS fetch, a password hash): decided later, on the loop.
+    case pending(EventLoopFuture<AuthOutcome>)
+}
+
+/// One way of authenticating (API key, Basic, JWT...): reads its settings and the consumers'
+/// credentials at load time, then decides requests on the event loop without I/O where it can.
+public protocol AuthenticationMethod: Sendable {
+    /// The plugin's YAML name: `key-auth`.
+    static var pluginName: String { get }
+    static var priority: Int { get }
+    /// The keys of the plugin's `config:` this method reads (besides the common ones).
+    static var configKeys: Set<String> { get }
+    /// Reads the method's settings; reports problems on `config` (with their YAML paths).
+    init?(config: ConfigNode, consumers: ConsumerDirectory)
+    /// `WWW-Authenticate` for a request without credentials (`Basic realm="api"`), and for a wrong one.
+    func challenge(invalid: Bool) -> String
+    func authenticate(_ request: HTTPRequest, context: RequestContext) -> AuthOutcome
+    /// Removes the credential from the request before it goes upstream.
+    func removeCredential(from request: inout HTTPRequest)
+}
+
+/// Settings every authentication plugin has.
+public struct AuthCommonSettings: Sendable {
+    /// The consumer requests without credentials become (optional authentication); nil: 401.
+    public var anonymous: Consumer?
+    /// Keep the credential on the upstream request.
+    public var forwardCredentials = false
+    public var consumerIDHeader = HTTPField.Name("X-Consumer-ID")!
+    public var consumerNameHeader = HTTPField.Name("X-Consumer-Username")!
+    public var groupsHeader = HTTPField.Name("X-Consumer-Groups")!
+    public var scopeHeader = HTTPField.Name("X-Authenticated-Scope")!
+    public var anonymousHeader = HTTPField.Name("X-Anonymous-Consumer")!
+
+    static let keys: Set<String> = ["anonymous", "forward_credentials", "identity_headers"]
+
+    init(config: ConfigNode) {
+        if let name = config["anonymous"].string() {
+            if let entry = config.diagnostics.consumers[name] {
+                anonymous = entry.consumer
+            } else {
+                config["anonymous"].error("no consumer named '\(name)' (list it under consumers:)")
+            }
+        }
+        forwardCredentials = config["forward_credentials"].bool() ?? false
+        let headers = config["identity_headers"]
+        headers.expectMapping(keys: ["consumer_id", "consumer_username", "consumer_groups", "scope", "anonymous"])
+        func name(_ key: String, _ current: inout HTTPField.Name) {
+            guard let text = headers[key].string() else { return }
+            if let parsed = HTTPField.Name(text) { current = parsed } else { headers[key].error("'\(text)' is not a header name") }
+        }
+        name("consumer_id", &consumerIDHeader)
+        name("consumer_username", &consumerNameHeader)
+        name("consumer_groups", &groupsHeader)
+        name("scope", &scopeHeader)
+        name("anonymous", &anonymousHeader)
+    }
+
+    /// The identity fields on the upstream request: any the client sent are removed first (a client
+    /// must never name its own consumer), then the authenticated ones set.
+    func apply(_ identity: Identity?, anonymous: Bool, to request: inout HTTPRequest) {
+        for name in [consumerIDHeader, consumerNameHeader, groupsHeader, scopeHeader, anonymousHeader] {
+            request.headerFields[name] = nil
+        }
+        if let consumer = identity?.consumer {
+            request.headerFields[consumerIDHeader] = consumer.id
+            request.headerFields[consumerNameHeader] = consumer.name
+            if !consumer.groups.isEmpty { request.headerFields[groupsHeader] = consumer.groups.joined(separator: ", ") }
+        }
+        if let scopes = identity?.scopes, !scopes.isEmpty { request.headerFields[scopeHeader] = scopes.joined(separator: " ") }
+        if anonymous { request.headerFields[anonymousHeader] = "true" }
+    }
+}
+
+/// Failed attempts, by reason (for logs and metrics; the per-client detail goes to the access log
+/// through the request context).
+public final class AuthStatistics: Sendable {
+    public let missing = ManagedAtomic<Int>(0)
+    public let invalid = ManagedAtomic<Int>(0)
+    public let succeeded = ManagedAtomic<Int>(0)
+}
+
+/// Why the last authentication of a request failed (for the access log).
+public struct AuthFailure: Sendable {
+    public var plugin: String
+    public var reason: String
+    public var credential: String?
+}
+
+public enum AuthFailureKey: ContextKey { public typealias Value = AuthFailure }
+
+/// An authentication plugin: one method plus what all of them share (anonymous access, identity
+/// headers, credential removal, 401 with a challenge and a JSON body that never echoes the secret).
+public struct AuthPlugin<Method: AuthenticationMethod>: GatewayPlugin {
+    public static var name: String { Method.pluginName }
+    public static var phase: PluginPhase { .access }
+    public static var priority: Int { Method.priority }
+    public static var changesRequest: Bool { true }   // identity headers, credential removal
+    public static var responseHookOnlyAdds: Bool { true }   // no response hook
+    public var hasLogHook: Bool { false }
+
+    public struct Configuration: PluginConfiguration {
+        public var method: Method?
+        public var common: AuthCommonSettings
+        public var statistics: AuthStatistics
+
+        public init(from config: ConfigNode) {
+            config.expectMapping(keys: Method.configKeys.union(AuthCommonSettings.keys))
+            common = AuthCommonSettings(config: config)
+            method = Method(config: config, consumers: config.diagnostics.consumers)
+            statistics = config.diagnostics.state.value(for: "auth|statistics|\(config.path)") { AuthStatistics() }
+        }
+    }
+
+    let method: Method
+    let common: AuthCommonSettings
+    public let statistics: AuthStatistics
+
+    public init(configuration: Configuration) throws {
+        guard let method = configuration.method else { throw AuthConfigurationError.invalid }
+        self.method = method
+        self.common = configuration.common
+        self.statistics = configuration.statistics
+    }
+
+    public func onRequest(_ request: inout HTTPRequest, context: inout RequestContext) -> RequestDecision {
+        // Another authentication plugin of the route already identified the caller: with anonymous
+        // access allowed here, that is enough (Kong's "logical OR" between auth plugins).
+        if common.anonymous != nil, context.consumer != nil, !context.isAnonymous { return .proceed }
+        return conclude(method.authenticate(request, context: context), request: &request, context: &context)
+    }
+
+    func conclude(_ outcome: AuthOutcome, request: inout HTTPRequest, context: inout RequestContext) -> RequestDecision {
+        switch outcome {
+        case .authenticated(let identity):
+            statistics.succeeded.wrappingIncrement(ordering: .relaxed)
+            context.consumer = identity.consumer
+            context.credential = identity.credential
+            context.scopes = identity.scopes
+            context.isAnonymous = false
+            common.apply(identity, anonymous: false, to: &request)
+            if !common.forwardCredentials { method.removeCredential(from: &request) }
+            return .proceed
+        case .missing:
+            statistics.missing.wrappingIncrement(ordering: .relaxed)
+            if let anonymous = common.anonymous {
+                if context.consumer == nil {
+                    context.consumer = anonymous
+                    context.isAnonymous = true
+                    common.apply(Identity(consumer: anonymous, credential: "anonymous"), anonymous: true, to: &request)
+                }
+                return .proceed
+            }
+            context[AuthFailureKey.self] = AuthFailure(plugin: Self.name, reason: "no credentials", credential: nil)
+            return .respond(Self.unauthorized("no credentials", challenge: method.challenge(invalid: false), context: context))
+        case .invalid(let reason, let credential):
+            statistics.invalid.wrappingIncrement(ordering: .relaxed)
+            context[AuthFailureKey.self] = AuthFailure(plugin: Self.name, reason: reason, credential: credential)
+            return .respond(Self.unauthorized("invalid credentials", challenge: method.challenge(invalid: true), context: context))
+        case .unavailable(let reason):
+            context[AuthFailureKey.self] = AuthFailure(plugin: Self.name, reason: reason, credential: nil)
+            var response = LocalResponse.error(.serviceUnavailable, "authentication unavailable", requestID: context.requestID)
+            response.headerFields[.retryAfter] = "1"
+            return .respond(response)
+        case .pending(let future):
+            let plugin = self
+            return .pending(future.map { outcome -> RequestContinuation in
+                { request, context in plugin.conclude(outcome, request: &request, context: &context) }
+            })
+        }
+    }
+
+    /// 401 with the method's challenge and `{"error": ...}`: the same body for a missing and an
+    /// unknown credential of a kind, so the answer tells nothing about which keys exist.
+    static func unauthorized(_ message: String, challenge: String, context: RequestContext) -> LocalResponse {
+        var response = LocalResponse.error(.unauthorized, message, requestID: context.requestID)
+        response.headerFields[.wwwAuthenticate] = challenge
+        return response
+    }
+}
+
+enum AuthConfigurationError: Error, CustomStringConvertible {
+    case invalid
+    var description: String { "invalid authentication settings" }
+}
+
+/// Small helpers the methods share.
+enum AuthText {
+    /// The value of cookie `name` in a request's `Cookie` fields.
+    static func cookie(_ name: String, in fields: HTTPFields) -> String? {
+        for value in fields[values: .cookie] {
+            for pair in value.split(separator: ";") {
+                let trimmed = pair.trimmingSpaces
+                guard let equals = trimmed.firstIndex(of: "=") else { continue }
+                if trimmed[..<equals] == name { return String(trimmed[trimmed.index(after: equals)...]) }
+            }
+        }
+        return nil
+    }
+
+    /// The value of query parameter `name` (percent-decoded) in a path with a query.
+    static func query(_ name: String, in path: String?) -> String? {
+        guard let path, let question = path.firstIndex(of: "?") else { return nil }
+        for pair in path[path.index(after: question)...].split(separator: "&") {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            if parts[0] == name { return parts.count == 2 ? String(parts[1]).removingPercentEncodingLeniently : "" }
+        }
+        return nil
+    }
+
+    /// The path with query parameter `name` removed.
+    static func removingQuery(_ name: String, from path: String) -> String {
+        guard let question = path.firstIndex(of: "?") else { return path }
+        let kept = path[path.index(after: question)...].split(separator: "&").filter {
+            $0.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)[0] != name
+        }
+        return String(path[..<question]) + (kept.isEmpty ? "" : "?" + kept.joined(separator: "&"))
+    }
+
+    /// A request's `Cookie` fields without cookie `name`.
+    static func removeCookie(_ name: String, from request: inout HTTPRequest) {
+        let values = request.headerFields[values: .cookie]
+        guard !values.isEmpty else { return }
+        request.headerFields[.cookie] = nil
+        for value in values {
+            let kept = value.split(separator: ";").map { $0.trimmingSpaces }.filter { pair in
+                guard let equals = pair.firstIndex(of: "=") else { return true }
+                return pair[..<equals] != name
+            }
+            if !kept.isEmpty { request.headerFields.append(HTTPField(name: .cookie, value: kept.joined(separator: "; "))) }
+        }
+    }
+
+    /// Compares two byte sequences in time that depends on their length only.
+    static func constantTimeEqual<A: Collection<UInt8>, B: Collection<UInt8>>(_ a: A, _ b: B) -> Bool {
+        guard a.count == b.count else { return false }
+        var difference: UInt8 = 0
+        for (x, y) in zip(a, b) { difference |= x ^ y }
+        return difference == 0
+    }
+}
+
+extension String {
+    /// Percent-decoding that leaves malformed escapes as they are.
+    var removingPercentEncodingLeniently: String {
+        guard utf8.contains(UInt8(ascii: "%")) else { return self }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(utf8.count)
+        var iterator = Array(utf8)[...]
+        while let byte = iterator.popFirst() {
+            if byte == UInt8(ascii: "%"), iterator.count >= 2,
+               let high = hexValue(iterator[iterator.startIndex]), let low = hexValue(iterator[iterator.startIndex + 1]) {
+                bytes.append(high << 4 | low)
+                iterator = iterator.dropFirst(2)
+            } else {
+                bytes.append(byte)
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    private func hexValue(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): return byte - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): return byte - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): return byte - UInt8(ascii: "A") + 10
+        default: return nil
+        }
+    }
+}

@@ -1,0 +1,147 @@
+import Crypto
+import HTTPTypes
+import TollgateCore
+
+/// `consumers[].credentials.key_auth[]`: an API key, kept as its SHA-256 only. The config gives
+/// `key_sha256` (hex), or the key itself once (`key: ${API_KEY}`), hashed when the config loads.
+public struct KeyCredential: ConsumerCredential {
+    public var digest: [UInt8]
+    /// How logs and rate-limit keys name it: `key:` and the digest's first 8 hex digits, or the
+    /// credential's `id`.
+    public var id: String
+
+    static func parse(_ node: ConfigNode) -> (any ConsumerCredential)? {
+        guard node.expectMapping(keys: ["key_sha256", "key", "id"], required: true) else { return nil }
+        var digest: [UInt8]?
+        if let hex = node["key_sha256"].string() {
+            digest = Hex.decode(hex)
+            if digest?.count != 32 { node["key_sha256"].error("expected 64 hex digits (a SHA-256 digest)") }
+        }
+        if let key = node["key"].string() {
+            if digest != nil { node["key"].error("give key_sha256 or key, not both") }
+            if key.utf8.count < 16 { node["key"].error("too short: API keys need at least 16 characters") }
+            digest = Array(SHA256.hash(data: Array(key.utf8)))
+        }
+        guard let digest, digest.count == 32 else {
+            if !node["key_sha256"].isPresent && !node["key"].isPresent { node.error("give key_sha256 (or key, hashed at load)") }
+            return nil
+        }
+        let id = node["id"].string() ?? "key:" + Hex.encode(digest.prefix(4))
+        return KeyCredential(digest: digest, id: id)
+    }
+}
+
+/// `key-auth`: an API key from a header, a query parameter or a cookie, looked up by its SHA-256
+/// (an index by the digest's first 8 bytes, then a constant-time comparison of the whole digest).
+public struct KeyAuthMethod: AuthenticationMethod {
+    public static let pluginName = "key-auth"
+    public static let priority = 1250
+    public static let configKeys: Set<String> = ["headers", "query", "cookies"]
+
+    var headerNames: [HTTPField.Name] = [HTTPField.Name("X-API-Key")!]
+    var queryNames: [String] = []
+    var cookieNames: [String] = []
+    /// Digest prefix → the credentials with it (almost always one).
+    let index: [UInt64: [(digest: [UInt8], consumer: Consumer, id: String)]]
+
+    public init?(config: ConfigNode, consumers: ConsumerDirectory) {
+        if let names = config["headers"].strings() {
+            headerNames = []
+            for name in names {
+                if let parsed = HTTPField.Name(name) { headerNames.append(parsed) } else { config["headers"].error("'\(name)' is not a header name") }
+            }
+        }
+        queryNames = config["query"].strings() ?? []
+        cookieNames = config["cookies"].strings() ?? []
+        if headerNames.isEmpty && queryNames.isEmpty && cookieNames.isEmpty {
+            config.error("give at least one place to read the key from (headers, query or cookies)")
+        }
+        var index: [UInt64: [(digest: [UInt8], consumer: Consumer, id: String)]] = [:]
+        for (consumer, credential) in consumers.credentials("key_auth", as: KeyCredential.self) {
+            index[Self.prefix(credential.digest), default: []].append((credential.digest, consumer, credential.id))
+        }
+        self.index = index
+    }
+
+    static func prefix(_ digest: some Collection<UInt8>) -> UInt64 {
+        var value: UInt64 = 0
+        for byte in digest.prefix(8) { value = value << 8 | UInt64(byte) }
+        return value
+    }
+
+    public func challenge(invalid: Bool) -> String { #"Key realm="tollgate""# }
+
+    public func authenticate(_ request: HTTPRequest, context: RequestContext) -> AuthOutcome {
+        guard let key = presentedKey(request) else { return .missing }
+        let digest = Array(SHA256.hash(data: Array(key.utf8)))
+        var found: (Consumer, String)?
+        for candidate in index[Self.prefix(digest)] ?? [] where AuthText.constantTimeEqual(candidate.digest, digest) {
+            found = (candidate.consumer, candidate.id)
+        }
+        guard let (consumer, id) = found else {
+            return .invalid(reason: "unknown API key", credential: "key:" + Hex.encode(digest.prefix(4)))
+        }
+        return .authenticated(Identity(consumer: consumer, credential: id))
+    }
+
+    private func presentedKey(_ request: HTTPRequest) -> String? {
+        for name in headerNames {
+            if let value = request.headerFields[name], !value.isEmpty { return value }
+        }
+        for name in queryNames {
+            if let value = AuthText.query(name, in: request.path), !value.isEmpty { return value }
+        }
+        for name in cookieNames {
+            if let value = AuthText.cookie(name, in: request.headerFields), !value.isEmpty { return value }
+        }
+        return nil
+    }
+
+    public func removeCredential(from request: inout HTTPRequest) {
+        for name in headerNames { request.headerFields[name] = nil }
+        if !queryNames.isEmpty, let path = request.path {
+            var stripped = path
+            for name in queryNames { stripped = AuthText.removingQuery(name, from: stripped) }
+            request.path = stripped
+        }
+        for name in cookieNames { AuthText.removeCookie(name, from: &request) }
+    }
+}
+
+public typealias KeyAuthPlugin = AuthPlugin<KeyAuthMethod>
+
+/// Hex digits both ways.
+enum Hex {
+    static func encode(_ bytes: some Sequence<UInt8>) -> String {
+        let digits = Array("0123456789abcdef".utf8)
+        var out: [UInt8] = []
+        for byte in bytes {
+            out.append(digits[Int(byte >> 4)])
+            out.append(digits[Int(byte & 0x0F)])
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    static func decode(_ text: String) -> [UInt8]? {
+        let utf8 = Array(text.utf8)
+        guard utf8.count % 2 == 0 else { return nil }
+        var out: [UInt8] = []
+        out.reserveCapacity(utf8.count / 2)
+        var index = 0
+        while index < utf8.count {
+            guard let high = nibble(utf8[index]), let low = nibble(utf8[index + 1]) else { return nil }
+            out.append(high << 4 | low)
+            index += 2
+        }
+        return out
+    }
+
+    private static func nibble(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): return byte - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): return byte - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): return byte - UInt8(ascii: "A") + 10
+        default: return nil
+        }
+    }
+}
