@@ -10,10 +10,12 @@ public enum BuiltinPlugins {
             PluginFactory(RateLimitPlugin.self),
             PluginFactory(KeyAuthPlugin.self),
             PluginFactory(BasicAuthPlugin.self),
+            PluginFactory(JWTPlugin.self),
             PluginFactory(ACLPlugin.self),
         ])
         registry.registerCredential(kind: "key_auth", parser: KeyCredential.parse)
         registry.registerCredential(kind: "basic_auth", parser: BasicCredential.parse)
+        registry.registerCredential(kind: "jwt", parser: JWTCredential.parse)
         return registry
     }()
 }

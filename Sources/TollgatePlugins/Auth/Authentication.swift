@@ -44,8 +44,9 @@ public protocol AuthenticationMethod: Sendable {
     static var configKeys: Set<String> { get }
     /// Reads the method's settings; reports problems on `config` (with their YAML paths).
     init?(config: ConfigNode, consumers: ConsumerDirectory)
-    /// `WWW-Authenticate` for a request without credentials (`Basic realm="api"`), and for a wrong one.
-    func challenge(invalid: Bool) -> String
+    /// `WWW-Authenticate` for a request without credentials (`failure` nil: `Basic realm="api"`), and
+    /// for a wrong one (`failure`: the reason, a fixed text that never holds the credential).
+    func challenge(failure: String?) -> String
     func authenticate(_ request: HTTPRequest, context: RequestContext) -> AuthOutcome
     /// Removes the credential from the request before it goes upstream.
     func removeCredential(from request: inout HTTPRequest)
@@ -183,11 +184,11 @@ public struct AuthPlugin<Method: AuthenticationMethod>: GatewayPlugin {
                 return .proceed
             }
             context[AuthFailureKey.self] = AuthFailure(plugin: Self.name, reason: "no credentials", credential: nil)
-            return .respond(Self.unauthorized("no credentials", challenge: method.challenge(invalid: false), context: context))
+            return .respond(Self.unauthorized("no credentials", challenge: method.challenge(failure: nil), context: context))
         case .invalid(let reason, let credential):
             statistics.invalid.wrappingIncrement(ordering: .relaxed)
             context[AuthFailureKey.self] = AuthFailure(plugin: Self.name, reason: reason, credential: credential)
-            return .respond(Self.unauthorized("invalid credentials", challenge: method.challenge(invalid: true), context: context))
+            return .respond(Self.unauthorized("invalid credentials", challenge: method.challenge(failure: reason), context: context))
         case .unavailable(let reason):
             context[AuthFailureKey.self] = AuthFailure(plugin: Self.name, reason: reason, credential: nil)
             var response = LocalResponse.error(.serviceUnavailable, "authentication unavailable", requestID: context.requestID)

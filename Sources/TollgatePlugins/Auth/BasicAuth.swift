@@ -56,7 +56,7 @@ public struct BasicAuthMethod: AuthenticationMethod {
         self.cache = VerificationCache(ttlNanos: ttl.unsignedNanoseconds, capacity: 10_000)
     }
 
-    public func challenge(invalid: Bool) -> String { #"Basic realm="\#(realm)", charset="UTF-8""# }
+    public func challenge(failure: String?) -> String { #"Basic realm="\#(realm)", charset="UTF-8""# }
 
     public func authenticate(_ request: HTTPRequest, context: RequestContext) -> AuthOutcome {
         guard let header = request.headerFields[.authorization] else { return .missing }

@@ -69,7 +69,7 @@ public struct KeyAuthMethod: AuthenticationMethod {
         return value
     }
 
-    public func challenge(invalid: Bool) -> String { #"Key realm="tollgate""# }
+    public func challenge(failure: String?) -> String { #"Key realm="tollgate""# }
 
     public func authenticate(_ request: HTTPRequest, context: RequestContext) -> AuthOutcome {
         guard let key = presentedKey(request) else { return .missing }
