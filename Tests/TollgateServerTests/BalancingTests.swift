@@ -148,7 +148,7 @@ import TollgateTesting
               - {match: {paths: ["/api/*"]}, service: api}
             """, upstreams: []) { harness in
             let first = try await harness.get("/api/x")
-            #expect(first.statuses == [502])   // both tried (a retry on connect_error is the default), both refused
+            #expect(first.statuses == [502], "\(first.text)")   // both tried (a retry on connect_error is the default), both refused
             let start = ContinuousClock.now
             let second = try await harness.get("/api/x")
             #expect(second.statuses == [503])

@@ -74,7 +74,7 @@ import TollgateTesting
     @Test func redisOutageFailsOpenOrClosedAndRecovers() async throws {
         let redis = try await RedisServer()
         defer { redis.stop() }
-        let cluster = try await Cluster(nodes: 1, redisURL: redis.url, routes: [
+        let cluster = try await Cluster(nodes: 1, redisURL: redis.url, redisTimeout: "2s", routes: [
             ("/open/*", #"{limits: ["1000/s"], policy: redis, fail: open}"#),
             ("/closed/*", #"{limits: ["1000/s"], policy: redis, fail: closed}"#),
             ("/hybrid/*", #"{limits: ["1000/s"], algorithm: sliding_window, policy: hybrid, fail: closed, sync: {interval: 20ms}}"#),
