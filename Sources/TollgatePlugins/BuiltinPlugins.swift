@@ -11,7 +11,9 @@ public enum BuiltinPlugins {
             PluginFactory(KeyAuthPlugin.self),
             PluginFactory(BasicAuthPlugin.self),
             PluginFactory(JWTPlugin.self),
+            PluginFactory(AuthChainPlugin.self),
             PluginFactory(ACLPlugin.self),
+            PluginFactory(ScopesPlugin.self),
         ])
         registry.registerCredential(kind: "key_auth", parser: KeyCredential.parse)
         registry.registerCredential(kind: "basic_auth", parser: BasicCredential.parse)

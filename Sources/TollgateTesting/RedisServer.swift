@@ -6,54 +6,75 @@ public enum RedisServerError: Error {
     case didNotStart
 }
 
-/// A redis-server of the tests' own on a free loopback port, stopped afterwards.
+/// A redis-server of the tests' own on a free loopback port, stopped afterwards. Ready means it
+/// answers PING: a port found free may be taken by another test's server before redis-server binds
+/// it, in which case redis-server exits and another port is tried.
 public final class RedisServer: @unchecked Sendable {
-    public let port: Int
+    public private(set) var port: Int = 0
     private var process: Process?
     public let extraArguments: [String]
 
     public init(extraArguments: [String] = []) async throws {
-        // A free port: bind, read it, release it.
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let probe = try await ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0).get()
-        port = probe.localAddress!.port!
-        try await probe.close()
-        try await group.shutdownGracefully()
         self.extraArguments = extraArguments
-        try await start()
+        for _ in 0..<10 {
+            port = try await Self.freePort()
+            if try await launch() { return }
+        }
+        throw RedisServerError.didNotStart
     }
 
+    /// Starts it again on the same port (after `stop()`).
     public func start() async throws {
+        for _ in 0..<20 {
+            if try await launch() { return }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw RedisServerError.didNotStart
+    }
+
+    private static func freePort() async throws -> Int {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let probe = try await ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0).get()
+        let port = probe.localAddress!.port!
+        try await probe.close()
+        try await group.shutdownGracefully()
+        return port
+    }
+
+    /// True once this redis-server answers PING; false when it exited (its port was taken).
+    private func launch() async throws -> Bool {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
         process.arguments = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"] + extraArguments
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
-        self.process = process
-        // Ready when it accepts a connection.
-        for _ in 0..<200 {
-            if (try? await probe()) == true { return }
+        for _ in 0..<300 {
+            if !process.isRunning { return false }
+            if answersPing() {
+                self.process = process
+                return true
+            }
             try await Task.sleep(for: .milliseconds(10))
         }
-        throw RedisServerError.didNotStart
+        process.terminate()
+        return false
     }
 
-    private func probe() async throws -> Bool {
-        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .connect(host: "127.0.0.1", port: port).get()
-        try await channel.close()
-        return true
+    /// Sends PING (after AUTH when a password is set) and expects Redis's answer, not another server's.
+    private func answersPing() -> Bool {
+        guard let reply = exchange(commands: [["PING"]], readUntilClose: false) else { return false }
+        return reply.contains("+PONG")
     }
 
-    /// Asks redis-server to exit (SHUTDOWN NOSAVE over a plain socket) and waits until its port is
-    /// closed. (Signals through `Process` proved unreliable from tasks here.)
-    public func stop() {
-        guard process != nil else { return }
-        process = nil
+    /// One connection: the commands (AUTH first when a password is set), then the replies read
+    /// (until the server closes, or a first reply within 200 ms).
+    private func exchange(commands: [[String]], readUntilClose: Bool) -> String? {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return }
+        guard fd >= 0 else { return nil }
         defer { close(fd) }
+        var timeout = timeval(tv_sec: 0, tv_usec: 200_000)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = in_port_t(UInt16(port).bigEndian)
@@ -61,17 +82,39 @@ public final class RedisServer: @unchecked Sendable {
         let connected = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
-        guard connected == 0 else { return }
-        var text = ""
+        guard connected == 0 else { return nil }
+        var all = commands
         if let index = extraArguments.firstIndex(of: "--requirepass"), index + 1 < extraArguments.count {
-            let password = extraArguments[index + 1]
-            text += "*2\r\n$4\r\nAUTH\r\n$\(password.utf8.count)\r\n\(password)\r\n"
+            all.insert(["AUTH", extraArguments[index + 1]], at: 0)
         }
-        text += "*2\r\n$8\r\nSHUTDOWN\r\n$6\r\nNOSAVE\r\n"
-        let command = Array(text.utf8)
-        _ = command.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
-        var bytes = [UInt8](repeating: 0, count: 64)
-        while bytes.withUnsafeMutableBytes({ recv(fd, $0.baseAddress, $0.count, 0) }) > 0 {}   // until the server closes
+        var text = ""
+        for command in all {
+            text += "*\(command.count)\r\n" + command.map { "$\($0.utf8.count)\r\n\($0)\r\n" }.joined()
+        }
+        let bytes = Array(text.utf8)
+        _ = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
+        var reply: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 256)
+        var waits = 0
+        while true {
+            let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if count < 0 && errno == EAGAIN && readUntilClose && waits < 25 {
+                waits += 1   // the server is still shutting down
+                continue
+            }
+            if count <= 0 { break }
+            reply += buffer[0..<count]
+            if !readUntilClose && reply.filter({ $0 == UInt8(ascii: "\n") }).count >= all.count { break }
+        }
+        return String(decoding: reply, as: UTF8.self)
+    }
+
+    /// Asks redis-server to exit (SHUTDOWN NOSAVE) and waits until it has closed the connection.
+    /// (Signals through `Process` proved unreliable from tasks here.)
+    public func stop() {
+        guard process != nil else { return }
+        process = nil
+        _ = exchange(commands: [["SHUTDOWN", "NOSAVE"]], readUntilClose: true)
     }
 
     /// `redis://127.0.0.1:PORT`.

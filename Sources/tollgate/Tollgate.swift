@@ -14,7 +14,7 @@ struct Tollgate: AsyncParsableCommand {
         commandName: "tollgate",
         abstract: "An API gateway: routing, versioning, plugins and a streaming reverse proxy, from one YAML file.",
         version: TollgateVersion.string,
-        subcommands: [Run.self, Validate.self, Demo.self, Version.self]
+        subcommands: [Run.self, Validate.self, Demo.self, HashPassword.self, Version.self]
     )
 }
 
@@ -71,6 +71,33 @@ struct Validate: ParsableCommand {
             for line in error.errors { print(line) }
             throw ExitCode(1)
         }
+    }
+}
+
+struct HashPassword: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "hash-password",
+        abstract: "Print a slow hash of a password for consumers[].credentials.basic_auth[].password_hash.",
+        discussion: "Reads the password from standard input (one line), so it stays out of shell history.")
+
+    @Option(help: "pbkdf2-sha256 (default), pbkdf2-sha512 or scrypt.")
+    var scheme = "pbkdf2-sha256"
+
+    @Option(help: "PBKDF2 rounds.")
+    var rounds = 600_000
+
+    func run() throws {
+        guard let password = readLine(strippingNewline: true), !password.isEmpty else {
+            throw ValidationError("give the password on standard input")
+        }
+        let chosen: PasswordHash.Scheme
+        switch scheme {
+        case "pbkdf2-sha256": chosen = .pbkdf2SHA256(rounds: rounds)
+        case "pbkdf2-sha512": chosen = .pbkdf2SHA512(rounds: rounds)
+        case "scrypt": chosen = .scrypt(logN: 15, r: 8, p: 1)
+        default: throw ValidationError("unknown scheme \(scheme)")
+        }
+        print(try PasswordHash.make(password, scheme: chosen).text)
     }
 }
 

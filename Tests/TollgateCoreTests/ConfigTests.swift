@@ -116,7 +116,7 @@ func configErrors(_ yaml: String, environment: [String: String] = [:]) -> [Strin
             "listen[0].address: expected host:port, such as 127.0.0.1:8080 or [::1]:8080 (line 1)",
             "services.s.targets[0].url: expected an http:// URL such as http://127.0.0.1:9001 (line 3)",
             "routes[0].match.methods[0]: 'GE T' is not an HTTP method (line 5)",
-            "routes[1].plugins[0].name: unknown plugin 'no-such-plugin' (known: acl, basic-auth, headers, jwt, key-auth, rate-limiting, request-id, request-termination) (line 6)",
+            "routes[1].plugins[0].name: unknown plugin 'no-such-plugin' (known: \(BuiltinPlugins.registry.factories.keys.sorted().joined(separator: ", "))) (line 6)",
             "limits.max_body_size: expected a size such as 512KB or 1MB, got 'lots' (line 7)",
             "routes[0].rewrite: unknown parameter 'missing' (not a parameter of '/a') (line 5)",
         ].sorted { lineOf($0) < lineOf($1) })

@@ -183,8 +183,13 @@ func sha256Hex(_ text: String) -> String {
     }
 
     @Test func passwordHashFormats() throws {
-        // passlib's pbkdf2_sha256 of "password" with salt "salt0123salt0123" (ab64, no padding), 29000 rounds,
-        // and the same through our own encoder: both verify.
+        // Written by Python's passlib (pbkdf2_sha256 with 20000 rounds, scrypt with ln=12): they verify here.
+        let passlibPBKDF2 = try PasswordHash(parsing: "$pbkdf2-sha256$20000$mFPKeS8lxBjDuPees9Ya4w$uT9Bx.0qfpPugIS/GwYjzT.iH8VlOzG7PRH5ugCklIk")
+        #expect(passlibPBKDF2.verify("correct horse"))
+        #expect(!passlibPBKDF2.verify("correct horse "))
+        let passlibScrypt = try PasswordHash(parsing: "$scrypt$ln=12,r=8,p=1$eq/Veu9d6723FkLo/b9Xag$SD+D7MIQ93KVDUG6tuOvicSA1DJQm5aEWNI8k9SaiII")
+        #expect(passlibScrypt.verify("correct horse"))
+        #expect(passlibPBKDF2.text == "$pbkdf2-sha256$20000$mFPKeS8lxBjDuPees9Ya4w$uT9Bx.0qfpPugIS/GwYjzT.iH8VlOzG7PRH5ugCklIk")
         let made = try PasswordHash.make("password", scheme: .pbkdf2SHA512(rounds: 10_000))
         #expect(try PasswordHash(parsing: made.text) == made)
         #expect(made.verify("password"))
@@ -219,5 +224,74 @@ func sha256Hex(_ text: String) -> String {
         #expect(status(deny, admin) == 200)
         #expect(status(deny, guest) == 403)
         #expect(pluginErrors(ACLPlugin.self, "{allow: [a], deny: [b]}") == ["deny: give allow or deny, not both (line 1)"])
+    }
+}
+
+@Suite struct AuthChainTests {
+    static let consumers = KeyAuthTests.consumers + """
+
+        - name: bob
+          credentials:
+            key_auth: [{key: "bob-key-012345678901"}]
+            basic_auth: [{username: bob, password_hash: "\(BasicAuthTests.hash)"}]
+        """
+
+    func run(_ plugin: AuthChainPlugin, _ fields: HTTPFields) -> (Int, RequestContext, LocalResponse?) {
+        var request = HTTPRequest(method: .get, scheme: nil, authority: "api", path: "/", headerFields: fields)
+        var context = RequestContext(requestID: "r", clientIP: "192.0.2.1")
+        switch plugin.onRequest(&request, context: &context) {
+        case .proceed: return (200, context, nil)
+        case .respond(let response): return (response.status.code, context, response)
+        default: return (0, context, nil)
+        }
+    }
+
+    static func basic(_ user: String, _ password: String) -> String { "Basic " + Data("\(user):\(password)".utf8).base64EncodedString() }
+
+    @Test func anyLetsTheFirstSuccessIn() throws {
+        let chain = try authPlugin(AuthChainPlugin.self, consumers: Self.consumers, """
+            {mode: any, methods: [{name: basic-auth}, {name: key-auth}]}
+            """)
+        // A wrong password does not stop a right key.
+        let (status, context, _) = run(chain, [.authorization: Self.basic("bob", "wrong"), KeyAuthTests.apiKey: "alice-key-0123456789"])
+        #expect(status == 200)
+        #expect(context.consumer?.name == "alice")
+        #expect(run(chain, [.authorization: Self.basic("bob", "correct horse")]).1.consumer?.name == "bob")
+        // Nothing at all: 401 with one challenge per method.
+        let (refused, _, response) = run(chain, [:])
+        #expect(refused == 401)
+        #expect(response?.headerFields[values: .wwwAuthenticate] == [#"Basic realm="tollgate", charset="UTF-8""#, #"Key realm="tollgate""#])
+        // Only wrong credentials: 401 invalid.
+        let (wrong, wrongContext, _) = run(chain, [KeyAuthTests.apiKey: "guess-guess-guess-guess"])
+        #expect(wrong == 401)
+        #expect(wrongContext[AuthFailureKey.self]?.reason == "unknown API key")
+    }
+
+    @Test func allNeedsEveryMethodForOneConsumer() throws {
+        let chain = try authPlugin(AuthChainPlugin.self, consumers: Self.consumers, """
+            {mode: all, methods: [{name: basic-auth}, {name: key-auth}]}
+            """)
+        let (status, context, _) = run(chain, [.authorization: Self.basic("bob", "correct horse"), KeyAuthTests.apiKey: "bob-key-012345678901"])
+        #expect(status == 200)
+        #expect(context.consumer?.name == "bob")
+        #expect(context.credential == "bob+key:" + String(sha256Hex("bob-key-012345678901").prefix(8)))
+        #expect(run(chain, [.authorization: Self.basic("bob", "correct horse")]).0 == 401)
+        // Two valid credentials of different consumers are not one identity.
+        #expect(run(chain, [.authorization: Self.basic("bob", "correct horse"), KeyAuthTests.apiKey: "alice-key-0123456789"]).0 == 401)
+    }
+
+    @Test func anonymousWhenNoMethodFindsACredential() throws {
+        let chain = try authPlugin(AuthChainPlugin.self, consumers: Self.consumers, """
+            {mode: any, anonymous: guest, methods: [{name: key-auth}]}
+            """)
+        let (status, context, _) = run(chain, [:])
+        #expect(status == 200)
+        #expect(context.isAnonymous && context.consumer?.name == "guest")
+        #expect(run(chain, [KeyAuthTests.apiKey: "guess-guess-guess-guess"]).0 == 401)
+        #expect(pluginErrors(AuthChainPlugin.self, "{mode: all, anonymous: guest, methods: [{name: magic}]}") == [
+            "anonymous: no consumer named 'guest' (list it under consumers:) (line 1)",
+            "methods[0].name: unknown authentication method 'magic' (known: basic-auth, jwt, key-auth) (line 1)",
+            "methods: list at least one method (line 1)",
+        ])
     }
 }

@@ -196,4 +196,29 @@ struct TestKeys: Sendable {
             "keys: HMAC secret needs at least 32 bytes (line 1)",
         ].map { $0.replacingOccurrences(of: "HMAC secret", with: "an HMAC secret") })
     }
+
+    /// `scopes` after `jwt`: the token's scopes per method; 403 insufficient_scope names what is needed.
+    @Test func scopesPerMethod() throws {
+        let scopes = try plugin(ScopesPlugin.self, #"{GET: [orders.read], POST: [orders.write, orders.admin], "*": [orders.read]}"#)
+        func status(_ method: HTTPRequest.Method, token: String?) -> (Int, String?) {
+            var request = HTTPRequest(method: method, scheme: nil, authority: "api", path: "/orders")
+            if let token { request.headerFields[.authorization] = "Bearer \(token)" }
+            var context = RequestContext(requestID: "r", clientIP: "192.0.2.1")
+            if case .respond(let response) = Self.jwt.onRequest(&request, context: &context) { return (response.status.code, nil) }
+            if case .respond(let response) = scopes.onRequest(&request, context: &context) {
+                return (response.status.code, response.headerFields[.wwwAuthenticate])
+            }
+            return (200, nil)
+        }
+        let token = TestKeys.token(alg: "ES256", kid: "ec1", claims: TestKeys.claims(["scope": "orders.read orders.write"]))
+        #expect(status(.get, token: token).0 == 200)
+        #expect(status(.delete, token: token).0 == 200)   // "*": orders.read
+        let post = status(.post, token: token)
+        #expect(post.0 == 403)
+        #expect(post.1 == #"Bearer realm="tollgate", error="insufficient_scope", scope="orders.write orders.admin""#)
+        #expect(status(.get, token: nil).0 == 401)
+        #expect(pluginErrors(ScopesPlugin.self, "{get: [a], FETCH: [b]}") == [
+            "get: 'get' is not an HTTP method (or \"*\") (line 1)",
+        ])
+    }
 }

@@ -37,6 +37,9 @@ import TollgateTesting
           - match: {paths: ["/basic/*"]}
             service: api
             plugins: [{name: basic-auth, config: {realm: tollgate-test}}]
+          - match: {paths: ["/both/*"]}
+            service: api
+            plugins: [{name: auth, config: {mode: all, methods: [{name: basic-auth}, {name: key-auth}]}}]
         """
 
     @Test func keyAuthAndACLThroughTheProxy() async throws {
@@ -83,6 +86,22 @@ import TollgateTesting
             #expect(wrong.statuses == [401])
             #expect(wrong.text.header("www-authenticate") == #"Basic realm="tollgate-test", charset="UTF-8""#)
             #expect(!wrong.text.contains("nope"))
+        }
+    }
+
+    /// `auth` with `mode: all`: the password check waits off the loop, then the key is checked.
+    @Test func chainWithASlowMethodThroughTheProxy() async throws {
+        try await Harness.with(Self.config) { harness in
+            let basic = "Authorization: Basic \(Data("alice:s3cret pass".utf8).base64EncodedString())"
+            let both = try await harness.get("/both/x", headers: [basic, "X-API-Key: alice-key-0123456789"])
+            #expect(both.statuses == [200])
+            let seen = try #require(harness.upstreams[0].requests.last)
+            #expect(seen.head.headers["X-Consumer-Username"] == ["alice"])
+            #expect(seen.head.headers["Authorization"].isEmpty && seen.head.headers["X-API-Key"].isEmpty)
+            let onlyOne = try await harness.get("/both/x", headers: [basic])
+            #expect(onlyOne.statuses == [401])
+            let mixed = try await harness.get("/both/x", headers: [basic, "X-API-Key: bob-key-012345678901"])
+            #expect(mixed.statuses == [401])
         }
     }
 }

@@ -129,15 +129,10 @@ import TollgateTesting
 
     /// When every target is known to be down, the answer is 503 at once, not after a connect timeout.
     @Test func allTargetsDownIs503AtOnce() async throws {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        // Two ports with nothing listening.
-        var ports: [Int] = []
-        for _ in 0..<2 {
-            let stub = try await StubUpstream(group: group)
-            ports.append(stub.port)
-            try await stub.close()
-        }
-        try await group.shutdownGracefully()
+        // Two ports where connections are refused (held, so no other test's server can take them).
+        let closed = [ClosedPort(), ClosedPort()]
+        let ports = closed.map(\.port)
+        defer { withExtendedLifetime(closed) {} }
         try await Harness.with("""
             services:
               api:

@@ -68,10 +68,14 @@ public struct PasswordHash: Sendable, Equatable {
         self.hash = hash
     }
 
-    /// The PHC string.
+    /// The PHC string, as passlib writes it (its PBKDF2 hashes use `.` for `+`).
     public var text: String {
-        let salt = Self.encode(self.salt)
-        let hash = Self.encode(self.hash)
+        var salt = Self.encode(self.salt)
+        var hash = Self.encode(self.hash)
+        if case .scrypt = scheme {} else {
+            salt = salt.replacingOccurrences(of: "+", with: ".")
+            hash = hash.replacingOccurrences(of: "+", with: ".")
+        }
         switch scheme {
         case .pbkdf2SHA256(let rounds): return "$pbkdf2-sha256$\(rounds)$\(salt)$\(hash)"
         case .pbkdf2SHA512(let rounds): return "$pbkdf2-sha512$\(rounds)$\(salt)$\(hash)"
