@@ -4,6 +4,7 @@
 # debug info for valgrind) runs under callgrind; wrk warms up, the counters are zeroed, then a
 # measured run's requests divide the instructions counted.
 # Usage: bench/callgrind.sh [seconds=5]  (prints the per-request total and the top functions)
+# ROUTE_PLUGINS and CONSUMERS (YAML flow lists, see lib.sh) and WRK_HEADER measure a route with plugins.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -26,9 +27,12 @@ nginx -c "$work/upstream.conf" & echo $! > "$work/nginx.pid"
 valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" "$work/tollgate" run --config "$work/tollgate.yaml" \
   --log-level error >/dev/null 2>&1 & echo $! > "$work/valgrind.pid"
 for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$tp/" && break; sleep 0.2; done
-wrk -t1 -c10 -d3s "http://127.0.0.1:$tp/users/42" >/dev/null
+header=(); [ -n "${WRK_HEADER:-}" ] && header=(-H "$WRK_HEADER")
+wrk -t1 -c10 -d3s "${header[@]}" "http://127.0.0.1:$tp/users/42" >/dev/null
 callgrind_control -z "$(cat "$work/valgrind.pid")" >/dev/null
-requests=$(wrk -t1 -c10 -d"${seconds}s" "http://127.0.0.1:$tp/users/42" | awk '/requests in/ {print $1}')
+wrk -t1 -c10 -d"${seconds}s" "${header[@]}" "http://127.0.0.1:$tp/users/42" > "$work/wrk.out"
+requests=$(awk '/requests in/ {print $1}' "$work/wrk.out")
+if grep -q "Non-2xx" "$work/wrk.out"; then echo "warning: some answers were not 2xx:" >&2; grep "Non-2xx" "$work/wrk.out" >&2; fi
 callgrind_control -d "$(cat "$work/valgrind.pid")" >/dev/null
 sleep 1
 [ -n "${CALLGRIND_OUT:-}" ] && cp "$work/cg.out.1" "$CALLGRIND_OUT"   # keep the dump for callgrind_annotate

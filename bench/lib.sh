@@ -26,8 +26,9 @@ http { access_log off; keepalive_requests 1000000;
 NGINX
 }
 
-# tollgate_config FILE PORT UPSTREAM_PORT [UPSTREAM_PORT...]: one event loop, one route, no plugins,
-# one target per upstream port (default balancer: weighted round robin).
+# tollgate_config FILE PORT UPSTREAM_PORT [UPSTREAM_PORT...]: one event loop, one route, one target
+# per upstream port (default balancer: weighted round robin). The route's plugins are $ROUTE_PLUGINS
+# (a YAML flow list; none by default) and $CONSUMERS (a YAML flow list) the consumers.
 tollgate_config() {
   local file=$1 port=$2; shift 2
   local targets=""
@@ -35,10 +36,11 @@ tollgate_config() {
   cat > "$file" <<YAML
 listen: [{address: "127.0.0.1:$port"}]
 server: {threads: 1}
+consumers: ${CONSUMERS:-[]}
 services:
   backend: {targets: [${targets%, }]}
 routes:
-  - {match: {paths: ["/*"]}, service: backend}
+  - {match: {paths: ["/*"]}, service: backend, plugins: ${ROUTE_PLUGINS:-[]}}
 YAML
 }
 

@@ -14,6 +14,7 @@ public enum BuiltinPlugins {
             PluginFactory(AuthChainPlugin.self),
             PluginFactory(ACLPlugin.self),
             PluginFactory(ScopesPlugin.self),
+            PluginFactory(AuthorizePlugin.self),
         ])
         registry.registerCredential(kind: "key_auth", parser: KeyCredential.parse)
         registry.registerCredential(kind: "basic_auth", parser: BasicCredential.parse)

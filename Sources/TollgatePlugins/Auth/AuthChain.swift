@@ -158,6 +158,9 @@ public struct AuthChainPlugin: GatewayPlugin {
             context.credential = identity.credential
             context.scopes = identity.scopes
             context.isAnonymous = false
+            var claims: [String: String] = [:]
+            for found in progress.identities { claims.merge(found.claims) { first, _ in first } }
+            if !claims.isEmpty { context[TokenClaimsKey.self] = claims }
             common.apply(identity, anonymous: false, to: &request)
             if !common.forwardCredentials { for entry in configuration.methods { entry.method.removeCredential(from: &request) } }
             return .proceed

@@ -11,11 +11,14 @@ public struct Identity: Sendable {
     /// An identifier of the credential (never the secret): `key:9f86d081`, a user name, a token subject.
     public var credential: String
     public var scopes: [String]
+    /// A token's claims as text (attribute rules read them); empty for other credentials.
+    public var claims: [String: String]
 
-    public init(consumer: Consumer?, credential: String, scopes: [String] = []) {
+    public init(consumer: Consumer?, credential: String, scopes: [String] = [], claims: [String: String] = [:]) {
         self.consumer = consumer
         self.credential = credential
         self.scopes = scopes
+        self.claims = claims
     }
 }
 
@@ -121,6 +124,9 @@ public struct AuthFailure: Sendable {
 
 public enum AuthFailureKey: ContextKey { public typealias Value = AuthFailure }
 
+/// The verified token's claims, as text (set by `jwt`; read by `authorize`).
+public enum TokenClaimsKey: ContextKey { public typealias Value = [String: String] }
+
 /// An authentication plugin: one method plus what all of them share (anonymous access, identity
 /// headers, credential removal, 401 with a challenge and a JSON body that never echoes the secret).
 public struct AuthPlugin<Method: AuthenticationMethod>: GatewayPlugin {
@@ -170,6 +176,7 @@ public struct AuthPlugin<Method: AuthenticationMethod>: GatewayPlugin {
             context.credential = identity.credential
             context.scopes = identity.scopes
             context.isAnonymous = false
+            if !identity.claims.isEmpty { context[TokenClaimsKey.self] = identity.claims }
             common.apply(identity, anonymous: false, to: &request)
             if !common.forwardCredentials { method.removeCredential(from: &request) }
             return .proceed

@@ -251,9 +251,9 @@ public struct JWTMethod: AuthenticationMethod {
         let credential = "jwt:" + (value ?? claims.subject ?? "?")
         if let value, let matches = subjects[value],
            let match = matches.first(where: { $0.issuer == nil || $0.issuer == claims.issuer }) {
-            return Identity(consumer: match.consumer, credential: credential, scopes: claims.scopes)
+            return Identity(consumer: match.consumer, credential: credential, scopes: claims.scopes, claims: claims.values)
         }
-        return allowUnknownSubjects ? Identity(consumer: nil, credential: credential, scopes: claims.scopes) : nil
+        return allowUnknownSubjects ? Identity(consumer: nil, credential: credential, scopes: claims.scopes, claims: claims.values) : nil
     }
 }
 
