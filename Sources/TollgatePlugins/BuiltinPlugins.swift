@@ -10,6 +10,7 @@ public enum BuiltinPlugins {
             PluginFactory(RateLimitPlugin.self),
             PluginFactory(KeyAuthPlugin.self),
             PluginFactory(BasicAuthPlugin.self),
+            PluginFactory(DigestAuthPlugin.self),
             PluginFactory(JWTPlugin.self),
             PluginFactory(AuthChainPlugin.self),
             PluginFactory(ACLPlugin.self),
@@ -19,6 +20,7 @@ public enum BuiltinPlugins {
         registry.registerCredential(kind: "key_auth", parser: KeyCredential.parse)
         registry.registerCredential(kind: "basic_auth", parser: BasicCredential.parse)
         registry.registerCredential(kind: "jwt", parser: JWTCredential.parse)
+        registry.registerCredential(kind: "digest_auth", parser: DigestCredential.parse)
         return registry
     }()
 }

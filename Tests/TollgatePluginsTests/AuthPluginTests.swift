@@ -141,7 +141,7 @@ func sha256Hex(_ text: String) -> String {
             "consumers[0].credentials.key_auth[0].key_sha256: expected 64 hex digits (a SHA-256 digest) (line 3)",
             "consumers[0].credentials.key_auth[1].key: too short: API keys need at least 16 characters (line 3)",
             "consumers[0].credentials.key_auth[2]: give key_sha256 (or key, hashed at load) (line 3)",
-            "consumers[0].credentials.magic: unknown credential kind 'magic' (known: basic_auth, jwt, key_auth) (line 4)",
+            "consumers[0].credentials.magic: unknown credential kind 'magic' (known: \(BuiltinPlugins.registry.credentialParsers.keys.sorted().joined(separator: ", "))) (line 4)",
             "consumers[1].name: consumer 'a' is listed twice (line 5)",
         ])
         #expect(pluginErrors(KeyAuthPlugin.self, "{anonymous: nobody, headers: []}") == [
@@ -290,8 +290,88 @@ func sha256Hex(_ text: String) -> String {
         #expect(run(chain, [KeyAuthTests.apiKey: "guess-guess-guess-guess"]).0 == 401)
         #expect(pluginErrors(AuthChainPlugin.self, "{mode: all, anonymous: guest, methods: [{name: magic}]}") == [
             "anonymous: no consumer named 'guest' (list it under consumers:) (line 1)",
-            "methods[0].name: unknown authentication method 'magic' (known: basic-auth, jwt, key-auth) (line 1)",
+            "methods[0].name: unknown authentication method 'magic' (known: \(AuthChainPlugin.methods.keys.sorted().joined(separator: ", "))) (line 1)",
             "methods: list at least one method (line 1)",
         ])
+    }
+}
+
+@Suite struct DigestAuthTests {
+    static let consumers = """
+        - name: carol
+          credentials:
+            digest_auth: [{username: carol, realm: vault, password: "open sesame"}]
+        """
+
+    /// What a client sends: the response computed per RFC 7616 from the server's challenge.
+    static func authorization(challenge: String, user: String = "carol", password: String = "open sesame",
+                              algorithm: String = "SHA-256", nc: String = "00000001", uri: String = "/vault/1",
+                              method: String = "GET") -> String {
+        let parts = DigestAuthMethod.parameters(String(challenge.dropFirst(7)))
+        let nonce = parts["nonce"]!
+        func h(_ text: String) -> String {
+            algorithm == "MD5" ? Insecure.MD5.hash(data: Array(text.utf8)).map { String(format: "%02x", $0) }.joined()
+                : SHA256.hash(data: Array(text.utf8)).map { String(format: "%02x", $0) }.joined()
+        }
+        let ha1 = h("\(user):vault:\(password)")
+        let ha2 = h("\(method):\(uri)")
+        let response = h("\(ha1):\(nonce):\(nc):abc123:auth:\(ha2)")
+        return #"Digest username="\#(user)", realm="vault", nonce="\#(nonce)", uri="\#(uri)", qop=auth, nc=\#(nc), cnonce="abc123", response="\#(response)", algorithm=\#(algorithm), opaque="\#(parts["opaque"] ?? "")""#
+    }
+
+    func run(_ plugin: DigestAuthPlugin, _ authorization: String?, path: String = "/vault/1") -> (Int, LocalResponse?, RequestContext) {
+        var request = HTTPRequest(method: .get, scheme: nil, authority: "api", path: path)
+        if let authorization { request.headerFields[.authorization] = authorization }
+        var context = RequestContext(requestID: "r", clientIP: "192.0.2.1", originalPath: path)
+        if case .respond(let response) = plugin.onRequest(&request, context: &context) { return (response.status.code, response, context) }
+        return (200, nil, context)
+    }
+
+    @Test func challengeResponseAndReplay() throws {
+        let digest = try authPlugin(DigestAuthPlugin.self, consumers: Self.consumers, "{realm: vault}")
+        let (status, challengeResponse, _) = run(digest, nil)
+        #expect(status == 401)
+        let challenge = try #require(challengeResponse?.headerFields[.wwwAuthenticate])
+        #expect(challenge.hasPrefix(#"Digest realm="vault", qop="auth", algorithm=SHA-256, nonce=""#))
+        #expect(challenge.contains("algorithm=MD5"))
+        for algorithm in ["SHA-256", "MD5"] {
+            let first = Self.authorization(challenge: challenge, algorithm: algorithm, nc: algorithm == "MD5" ? "00000002" : "00000001")
+            let (ok, _, context) = run(digest, first)
+            #expect(ok == 200, "\(algorithm)")
+            #expect(context.consumer?.name == "carol")
+            // The same request again: its nonce count is used up.
+            #expect(run(digest, first).0 == 401, "\(algorithm) replay")
+        }
+        let (wrong, _, wrongContext) = run(digest, Self.authorization(challenge: challenge, password: "guess", nc: "00000009"))
+        #expect(wrong == 401)
+        #expect(wrongContext[AuthFailureKey.self]?.reason == "wrong password")
+        #expect(run(digest, Self.authorization(challenge: challenge, nc: "0000000a", uri: "/vault/2")).0 == 401, "uri of another resource")
+        // A nonce the gateway did not make.
+        let forged = Self.authorization(challenge: challenge.replacingOccurrences(of: "nonce=\"", with: "nonce=\"00"), nc: "0000000b")
+        #expect(run(digest, forged).2[AuthFailureKey.self]?.reason == "invalid nonce")
+    }
+
+    /// RFC 7616 section 3.9.1: Mufasa's request, with SHA-256 and with MD5.
+    @Test func rfc7616Example() {
+        let nonce = "7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v"
+        let cnonce = "f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ"
+        let secret = "Mufasa:http-auth@example.org:Circle of Life"
+        #expect(DigestAuthMethod.response(.sha256, ha1: Array(SHA256.hash(data: Array(secret.utf8))), nonce: nonce, nc: "00000001",
+                                          cnonce: cnonce, method: "GET", uri: "/dir/index.html")
+                == "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1")
+        #expect(DigestAuthMethod.response(.md5, ha1: Array(Insecure.MD5.hash(data: Array(secret.utf8))), nonce: nonce, nc: "00000001",
+                                          cnonce: cnonce, method: "GET", uri: "/dir/index.html")
+                == "8ca523f5e9506fed4657c9700eebdbec")
+    }
+
+    @Test func expiredNoncesAreStale() throws {
+        let book = NonceBook(ttlSeconds: 60)
+        let nonce = book.make(now: 1_000)
+        #expect(book.check(nonce, now: 1_030) == .valid)
+        #expect(book.check(nonce, now: 1_100) == .stale)
+        var tampered = Array(nonce)
+        tampered[20] = tampered[20] == "0" ? "1" : "0"   // the random part changed: its HMAC no longer fits
+        #expect(book.check(String(tampered), now: 1_030) == .invalid)
+        #expect(book.use(nonce, count: 1) && book.use(nonce, count: 2) && !book.use(nonce, count: 2))
     }
 }

@@ -33,6 +33,7 @@ public struct AuthChainPlugin: GatewayPlugin {
         KeyAuthMethod.pluginName: { KeyAuthMethod(config: $0, consumers: $1) },
         BasicAuthMethod.pluginName: { BasicAuthMethod(config: $0, consumers: $1) },
         JWTMethod.pluginName: { JWTMethod(config: $0, consumers: $1) },
+        DigestAuthMethod.pluginName: { DigestAuthMethod(config: $0, consumers: $1) },
     ]
 
     public struct Configuration: PluginConfiguration {
