@@ -355,7 +355,8 @@ extension ProxyHandler {
             let host = preserveHost ? (head.host ?? target.hostHeader) : target.hostHeader
             connection.writeHead(toHeadRequest: head.isHeadMethod) { out in
                 HeadWriter.writeRequest(head, target: exchange.upstreamTarget, host: host, forwarding: forwarding,
-                                        requestID: exchange.context.requestID, into: &out)
+                                        requestID: exchange.context.requestID, edits: exchange.context.upstreamFieldEdits,
+                                        into: &out)
             }
         }
         // The head plugins produced, or (no plugins) the client's own.

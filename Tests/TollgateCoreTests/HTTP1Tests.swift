@@ -246,6 +246,21 @@ private func parse(_ text: String, kind: HeadParser.Kind = .request, maxURI: Int
             """)
     }
 
+    /// Plugins' field edits: removed names (any case) are skipped while the lines are copied, added
+    /// fields come after the forwarding ones.
+    @Test func forwardedRequestAppliesFieldEdits() {
+        let (_, head) = parse("GET /a HTTP/1.1\r\nHost: h\r\nX-API-Key: secret\r\nx-consumer-id: spoofed\r\nAccept: */*\r\n\r\n")
+        var edits = FieldEdits()
+        edits.remove(HTTPField.Name("X-Api-Key")!)
+        edits.set(HTTPField.Name("X-Consumer-ID")!, "u-1")
+        var out = ByteBuffer()
+        HeadWriter.writeRequest(head, target: "/a", host: "b", forwarding: forwarding, requestID: "rid", edits: edits, into: &out)
+        let text = String(buffer: out)
+        #expect(!text.contains("secret") && !text.contains("spoofed"))
+        #expect(text.contains("Accept: */*\r\n"))
+        #expect(text.hasSuffix("X-Request-ID: rid\r\nX-Consumer-ID: u-1\r\n\r\n"))
+    }
+
     @Test func responseKeepsEndToEndFieldsAsTheyCame() {
         let (_, head) = parse("HTTP/1.1 200 OK\r\nServer: up\r\nTransfer-Encoding: chunked\r\nX-Request-ID: given\r\nConnection: close\r\n\r\n",
                               kind: .response)

@@ -34,11 +34,15 @@ public enum HeadWriter {
     /// The head sent upstream: the client's method, `target`, the client's fields minus hop-by-hop
     /// ones and the forwarding fields, then Host and the forwarding fields with this hop appended.
     public static func writeRequest(_ head: RawHead, target: String, host: String, forwarding: ForwardingValues,
-                                    requestID: String, into out: inout ByteBuffer) {
+                                    requestID: String, edits: FieldEdits? = nil, into out: inout ByteBuffer) {
         let hostLength = head.hostIndex.map { Int(head.fields[$0].valueEnd - head.fields[$0].valueStart) } ?? 0
-        let bound = head.bytes.readableBytes + target.utf8.count + host.utf8.count + forwarding.clientIP.utf8.count
+        var bound = head.bytes.readableBytes + target.utf8.count + host.utf8.count + forwarding.clientIP.utf8.count
             + forwarding.forwardedElement.utf8.count + forwarding.via.utf8.count + forwarding.requestIDName.utf8.count
             + requestID.utf8.count + 2 * hostLength + 192
+        let removed = edits?.removed ?? []
+        if let edits {
+            for field in edits.added { bound += field.name.rawName.utf8.count + field.value.utf8.count + 4 }
+        }
         _ = head.withBytes { p in
             out.writeWithUnsafeMutableBytes(minimumWritableBytes: bound) { memory in
                 var o = HeadOutput(memory)
@@ -55,7 +59,7 @@ public enum HeadWriter {
                     let field = head.fields[index]
                     switch field.kind {
                     case .other:
-                        if checkListed && head.isListedInConnection(index) {
+                        if checkListed && head.isListedInConnection(index) || !removed.isEmpty && Self.isRemoved(field, p, removed) {
                             run.flush(p, into: &o)
                         } else {
                             run.add(field, p, into: &o)
@@ -105,11 +109,31 @@ public enum HeadWriter {
                 o.put(forwarding.via)
                 o.put("\r\n")
                 if head.requestIDIndex == nil { o.putField(forwarding.requestIDName, requestID) }
+                if let edits {
+                    for field in edits.added { o.putField(field.name.rawName, field.value) }
+                }
                 if head.isUpgrade { o.putUpgrade(head, p) }
                 o.put("\r\n")
                 return o.offset
             }
         }
+    }
+
+    /// Whether a field's name is one of `removed` (ASCII case-insensitive).
+    static func isRemoved(_ field: RawField, _ p: UnsafeRawBufferPointer, _ removed: [HTTPField.Name]) -> Bool {
+        let length = Int(field.nameEnd - field.start)
+        for name in removed where name.canonicalName.utf8.count == length {
+            var equal = true
+            var offset = Int(field.start)
+            for byte in name.canonicalName.utf8 {
+                var candidate = p[offset]
+                if candidate >= UInt8(ascii: "A") && candidate <= UInt8(ascii: "Z") { candidate |= 0x20 }
+                if candidate != byte { equal = false; break }
+                offset += 1
+            }
+            if equal { return true }
+        }
+        return false
     }
 
     /// The head sent to the client for an upstream response, without plugins: status line in the

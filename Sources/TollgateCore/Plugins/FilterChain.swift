@@ -25,9 +25,9 @@ public struct FilterChain: Sendable {
         }.map(\.element)
         self.plugins = ordered.map(\.plugin)
         self.names = ordered.map(\.name)
-        self.changesRequest = ordered.contains { type(of: $0.plugin).changesRequest }
+        self.changesRequest = ordered.contains { $0.plugin.mayChangeRequest }
         self.responseHooksOnlyAdd = ordered.allSatisfy { type(of: $0.plugin).responseHookOnlyAdds }
-        self.readsRequestFields = ordered.contains { type(of: $0.plugin).changesRequest || $0.plugin.readsRequestFields }
+        self.readsRequestFields = ordered.contains { $0.plugin.mayChangeRequest || $0.plugin.readsRequestFields }
         self.hasLogHooks = ordered.contains { $0.plugin.hasLogHook }
     }
 

@@ -47,6 +47,11 @@ public protocol GatewayPlugin: Sendable {
     /// Whether the request hook reads the request's header fields. When no plugin of a route reads
     /// or changes them, the hooks get a request without header fields (converting them costs).
     var readsRequestFields: Bool { get }
+    /// Whether this instance's request hook may change the request itself (method, target, authority,
+    /// fields). Defaults to `changesRequest`; a plugin whose settings decide it (an API key read from
+    /// a query parameter must be cut from the target) can say false when it only edits fields
+    /// through `RequestContext.upstreamFieldEdits`.
+    var mayChangeRequest: Bool { get }
     /// Whether `onLog` does anything. When no plugin of a route has a log hook, the log phase is skipped.
     var hasLogHook: Bool { get }
     /// For plugins whose response hook only adds fields: the fields it adds, without an
@@ -59,6 +64,7 @@ extension GatewayPlugin {
     public static var changesRequest: Bool { true }
     public static var responseHookOnlyAdds: Bool { false }
     public var readsRequestFields: Bool { true }
+    public var mayChangeRequest: Bool { Self.changesRequest }
     public var hasLogHook: Bool { true }
     public func responseFieldsToAdd(context: inout RequestContext) -> [HTTPField] {
         var response = HTTPResponse(status: .ok)

@@ -31,6 +31,9 @@ public struct RequestContext: Sendable {
     public var scopes: [String] = []
     /// Whether `consumer` is the anonymous consumer of an optional authentication.
     public var isAnonymous = false
+    /// Header-field changes for the upstream request that plugins asked for without rewriting the
+    /// request (identity fields, a removed credential): applied while the client's head is copied.
+    public var upstreamFieldEdits: FieldEdits?
     /// The connection's event loop, for plugins that answer with a `pending` future (nil in unit tests
     /// that run hooks without a server).
     public var eventLoop: (any EventLoop)?
@@ -75,6 +78,38 @@ public struct RequestContext: Sendable {
 
     public func pathParameter(_ name: String) -> String? {
         pathParameters.first { $0.name == name }?.value
+    }
+}
+
+/// Header-field changes for the upstream request: fields removed by name, fields added. Cheaper than
+/// rewriting the request (the client's head is copied line by line, skipping the removed names).
+public struct FieldEdits: Sendable {
+    public private(set) var removed: [HTTPField.Name] = []
+    public private(set) var added: [HTTPField] = []
+
+    public init() {}
+
+    /// Drops every field of this name (the client's, and any added before).
+    public mutating func remove(_ name: HTTPField.Name) {
+        if !removed.contains(name) { removed.append(name) }
+        added.removeAll { $0.name == name }
+    }
+
+    /// Replaces every field of this name with one.
+    public mutating func set(_ name: HTTPField.Name, _ value: String) {
+        remove(name)
+        added.append(HTTPField(name: name, value: value))
+    }
+
+    public var isEmpty: Bool { removed.isEmpty && added.isEmpty }
+}
+
+extension RequestContext {
+    /// Applies `change` to the upstream field edits (made on first use).
+    public mutating func editUpstreamFields(_ change: (inout FieldEdits) -> Void) {
+        var edits = upstreamFieldEdits ?? FieldEdits()
+        change(&edits)
+        upstreamFieldEdits = edits
     }
 }
 

@@ -22,6 +22,9 @@ public struct AuthChainPlugin: GatewayPlugin {
     public static let changesRequest = true
     public static let responseHookOnlyAdds = true
     public var hasLogHook: Bool { false }
+    public var mayChangeRequest: Bool {
+        !configuration.common.forwardCredentials && configuration.methods.contains { $0.method.rewritesTarget }
+    }
 
     public enum Mode: String, Sendable {
         case any
@@ -162,8 +165,11 @@ public struct AuthChainPlugin: GatewayPlugin {
             var claims: [String: String] = [:]
             for found in progress.identities { claims.merge(found.claims) { first, _ in first } }
             if !claims.isEmpty { context[TokenClaimsKey.self] = claims }
-            common.apply(identity, anonymous: false, to: &request)
-            if !common.forwardCredentials { for entry in configuration.methods { entry.method.removeCredential(from: &request) } }
+            let methods = configuration.methods
+            context.editUpstreamFields { edits in
+                common.apply(identity, anonymous: false, to: &edits)
+                if !common.forwardCredentials { for entry in methods { entry.method.removeCredential(from: &request, edits: &edits) } }
+            }
             return .proceed
         }
         if let reason = progress.unavailable {
@@ -176,7 +182,7 @@ public struct AuthChainPlugin: GatewayPlugin {
             statistics.missing.wrappingIncrement(ordering: .relaxed)
             context.consumer = anonymous
             context.isAnonymous = true
-            common.apply(Identity(consumer: anonymous, credential: "anonymous"), anonymous: true, to: &request)
+            context.editUpstreamFields { common.apply(Identity(consumer: anonymous, credential: "anonymous"), anonymous: true, to: &$0) }
             return .proceed
         }
         let failure = progress.failure ?? (progress.identities.isEmpty ? ("no credentials", nil) : ("credentials name different consumers", nil))

@@ -51,8 +51,15 @@ public protocol AuthenticationMethod: Sendable {
     /// for a wrong one (`failure`: the reason, a fixed text that never holds the credential).
     func challenge(failure: String?) -> String
     func authenticate(_ request: HTTPRequest, context: RequestContext) -> AuthOutcome
-    /// Removes the credential from the request before it goes upstream.
-    func removeCredential(from request: inout HTTPRequest)
+    /// Removes the credential from what goes upstream: header fields through `edits`; the target
+    /// (a query parameter) in `request`, only when `rewritesTarget`.
+    func removeCredential(from request: inout HTTPRequest, edits: inout FieldEdits)
+    /// Whether removing the credential changes the request's target (a key in the query).
+    var rewritesTarget: Bool { get }
+}
+
+extension AuthenticationMethod {
+    public var rewritesTarget: Bool { false }
 }
 
 /// Settings every authentication plugin has.
@@ -91,19 +98,17 @@ public struct AuthCommonSettings: Sendable {
         name("anonymous", &anonymousHeader)
     }
 
-    /// The identity fields on the upstream request: any the client sent are removed first (a client
-    /// must never name its own consumer), then the authenticated ones set.
-    func apply(_ identity: Identity?, anonymous: Bool, to request: inout HTTPRequest) {
-        for name in [consumerIDHeader, consumerNameHeader, groupsHeader, scopeHeader, anonymousHeader] {
-            request.headerFields[name] = nil
-        }
+    /// The identity fields on the upstream request: any the client sent are removed (a client must
+    /// never name its own consumer), then the authenticated ones added.
+    func apply(_ identity: Identity?, anonymous: Bool, to edits: inout FieldEdits) {
+        for name in [consumerIDHeader, consumerNameHeader, groupsHeader, scopeHeader, anonymousHeader] { edits.remove(name) }
         if let consumer = identity?.consumer {
-            request.headerFields[consumerIDHeader] = consumer.id
-            request.headerFields[consumerNameHeader] = consumer.name
-            if !consumer.groups.isEmpty { request.headerFields[groupsHeader] = consumer.groups.joined(separator: ", ") }
+            edits.set(consumerIDHeader, consumer.id)
+            edits.set(consumerNameHeader, consumer.name)
+            if !consumer.groups.isEmpty { edits.set(groupsHeader, consumer.groups.joined(separator: ", ")) }
         }
-        if let scopes = identity?.scopes, !scopes.isEmpty { request.headerFields[scopeHeader] = scopes.joined(separator: " ") }
-        if anonymous { request.headerFields[anonymousHeader] = "true" }
+        if let scopes = identity?.scopes, !scopes.isEmpty { edits.set(scopeHeader, scopes.joined(separator: " ")) }
+        if anonymous { edits.set(anonymousHeader, "true") }
     }
 }
 
@@ -133,9 +138,12 @@ public struct AuthPlugin<Method: AuthenticationMethod>: GatewayPlugin {
     public static var name: String { Method.pluginName }
     public static var phase: PluginPhase { .access }
     public static var priority: Int { Method.priority }
-    public static var changesRequest: Bool { true }   // identity headers, credential removal
+    public static var changesRequest: Bool { true }
     public static var responseHookOnlyAdds: Bool { true }   // no response hook
     public var hasLogHook: Bool { false }
+    /// Identity fields and a credential in a header are field edits; only a credential in the query
+    /// changes the request itself.
+    public var mayChangeRequest: Bool { method.rewritesTarget && !common.forwardCredentials }
 
     public struct Configuration: PluginConfiguration {
         public var method: Method?
@@ -177,8 +185,12 @@ public struct AuthPlugin<Method: AuthenticationMethod>: GatewayPlugin {
             context.scopes = identity.scopes
             context.isAnonymous = false
             if !identity.claims.isEmpty { context[TokenClaimsKey.self] = identity.claims }
-            common.apply(identity, anonymous: false, to: &request)
-            if !common.forwardCredentials { method.removeCredential(from: &request) }
+            let common = self.common
+            let method = self.method
+            context.editUpstreamFields { edits in
+                common.apply(identity, anonymous: false, to: &edits)
+                if !common.forwardCredentials { method.removeCredential(from: &request, edits: &edits) }
+            }
             return .proceed
         case .missing:
             statistics.missing.wrappingIncrement(ordering: .relaxed)
@@ -186,7 +198,8 @@ public struct AuthPlugin<Method: AuthenticationMethod>: GatewayPlugin {
                 if context.consumer == nil {
                     context.consumer = anonymous
                     context.isAnonymous = true
-                    common.apply(Identity(consumer: anonymous, credential: "anonymous"), anonymous: true, to: &request)
+                    let common = self.common
+                    context.editUpstreamFields { common.apply(Identity(consumer: anonymous, credential: "anonymous"), anonymous: true, to: &$0) }
                 }
                 return .proceed
             }
@@ -256,18 +269,18 @@ enum AuthText {
         return String(path[..<question]) + (kept.isEmpty ? "" : "?" + kept.joined(separator: "&"))
     }
 
-    /// A request's `Cookie` fields without cookie `name`.
-    static func removeCookie(_ name: String, from request: inout HTTPRequest) {
+    /// The request's `Cookie` fields without cookie `name`, as edits (nothing when it has no such cookie).
+    static func removeCookie(_ name: String, from request: HTTPRequest, edits: inout FieldEdits) {
         let values = request.headerFields[values: .cookie]
-        guard !values.isEmpty else { return }
-        request.headerFields[.cookie] = nil
+        guard values.contains(where: { $0.contains(name + "=") }) else { return }
+        var kept: [Substring] = []
         for value in values {
-            let kept = value.split(separator: ";").map { $0.trimmingSpaces }.filter { pair in
+            kept += value.split(separator: ";").map { $0.trimmingSpaces }.filter { pair in
                 guard let equals = pair.firstIndex(of: "=") else { return true }
                 return pair[..<equals] != name
             }
-            if !kept.isEmpty { request.headerFields.append(HTTPField(name: .cookie, value: kept.joined(separator: "; "))) }
         }
+        if kept.isEmpty { edits.remove(.cookie) } else { edits.set(.cookie, kept.joined(separator: "; ")) }
     }
 
     /// Compares two byte sequences in time that depends on their length only.

@@ -101,8 +101,8 @@ public struct BasicAuthMethod: AuthenticationMethod {
             : .invalid(reason: "wrong password", credential: username)
     }
 
-    public func removeCredential(from request: inout HTTPRequest) {
-        request.headerFields[.authorization] = nil
+    public func removeCredential(from request: inout HTTPRequest, edits: inout FieldEdits) {
+        edits.remove(.authorization)
     }
 }
 

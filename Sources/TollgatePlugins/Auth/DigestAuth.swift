@@ -126,8 +126,8 @@ public struct DigestAuthMethod: AuthenticationMethod {
         return .authenticated(Identity(consumer: user.consumer, credential: username))
     }
 
-    public func removeCredential(from request: inout HTTPRequest) {
-        request.headerFields[.authorization] = nil
+    public func removeCredential(from request: inout HTTPRequest, edits: inout FieldEdits) {
+        edits.remove(.authorization)
     }
 
     /// The `response` a client must send for `qop=auth` (RFC 7616 section 3.4.1), in lowercase hex.

@@ -97,14 +97,16 @@ public struct KeyAuthMethod: AuthenticationMethod {
         return nil
     }
 
-    public func removeCredential(from request: inout HTTPRequest) {
-        for name in headerNames { request.headerFields[name] = nil }
+    public var rewritesTarget: Bool { !queryNames.isEmpty }
+
+    public func removeCredential(from request: inout HTTPRequest, edits: inout FieldEdits) {
+        for name in headerNames { edits.remove(name) }
         if !queryNames.isEmpty, let path = request.path {
             var stripped = path
             for name in queryNames { stripped = AuthText.removingQuery(name, from: stripped) }
             request.path = stripped
         }
-        for name in cookieNames { AuthText.removeCookie(name, from: &request) }
+        for name in cookieNames { AuthText.removeCookie(name, from: request, edits: &edits) }
     }
 }
 

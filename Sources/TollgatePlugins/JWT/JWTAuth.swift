@@ -151,11 +151,13 @@ public struct JWTMethod: AuthenticationMethod {
         }
     }
 
-    public func removeCredential(from request: inout HTTPRequest) {
-        if let header = request.headerFields[.authorization], header.lowercased().hasPrefix("bearer ") {
-            request.headerFields[.authorization] = nil
+    public var rewritesTarget: Bool { query != nil }
+
+    public func removeCredential(from request: inout HTTPRequest, edits: inout FieldEdits) {
+        if let header = request.headerFields[.authorization], header.count > 7, header.prefix(7).lowercased() == "bearer " {
+            edits.remove(.authorization)
         }
-        if let cookie { AuthText.removeCookie(cookie, from: &request) }
+        if let cookie { AuthText.removeCookie(cookie, from: request, edits: &edits) }
         if let query, let path = request.path { request.path = AuthText.removingQuery(query, from: path) }
     }
 
