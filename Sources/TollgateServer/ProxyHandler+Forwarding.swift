@@ -75,6 +75,8 @@ extension ProxyHandler {
         }
         if !route.chain.readsRequestFields {
             headerFields = HTTPFields()   // no hook reads or changes them: not converted
+        } else if headerFields.isEmpty, let names = route.chain.requestFieldNames {
+            headerFields = head.httpFields(named: names)   // only the fields the hooks read
         } else if headerFields.isEmpty {
             headerFields = head.httpFields { $0 == .host }
         } else {

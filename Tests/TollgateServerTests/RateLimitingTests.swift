@@ -64,7 +64,7 @@ import TollgateTesting
     /// A client that leaves mid-request does not keep its concurrency slot: the slot is freed when
     /// its exchange ends (the upstream's answer finds the client gone), not leaked.
     @Test func concurrencySlotFreedWhenTheClientLeaves() async throws {
-        let slow: StubUpstream.Responder = { _ in StubResponse(body: .delayed(.milliseconds(300), "slow")) }
+        let slow: StubUpstream.Responder = { _ in StubResponse(body: .delayed(.milliseconds(1_000), "slow")) }
         try await Harness.with(Self.config("{concurrency: 1}"), upstreams: [slow]) { harness in
             let start = ContinuousClock.now
             // The first client gives up after 100 ms, while its request is in flight.
@@ -72,9 +72,9 @@ import TollgateTesting
             #expect(abandoned.statuses.isEmpty)
             // While the abandoned request is still with the upstream, the slot is taken...
             let busy = try await harness.get("/api/busy")
-            if ContinuousClock.now - start < .milliseconds(250) { #expect(busy.statuses == [429]) }
+            if ContinuousClock.now - start < .milliseconds(900) { #expect(busy.statuses == [429]) }
             // ...and once the upstream has answered it, the slot is free again.
-            try await Task.sleep(until: start + .milliseconds(600))
+            try await Task.sleep(until: start + .milliseconds(1_300))
             let next = try await harness.get("/api/next")
             #expect(next.statuses == [200])
         }

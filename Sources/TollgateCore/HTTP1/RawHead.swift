@@ -198,6 +198,33 @@ public struct RawHead: Sendable {
         return result
     }
 
+    /// Only the fields with one of `names` (ASCII case-insensitive), converted; the others are not.
+    public func httpFields(named names: [HTTPField.Name]) -> HTTPFields {
+        var result = HTTPFields()
+        guard !names.isEmpty else { return result }
+        withBytes { p in
+            for index in fields.indices {
+                let field = fields[index]
+                let length = Int(field.nameEnd - field.start)
+                for name in names where name.canonicalName.utf8.count == length {
+                    var equal = true
+                    var offset = Int(field.start)
+                    for byte in name.canonicalName.utf8 {
+                        var candidate = p[offset]
+                        if candidate >= UInt8(ascii: "A") && candidate <= UInt8(ascii: "Z") { candidate |= 0x20 }
+                        if candidate != byte { equal = false; break }
+                        offset += 1
+                    }
+                    if equal {
+                        result.append(HTTPField(name: name, value: value(index)))
+                        break
+                    }
+                }
+            }
+        }
+        return result
+    }
+
     /// Request smuggling defence (RFC 9112 section 6.3): ambiguous request framing is refused outright.
     public var requestFramingProblem: String? {
         if let framingProblem { return framingProblem }

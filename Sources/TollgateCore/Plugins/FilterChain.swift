@@ -14,6 +14,9 @@ public struct FilterChain: Sendable {
     public let readsRequestFields: Bool
     /// Some plugin has a log hook.
     public let hasLogHooks: Bool
+    /// When every hook that reads fields reads only named ones (and none changes the request): those
+    /// names. Nil: all fields.
+    public let requestFieldNames: [HTTPField.Name]?
 
     public static let empty = FilterChain(entries: [])
 
@@ -29,6 +32,12 @@ public struct FilterChain: Sendable {
         self.responseHooksOnlyAdd = ordered.allSatisfy { type(of: $0.plugin).responseHookOnlyAdds }
         self.readsRequestFields = ordered.contains { $0.plugin.mayChangeRequest || $0.plugin.readsRequestFields }
         self.hasLogHooks = ordered.contains { $0.plugin.hasLogHook }
+        var names: [HTTPField.Name]? = []
+        for entry in ordered where entry.plugin.mayChangeRequest || entry.plugin.readsRequestFields {
+            guard !entry.plugin.mayChangeRequest, let wanted = entry.plugin.requestFieldNames else { names = nil; break }
+            for name in wanted where !names!.contains(name) { names!.append(name) }
+        }
+        self.requestFieldNames = names
     }
 
     /// Merges plugin lists from least to most specific; a later list replaces an earlier entry of the

@@ -47,6 +47,9 @@ public protocol GatewayPlugin: Sendable {
     /// Whether the request hook reads the request's header fields. When no plugin of a route reads
     /// or changes them, the hooks get a request without header fields (converting them costs).
     var readsRequestFields: Bool { get }
+    /// When the request hook reads only some header fields, their names: the hooks then get a request
+    /// with just those (converting every field costs more than finding a few). Nil: all of them.
+    var requestFieldNames: [HTTPField.Name]? { get }
     /// Whether this instance's request hook may change the request itself (method, target, authority,
     /// fields). Defaults to `changesRequest`; a plugin whose settings decide it (an API key read from
     /// a query parameter must be cut from the target) can say false when it only edits fields
@@ -65,6 +68,7 @@ extension GatewayPlugin {
     public static var responseHookOnlyAdds: Bool { false }
     public var readsRequestFields: Bool { true }
     public var mayChangeRequest: Bool { Self.changesRequest }
+    public var requestFieldNames: [HTTPField.Name]? { nil }
     public var hasLogHook: Bool { true }
     public func responseFieldsToAdd(context: inout RequestContext) -> [HTTPField] {
         var response = HTTPResponse(status: .ok)

@@ -101,6 +101,11 @@ public struct FieldEdits: Sendable {
         added.append(HTTPField(name: name, value: value))
     }
 
+    /// Adds fields whose names were already removed (prepared identity fields): no checks.
+    public mutating func append(_ fields: [HTTPField]) {
+        added.append(contentsOf: fields)
+    }
+
     public var isEmpty: Bool { removed.isEmpty && added.isEmpty }
 }
 

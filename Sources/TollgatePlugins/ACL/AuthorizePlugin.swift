@@ -64,6 +64,7 @@ public struct AuthorizePlugin: GatewayPlugin {
     }
 
     public var readsRequestFields: Bool { readsHeaders }
+    public var requestFieldNames: [HTTPField.Name]? { configuration.rules.flatMap { $0.condition.headerNames } }
 
     public func onRequest(_ request: inout HTTPRequest, context: inout RequestContext) -> RequestDecision {
         let facts = Facts(request: request, context: context, now: Date())
@@ -174,6 +175,16 @@ public struct AuthorizePlugin: GatewayPlugin {
         case any([Condition])
         case not(Condition)
         case test(Selector, Test)
+
+        var headerNames: [HTTPField.Name] {
+            switch self {
+            case .all(let list), .any(let list): return list.flatMap(\.headerNames)
+            case .not(let inner): return inner.headerNames
+            case .test(let selector, _):
+                if case .header(let name) = selector { return [name] }
+                return []
+            }
+        }
 
         var readsHeaders: Bool {
             switch self {

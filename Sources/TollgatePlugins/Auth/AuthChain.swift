@@ -25,6 +25,11 @@ public struct AuthChainPlugin: GatewayPlugin {
     public var mayChangeRequest: Bool {
         !configuration.common.forwardCredentials && configuration.methods.contains { $0.method.rewritesTarget }
     }
+    public var requestFieldNames: [HTTPField.Name]? {
+        var names: [HTTPField.Name] = []
+        for entry in configuration.methods { for name in entry.method.fieldNames where !names.contains(name) { names.append(name) } }
+        return names
+    }
 
     public enum Mode: String, Sendable {
         case any

@@ -56,6 +56,11 @@ public protocol AuthenticationMethod: Sendable {
     func removeCredential(from request: inout HTTPRequest, edits: inout FieldEdits)
     /// Whether removing the credential changes the request's target (a key in the query).
     var rewritesTarget: Bool { get }
+    /// The header fields `authenticate` reads.
+    var fieldNames: [HTTPField.Name] { get }
+    /// When an accepted credential always came in exactly these fields (no cookie or query source):
+    /// removing them needs no look at the request. Nil: `removeCredential` runs per request.
+    var fixedCredentialFields: [HTTPField.Name]? { get }
 }
 
 extension AuthenticationMethod {
@@ -96,6 +101,17 @@ public struct AuthCommonSettings: Sendable {
         name("consumer_groups", &groupsHeader)
         name("scope", &scopeHeader)
         name("anonymous", &anonymousHeader)
+    }
+
+    /// The identity field names: whatever a client sends under them is removed.
+    var identityNames: [HTTPField.Name] { [consumerIDHeader, consumerNameHeader, groupsHeader, scopeHeader, anonymousHeader] }
+
+    /// A consumer's identity fields, made once per consumer when the config loads.
+    func identityFields(_ consumer: Consumer, anonymous: Bool) -> [HTTPField] {
+        var fields = [HTTPField(name: consumerIDHeader, value: consumer.id), HTTPField(name: consumerNameHeader, value: consumer.name)]
+        if !consumer.groups.isEmpty { fields.append(HTTPField(name: groupsHeader, value: consumer.groups.joined(separator: ", "))) }
+        if anonymous { fields.append(HTTPField(name: anonymousHeader, value: "true")) }
+        return fields
     }
 
     /// The identity fields on the upstream request: any the client sent are removed (a client must
@@ -144,13 +160,16 @@ public struct AuthPlugin<Method: AuthenticationMethod>: GatewayPlugin {
     /// Identity fields and a credential in a header are field edits; only a credential in the query
     /// changes the request itself.
     public var mayChangeRequest: Bool { method.rewritesTarget && !common.forwardCredentials }
+    public var requestFieldNames: [HTTPField.Name]? { method.fieldNames }
 
     public struct Configuration: PluginConfiguration {
         public var method: Method?
         public var common: AuthCommonSettings
         public var statistics: AuthStatistics
+        public var consumers: ConsumerDirectory
 
         public init(from config: ConfigNode) {
+            consumers = config.diagnostics.consumers
             config.expectMapping(keys: Method.configKeys.union(AuthCommonSettings.keys))
             common = AuthCommonSettings(config: config)
             method = Method(config: config, consumers: config.diagnostics.consumers)
@@ -161,12 +180,27 @@ public struct AuthPlugin<Method: AuthenticationMethod>: GatewayPlugin {
     let method: Method
     let common: AuthCommonSettings
     public let statistics: AuthStatistics
+    /// The edits every authenticated request gets (identity names and the credential's fields removed),
+    /// and each consumer's identity fields: made once, so a request only copies them.
+    let baseEdits: FieldEdits
+    let identityFields: [ObjectIdentifier: [HTTPField]]
 
     public init(configuration: Configuration) throws {
         guard let method = configuration.method else { throw AuthConfigurationError.invalid }
         self.method = method
         self.common = configuration.common
         self.statistics = configuration.statistics
+        var base = FieldEdits()
+        for name in configuration.common.identityNames { base.remove(name) }
+        if !configuration.common.forwardCredentials, let fixed = method.fixedCredentialFields {
+            for name in fixed { base.remove(name) }
+        }
+        self.baseEdits = base
+        var fields: [ObjectIdentifier: [HTTPField]] = [:]
+        for entry in configuration.consumers.all {
+            fields[ObjectIdentifier(entry.consumer)] = configuration.common.identityFields(entry.consumer, anonymous: false)
+        }
+        self.identityFields = fields
     }
 
     public func onRequest(_ request: inout HTTPRequest, context: inout RequestContext) -> RequestDecision {
@@ -185,12 +219,7 @@ public struct AuthPlugin<Method: AuthenticationMethod>: GatewayPlugin {
             context.scopes = identity.scopes
             context.isAnonymous = false
             if !identity.claims.isEmpty { context[TokenClaimsKey.self] = identity.claims }
-            let common = self.common
-            let method = self.method
-            context.editUpstreamFields { edits in
-                common.apply(identity, anonymous: false, to: &edits)
-                if !common.forwardCredentials { method.removeCredential(from: &request, edits: &edits) }
-            }
+            context.upstreamFieldEdits = edits(for: identity, request: &request)
             return .proceed
         case .missing:
             statistics.missing.wrappingIncrement(ordering: .relaxed)
@@ -220,6 +249,24 @@ public struct AuthPlugin<Method: AuthenticationMethod>: GatewayPlugin {
                 { request, context in plugin.conclude(outcome, request: &request, context: &context) }
             })
         }
+    }
+
+    /// The upstream edits for an accepted credential: the prepared ones, the consumer's prepared
+    /// identity fields, and only what depends on the request (scopes, a cookie or query credential).
+    func edits(for identity: Identity, request: inout HTTPRequest) -> FieldEdits {
+        var edits = baseEdits
+        if let consumer = identity.consumer {
+            if let fields = identityFields[ObjectIdentifier(consumer)] {
+                edits.append(fields)
+            } else {
+                common.apply(identity, anonymous: false, to: &edits)
+            }
+        }
+        if !identity.scopes.isEmpty { edits.set(common.scopeHeader, identity.scopes.joined(separator: " ")) }
+        if !common.forwardCredentials && method.fixedCredentialFields == nil {
+            method.removeCredential(from: &request, edits: &edits)
+        }
+        return edits
     }
 
     /// 401 with the method's challenge and `{"error": ...}`: the same body for a missing and an

@@ -104,6 +104,9 @@ public struct BasicAuthMethod: AuthenticationMethod {
     public func removeCredential(from request: inout HTTPRequest, edits: inout FieldEdits) {
         edits.remove(.authorization)
     }
+
+    public var fieldNames: [HTTPField.Name] { [.authorization] }
+    public var fixedCredentialFields: [HTTPField.Name]? { [.authorization] }
 }
 
 public typealias BasicAuthPlugin = AuthPlugin<BasicAuthMethod>

@@ -130,6 +130,9 @@ public struct DigestAuthMethod: AuthenticationMethod {
         edits.remove(.authorization)
     }
 
+    public var fieldNames: [HTTPField.Name] { [.authorization] }
+    public var fixedCredentialFields: [HTTPField.Name]? { [.authorization] }
+
     /// The `response` a client must send for `qop=auth` (RFC 7616 section 3.4.1), in lowercase hex.
     static func response(_ algorithm: Algorithm, ha1: [UInt8], nonce: String, nc: String, cnonce: String,
                          method: String, uri: String) -> String {

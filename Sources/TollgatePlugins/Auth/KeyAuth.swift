@@ -98,6 +98,8 @@ public struct KeyAuthMethod: AuthenticationMethod {
     }
 
     public var rewritesTarget: Bool { !queryNames.isEmpty }
+    public var fieldNames: [HTTPField.Name] { cookieNames.isEmpty ? headerNames : headerNames + [.cookie] }
+    public var fixedCredentialFields: [HTTPField.Name]? { queryNames.isEmpty && cookieNames.isEmpty ? headerNames : nil }
 
     public func removeCredential(from request: inout HTTPRequest, edits: inout FieldEdits) {
         for name in headerNames { edits.remove(name) }

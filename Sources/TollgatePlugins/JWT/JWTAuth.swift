@@ -152,6 +152,8 @@ public struct JWTMethod: AuthenticationMethod {
     }
 
     public var rewritesTarget: Bool { query != nil }
+    public var fieldNames: [HTTPField.Name] { cookie == nil ? [.authorization] : [.authorization, .cookie] }
+    public var fixedCredentialFields: [HTTPField.Name]? { cookie == nil && query == nil ? [.authorization] : nil }
 
     public func removeCredential(from request: inout HTTPRequest, edits: inout FieldEdits) {
         if let header = request.headerFields[.authorization], header.count > 7, header.prefix(7).lowercased() == "bearer " {

@@ -402,6 +402,14 @@ public struct RateLimitPlugin: GatewayPlugin {
         !configuration.trustedProxies.isEmpty || configuration.key.contains { if case .header = $0 { return true }; return false }
     }
 
+    /// The fields it reads: the key's headers, and X-Forwarded-For behind trusted proxies.
+    public var requestFieldNames: [HTTPField.Name]? {
+        var names: [HTTPField.Name] = []
+        for part in configuration.key { if case .header(let name) = part { names.append(name) } }
+        if !configuration.trustedProxies.isEmpty { names.append(HTTPField.Name("X-Forwarded-For")!) }
+        return names
+    }
+
     /// Only a concurrency limit has something to give back when the exchange ends.
     public var hasLogHook: Bool { configuration.concurrency != nil }
 
