@@ -330,6 +330,38 @@ enum AuthText {
         if kept.isEmpty { edits.remove(.cookie) } else { edits.set(.cookie, kept.joined(separator: "; ")) }
     }
 
+    /// The credentials after an auth scheme (`Bearer`, `Basic`...), ASCII case-insensitive, without
+    /// surrounding spaces; nil for another scheme. Works on the UTF-8 bytes (Foundation's trimming
+    /// and `lowercased()` cost tens of thousands of instructions on a token).
+    static func credentials(scheme: StaticString, in header: String) -> String? {
+        let utf8 = header.utf8
+        let length = scheme.utf8CodeUnitCount
+        guard utf8.count > length else { return nil }
+        var index = utf8.startIndex
+        let matches = scheme.withUTF8Buffer { expected -> Bool in
+            for byte in expected {
+                var candidate = utf8[index]
+                if candidate >= UInt8(ascii: "A") && candidate <= UInt8(ascii: "Z") { candidate |= 0x20 }
+                var wanted = byte
+                if wanted >= UInt8(ascii: "A") && wanted <= UInt8(ascii: "Z") { wanted |= 0x20 }
+                if candidate != wanted { return false }
+                index = utf8.index(after: index)
+            }
+            return true
+        }
+        guard matches, utf8[index] == UInt8(ascii: " ") else { return nil }
+        var start = index
+        var end = utf8.endIndex
+        while start < end && (utf8[start] == UInt8(ascii: " ") || utf8[start] == UInt8(ascii: "\t")) { start = utf8.index(after: start) }
+        while end > start {
+            let before = utf8.index(before: end)
+            guard utf8[before] == UInt8(ascii: " ") || utf8[before] == UInt8(ascii: "\t") else { break }
+            end = before
+        }
+        guard start < end else { return nil }
+        return String(header[start..<end])
+    }
+
     /// Compares two byte sequences in time that depends on their length only.
     static func constantTimeEqual<A: Collection<UInt8>, B: Collection<UInt8>>(_ a: A, _ b: B) -> Bool {
         guard a.count == b.count else { return false }

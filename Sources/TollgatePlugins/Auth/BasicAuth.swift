@@ -59,9 +59,9 @@ public struct BasicAuthMethod: AuthenticationMethod {
     public func challenge(failure: String?) -> String { #"Basic realm="\#(realm)", charset="UTF-8""# }
 
     public func authenticate(_ request: HTTPRequest, context: RequestContext) -> AuthOutcome {
-        guard let header = request.headerFields[.authorization] else { return .missing }
-        guard header.count > 6, header.prefix(6).lowercased() == "basic " else { return .missing }
-        guard let decoded = Data(base64Encoded: String(header.dropFirst(6)).trimmingCharacters(in: .whitespaces)),
+        guard let field = request.headerFields.first(where: { $0.name == .authorization }),
+              let encoded = AuthText.credentials(scheme: "Basic", in: field.value) else { return .missing }
+        guard let decoded = Data(base64Encoded: encoded),
               let text = String(data: decoded, encoding: .utf8), let colon = text.firstIndex(of: ":") else {
             return .invalid(reason: "malformed Basic credentials", credential: nil)
         }

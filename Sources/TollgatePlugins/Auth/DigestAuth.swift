@@ -93,10 +93,11 @@ public struct DigestAuthMethod: AuthenticationMethod {
     }
 
     public func authenticate(_ request: HTTPRequest, context: RequestContext) -> AuthOutcome {
-        guard let header = request.headerFields[.authorization], header.count > 7, header.prefix(7).lowercased() == "digest " else {
+        guard let field = request.headerFields.first(where: { $0.name == .authorization }),
+              let credentials = AuthText.credentials(scheme: "Digest", in: field.value) else {
             return .missing
         }
-        let parameters = Self.parameters(String(header.dropFirst(7)))
+        let parameters = Self.parameters(credentials)
         guard let username = parameters["username"], let nonce = parameters["nonce"], let uri = parameters["uri"],
               let response = parameters["response"], let cnonce = parameters["cnonce"], let nc = parameters["nc"],
               parameters["qop"] == "auth", parameters["realm"] == realm else {

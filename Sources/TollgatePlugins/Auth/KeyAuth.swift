@@ -72,8 +72,8 @@ public struct KeyAuthMethod: AuthenticationMethod {
     public func challenge(failure: String?) -> String { #"Key realm="tollgate""# }
 
     public func authenticate(_ request: HTTPRequest, context: RequestContext) -> AuthOutcome {
-        guard let key = presentedKey(request) else { return .missing }
-        let digest = Array(SHA256.hash(data: Array(key.utf8)))
+        guard var key = presentedKey(request) else { return .missing }
+        let digest = key.withUTF8 { bytes in SHA256.hash(data: UnsafeRawBufferPointer(bytes)).withUnsafeBytes { Array($0) } }
         var found: (Consumer, String)?
         for candidate in index[Self.prefix(digest)] ?? [] where AuthText.constantTimeEqual(candidate.digest, digest) {
             found = (candidate.consumer, candidate.id)
@@ -85,8 +85,9 @@ public struct KeyAuthMethod: AuthenticationMethod {
     }
 
     private func presentedKey(_ request: HTTPRequest) -> String? {
+        // The first field of each name (HTTPFields' subscript joins every field of a name: it costs more).
         for name in headerNames {
-            if let value = request.headerFields[name], !value.isEmpty { return value }
+            for field in request.headerFields where field.name == name && !field.value.isEmpty { return field.value }
         }
         for name in queryNames {
             if let value = AuthText.query(name, in: request.path), !value.isEmpty { return value }

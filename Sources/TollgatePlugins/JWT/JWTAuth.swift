@@ -134,7 +134,7 @@ public struct JWTMethod: AuthenticationMethod {
 
     public func authenticate(_ request: HTTPRequest, context: RequestContext) -> AuthOutcome {
         guard let token = token(request) else { return .missing }
-        let now = Date().timeIntervalSince1970
+        let now = Double(WallClock.milliseconds()) / 1_000
         if let cached = cache.lookup(token) {
             if let problem = timeProblem(cached.claims, now: now) { return .invalid(reason: problem, credential: cached.identity.credential) }
             return .authenticated(cached.identity)
@@ -156,7 +156,7 @@ public struct JWTMethod: AuthenticationMethod {
     public var fixedCredentialFields: [HTTPField.Name]? { cookie == nil && query == nil ? [.authorization] : nil }
 
     public func removeCredential(from request: inout HTTPRequest, edits: inout FieldEdits) {
-        if let header = request.headerFields[.authorization], header.count > 7, header.prefix(7).lowercased() == "bearer " {
+        if request.headerFields.contains(where: { $0.name == .authorization && AuthText.credentials(scheme: "Bearer", in: $0.value) != nil }) {
             edits.remove(.authorization)
         }
         if let cookie { AuthText.removeCookie(cookie, from: request, edits: &edits) }
@@ -164,8 +164,8 @@ public struct JWTMethod: AuthenticationMethod {
     }
 
     func token(_ request: HTTPRequest) -> String? {
-        if let header = request.headerFields[.authorization], header.count > 7, header.prefix(7).lowercased() == "bearer " {
-            return String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces)
+        for field in request.headerFields where field.name == .authorization {
+            if let token = AuthText.credentials(scheme: "Bearer", in: field.value) { return token }
         }
         if let cookie, let value = AuthText.cookie(cookie, in: request.headerFields), !value.isEmpty { return value }
         if let query, let value = AuthText.query(query, in: request.path), !value.isEmpty { return value }
@@ -263,12 +263,18 @@ public struct JWTMethod: AuthenticationMethod {
 
 public typealias JWTPlugin = AuthPlugin<JWTMethod>
 
-/// Verified tokens until they expire: 16 shards (loops rarely meet on one lock), each bounded,
-/// oldest first out. A hit compares the whole token, not just its hash.
+/// Verified tokens until they expire: 16 shards (loops rarely meet on one lock; a token picks its
+/// shard by its last character, which is part of the signature), each bounded, oldest first out. A
+/// hit compares the whole token and hands back one shared entry.
 final class TokenCache: Sendable {
-    struct Entry: Sendable {
-        var identity: Identity
-        var claims: JWTClaims
+    final class Entry: Sendable {
+        let identity: Identity
+        let claims: JWTClaims
+
+        init(identity: Identity, claims: JWTClaims) {
+            self.identity = identity
+            self.claims = claims
+        }
     }
 
     private final class Shard: Sendable {
@@ -283,7 +289,7 @@ final class TokenCache: Sendable {
         perShard = max(16, capacity / 16)
     }
 
-    private func shard(_ token: String) -> Shard { shards[Int(StableHash.hash(token) % 16)] }
+    private func shard(_ token: String) -> Shard { shards[Int((token.utf8.last ?? 0) & 15)] }
 
     func lookup(_ token: String) -> Entry? {
         shard(token).state.withLock { $0.map[token] }
@@ -291,6 +297,7 @@ final class TokenCache: Sendable {
 
     func store(_ token: String, identity: Identity, claims: JWTClaims) {
         let cap = perShard
+        let entry = Entry(identity: identity, claims: claims)
         shard(token).state.withLock { state in
             if state.map[token] == nil {
                 state.order.append(token)
@@ -300,7 +307,7 @@ final class TokenCache: Sendable {
                     state.order.removeFirst(drop)
                 }
             }
-            state.map[token] = Entry(identity: identity, claims: claims)
+            state.map[token] = entry
         }
     }
 }
