@@ -12,6 +12,7 @@ public enum BuiltinPlugins {
             PluginFactory(BasicAuthPlugin.self),
             PluginFactory(DigestAuthPlugin.self),
             PluginFactory(JWTPlugin.self),
+            PluginFactory(OAuth2Plugin.self),
             PluginFactory(AuthChainPlugin.self),
             PluginFactory(ACLPlugin.self),
             PluginFactory(ScopesPlugin.self),
@@ -21,6 +22,7 @@ public enum BuiltinPlugins {
         registry.registerCredential(kind: "basic_auth", parser: BasicCredential.parse)
         registry.registerCredential(kind: "jwt", parser: JWTCredential.parse)
         registry.registerCredential(kind: "digest_auth", parser: DigestCredential.parse)
+        registry.registerCredential(kind: "oauth2", parser: OAuth2Credential.parse)
         return registry
     }()
 }

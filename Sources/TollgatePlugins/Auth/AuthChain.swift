@@ -42,6 +42,7 @@ public struct AuthChainPlugin: GatewayPlugin {
         BasicAuthMethod.pluginName: { BasicAuthMethod(config: $0, consumers: $1) },
         JWTMethod.pluginName: { JWTMethod(config: $0, consumers: $1) },
         DigestAuthMethod.pluginName: { DigestAuthMethod(config: $0, consumers: $1) },
+        OAuth2Method.pluginName: { OAuth2Method(config: $0, consumers: $1) },
     ]
 
     public struct Configuration: PluginConfiguration {

@@ -30,6 +30,8 @@ public struct JWTClaims: Sendable {
     /// attribute rules); arrays of strings joined by spaces.
     public var values: [String: String] = [:]
     public var names: Set<String> = []
+    /// Checked with a key of the JWKS URL (which can expire), not a configured one.
+    public var verifiedWithFetchedKey = false
 }
 
 /// `jwt`: bearer tokens (RFC 7519) verified with pinned keys: inline (`keys`: PEM or HMAC secret,
@@ -43,9 +45,12 @@ public struct JWTMethod: AuthenticationMethod {
     public static let priority = 1450
     public static let configKeys: Set<String> = ["keys", "jwks_file", "jwks_url", "algorithms", "issuer", "audience",
                                                  "required_claims", "leeway", "consumer_claim", "allow_unknown_subjects",
-                                                 "cookie", "query", "max_token_size", "realm"]
+                                                 "cookie", "query", "max_token_size", "realm", "jwks_refresh", "jwks_min_refetch",
+                                                 "jwks_max_stale", "jwks_timeout"]
 
     let keySet: JWTKeySet
+    /// Keys from `jwks_url`, shared across reloads.
+    let jwks: JWKSSource?
     let allowed: Set<String>
     let issuer: String?
     let audience: Set<String>
@@ -89,17 +94,32 @@ public struct JWTMethod: AuthenticationMethod {
                 config["jwks_file"].error("cannot read a JWKS document from \(file): \(error)")
             }
         }
-        if config["jwks_url"].isPresent {
-            config["jwks_url"].error("jwks_url is not in this build yet; use jwks_file (refreshed on reload) or keys")
+        var jwks: JWKSSource?
+        if let url = config["jwks_url"].string() {
+            if !(url.hasPrefix("https://") || url.hasPrefix("http://")) || URL(string: url)?.host == nil {
+                config["jwks_url"].error("expected an https:// (or http://) URL")
+            } else {
+                var settings = JWKSSource.Settings(url: url, allowed: allowed)
+                if let value = config["jwks_refresh"].duration() { settings.refresh = value }
+                if let value = config["jwks_min_refetch"].duration() { settings.minRefetch = value }
+                if let value = config["jwks_max_stale"].duration() { settings.maxStale = value }
+                if let value = config["jwks_timeout"].duration() { settings.timeout = value }
+                let made = config.diagnostics.state.value(for: "jwt|jwks|\(settings.hashValue)|\(url)") { JWKSSource(settings: settings) }
+                jwks = made
+            }
         }
+        self.jwks = jwks
         if sources.isEmpty && documents.isEmpty && !config["jwks_url"].isPresent {
-            config.error("give keys or jwks_file")
+            config.error("give keys, jwks_file or jwks_url")
         }
         do {
             keySet = try JWTKeySet.make(sources: sources, jwks: documents, allowed: allowed)
         } catch {
             config["keys"].error("\(error)")
             return nil
+        }
+        if let jwks, jwks.snapshot.keys == nil, config.diagnostics.errors.isEmpty {
+            _ = jwks.fetch(on: nil)   // the first fetch starts now, not with the first request
         }
         if keySet.isEmpty && (!sources.isEmpty || !documents.isEmpty) {
             config.error("no usable key for the algorithms \(allowed.sorted())")
@@ -137,9 +157,47 @@ public struct JWTMethod: AuthenticationMethod {
         let now = Double(WallClock.milliseconds()) / 1_000
         if let cached = cache.lookup(token) {
             if let problem = timeProblem(cached.claims, now: now) { return .invalid(reason: problem, credential: cached.identity.credential) }
-            return .authenticated(cached.identity)
+            // A token checked with a fetched key is only as good as that key: not past the keys' expiry.
+            if !cached.claims.verifiedWithFetchedKey || (jwks.map { MonotonicClock.nanoseconds() <= $0.snapshot.usableUntil } ?? true) {
+                return .authenticated(cached.identity)
+            }
         }
-        switch verify(token, now: now) {
+        guard let jwks else { return outcome(verify(token, now: now, keySets: [keySet]), token: token) }
+        let clock = MonotonicClock.nanoseconds()
+        let snapshot = jwks.snapshot
+        guard let fetched = snapshot.keys else {
+            // Never loaded: wait for the fetch (joined if one runs; at most one a second otherwise).
+            guard let loop = context.eventLoop, jwks.isFetching || snapshot.lastAttempt == 0 || jwks.mayRefetch(now: clock),
+                  let done = jwks.fetch(on: loop) else {
+                return .unavailable(reason: "JWKS not loaded: \(snapshot.lastError ?? "fetching")")
+            }
+            return .pending(done.map { self.afterFetch(token) })
+        }
+        guard clock <= snapshot.usableUntil else {
+            jwks.refreshIfDue(now: clock)
+            return .unavailable(reason: "JWKS keys expired and \(jwks.settings.url) does not answer")
+        }
+        jwks.refreshIfDue(now: clock)
+        let result = verify(token, now: now, keySets: [keySet, fetched])
+        if case .failure(let failure) = result, failure.reason == "unknown key id", let loop = context.eventLoop,
+           jwks.mayRefetch(now: clock), let done = jwks.fetch(on: loop) {
+            // A key the document did not have: the provider may have rotated. Fetch once, then decide.
+            return .pending(done.map { self.afterFetch(token) })
+        }
+        return outcome(result, token: token)
+    }
+
+    /// After a fetch: decide with whatever keys there are now (no second fetch).
+    private func afterFetch(_ token: String) -> AuthOutcome {
+        let now = Double(WallClock.milliseconds()) / 1_000
+        guard let jwks, let fetched = jwks.snapshot.keys else {
+            return .unavailable(reason: "JWKS not loaded: \(jwks?.snapshot.lastError ?? "unknown error")")
+        }
+        return outcome(verify(token, now: now, keySets: [keySet, fetched]), token: token)
+    }
+
+    private func outcome(_ result: Result<JWTClaims, Failure>, token: String) -> AuthOutcome {
+        switch result {
         case .failure(let failure):
             return .invalid(reason: failure.reason, credential: failure.subject.map { "jwt:" + $0 })
         case .success(let claims):
@@ -178,7 +236,7 @@ public struct JWTMethod: AuthenticationMethod {
     }
 
     /// Checks a token: shape, header, key and signature, then claims.
-    func verify(_ token: String, now: Double) -> Result<JWTClaims, Failure> {
+    func verify(_ token: String, now: Double, keySets: [JWTKeySet]) -> Result<JWTClaims, Failure> {
         guard token.utf8.count <= maxTokenSize else { return .failure(Failure(reason: "token too large")) }
         let bytes = Array(token.utf8)
         let dots = bytes.indices.filter { bytes[$0] == UInt8(ascii: ".") }
@@ -196,13 +254,18 @@ public struct JWTMethod: AuthenticationMethod {
         guard alg != "none", allowed.contains(alg) else { return .failure(Failure(reason: "algorithm not allowed")) }
         if header["crit"] != nil { return .failure(Failure(reason: "unsupported critical header")) }
         let kid = header["kid"] as? String
-        guard let candidates = keySet.candidates(kid: kid, alg: alg) else { return .failure(Failure(reason: "unknown key id")) }
+        var candidates: [(key: JWTKeySet.Key, set: Int)]?
+        for (index, set) in keySets.enumerated() {
+            if let found = set.candidates(kid: kid, alg: alg) { candidates = (candidates ?? []) + found.map { ($0, index) } }
+        }
+        guard let candidates else { return .failure(Failure(reason: "unknown key id")) }
         guard !candidates.isEmpty else { return .failure(Failure(reason: "no key for this algorithm")) }
         let input = bytes[..<dots[1]]
-        guard candidates.contains(where: { keySet.verify(signature, signs: input, with: $0) }) else {
+        guard let verifier = candidates.first(where: { JWTKeySet.verify(signature, signs: input, with: $0.key) }) else {
             return .failure(Failure(reason: "invalid signature"))
         }
-        let claims = Self.claims(payload)
+        var claims = Self.claims(payload)
+        claims.verifiedWithFetchedKey = verifier.set > 0
         if let problem = check(claims, now: now) { return .failure(Failure(reason: problem, subject: claims.subject)) }
         return .success(claims)
     }

@@ -40,7 +40,7 @@ public struct JWTKeySet: Sendable {
         return direct.isEmpty ? keys.filter { $0.alg == alg } : direct
     }
 
-    func verify(_ signature: [UInt8], signs input: ArraySlice<UInt8>, with key: Key) -> Bool {
+    static func verify(_ signature: [UInt8], signs input: ArraySlice<UInt8>, with key: Key) -> Bool {
         (try? key.verifier.verify(signature, signs: input)) ?? false
     }
 
