@@ -8,6 +8,8 @@ public enum BuiltinPlugins {
             PluginFactory(HeadersPlugin.self),
             PluginFactory(RequestTerminationPlugin.self),
             PluginFactory(RateLimitPlugin.self),
+            PluginFactory(PlansPlugin.self),
+            PluginFactory(UsageMeteringPlugin.self),
             PluginFactory(KeyAuthPlugin.self),
             PluginFactory(BasicAuthPlugin.self),
             PluginFactory(DigestAuthPlugin.self),

@@ -14,7 +14,7 @@ struct Tollgate: AsyncParsableCommand {
         commandName: "tollgate",
         abstract: "An API gateway: routing, versioning, plugins and a streaming reverse proxy, from one YAML file.",
         version: TollgateVersion.string,
-        subcommands: [Run.self, Validate.self, Demo.self, HashPassword.self, Version.self]
+        subcommands: [Run.self, Validate.self, Demo.self, HashPassword.self, Usage.self, Version.self]
     )
 }
 
@@ -98,6 +98,49 @@ struct HashPassword: ParsableCommand {
         default: throw ValidationError("unknown scheme \(scheme)")
         }
         print(try PasswordHash.make(password, scheme: chosen).text)
+    }
+}
+
+struct Usage: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Usage metering records.", subcommands: [UsageExport.self])
+}
+
+struct UsageExport: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "export",
+        abstract: "Sum the usage-metering files into CSV or JSON, per bucket, consumer, route and status class.")
+
+    @Option(help: "The usage-metering plugin's directory.")
+    var dir: String
+
+    @Option(help: "First day or time (UTC), such as 2026-11-01 or 2026-11-27T12:00:00Z.")
+    var from: String
+
+    @Option(help: "Day or time (UTC) to stop before.")
+    var to: String
+
+    @Option(help: "csv or json.")
+    var format = "csv"
+
+    @Option(help: "Regroup by hour or day (default: the recorded buckets).")
+    var per: String?
+
+    func run() throws {
+        guard let start = UsageLedger.parseTime(from) else { throw ValidationError("--from: expected a date such as 2026-11-01") }
+        guard let end = UsageLedger.parseTime(to), end > start else { throw ValidationError("--to: expected a date after --from") }
+        let group: Int64?
+        switch per {
+        case nil: group = nil
+        case "hour": group = 3_600
+        case "day": group = 86_400
+        default: throw ValidationError("--per: expected hour or day")
+        }
+        let rows = try UsageLedger.export(directory: dir, from: start, to: end, groupSeconds: group)
+        switch format {
+        case "csv": print(UsageLedger.csv(rows), terminator: "")
+        case "json": print(UsageLedger.json(rows), terminator: "")
+        default: throw ValidationError("--format: expected csv or json")
+        }
     }
 }
 

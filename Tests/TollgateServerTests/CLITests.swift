@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOPosix
 import Testing
+import TollgatePlugins
 import TollgateTesting
 
 /// The real `tollgate` binary as a child process: validate's exit codes and messages, SIGHUP and
@@ -125,6 +126,24 @@ import TollgateTesting
 
 @Suite struct DemoTests {
     /// The demo's embedded config loads and routes as its printed curl commands promise.
+    /// `tollgate usage export` sums what the usage-metering plugin wrote; bad dates are clear errors.
+    @Test func usageExport() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("usage-cli-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let ledger = UsageLedger(directory: directory, bucketSeconds: 3_600)
+        let noon = UsageLedger.parseTime("2026-11-27T12:00:00Z")!
+        for _ in 0..<2 { ledger.count(consumer: "alice", route: "orders", status: 200, at: noon) }
+        ledger.flush()
+        let csv = try CLITests().run(["usage", "export", "--dir", directory, "--from", "2026-11-27", "--to", "2026-11-28"])
+        #expect(csv.status == 0)
+        #expect(csv.output == "bucket,consumer,route,status_class,requests\n2026-11-27T12:00:00Z,alice,orders,2xx,2\n")
+        let json = try CLITests().run(["usage", "export", "--dir", directory, "--from", "2026-11-27", "--to", "2026-11-28", "--format", "json", "--per", "day"])
+        #expect(json.output.contains(#""bucket":"2026-11-27T00:00:00Z""#))
+        let bad = try CLITests().run(["usage", "export", "--dir", directory, "--from", "yesterday", "--to", "2026-11-28"])
+        #expect(bad.status != 0)
+        #expect(bad.output.contains("--from: expected a date such as 2026-11-01"))
+    }
+
     @Test func demoConfigServes() async throws {
         let yaml = DemoConfig.yaml(port: 0, usersURL: "$UPSTREAM0", usersV2URL: "$UPSTREAM1")
             .split(separator: "\n").dropFirst(2).joined(separator: "\n")   // Harness supplies `listen`

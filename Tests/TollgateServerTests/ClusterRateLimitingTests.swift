@@ -25,11 +25,12 @@ import TollgateTesting
             {limits: ["100/s"], algorithm: fixed_window, key: route, policy: \(policy), fail: closed\(sync)}
             """)])
         defer { Task { await cluster.stop() } }
-        // Start on a whole second (the windows' edge) and stop 30 ms before the tenth ends, so every
+        // Start on a whole second (the windows' edge) and stop 150 ms before the tenth ends (a loaded
+        // machine delays decisions), so every
         // decision falls in one of ten windows.
         let nowMillis = WallClock.milliseconds()
         let startMillis = (nowMillis / 1_000 + 2) * 1_000
-        let endMillis = startMillis + 10_000 - 30
+        let endMillis = startMillis + 10_000 - 150
         try await Task.sleep(for: .milliseconds(startMillis - nowMillis))
         let statuses = try await withThrowingTaskGroup(of: [Int].self) { group in
             for node in 0..<3 {
@@ -113,6 +114,38 @@ import TollgateTesting
 }
 
 extension ClusterRateLimitingTests {
+    /// A plan's quota in Redis is one budget for every node, and the usage is still there for a
+    /// gateway started afterwards.
+    @Test func planQuotaSharedThroughRedis() async throws {
+        let redis = try await RedisServer()
+        defer { redis.stop() }
+        let preamble = """
+            consumers:
+              - {name: alice, plan: trial, credentials: {key_auth: [{key: "alice-key-0123456789"}]}}
+            plans:
+              trial: {quota: "5/day"}
+            """
+        let routes = "  - {match: {paths: [\"/api/*\"]}, service: api, plugins: [{name: key-auth}, {name: plans, config: {fail: closed}}]}\n"
+        let cluster = try await Cluster(nodes: 2, redisURL: redis.url, redisTimeout: "2s", preamble: preamble, routes: routes)
+        var statuses: [Int] = []
+        for index in 0..<6 {
+            let port = cluster.servers[index % 2].localAddresses[0].port!
+            let result = try await RawClient.exchange("GET /api/x HTTP/1.1\r\nHost: t\r\nX-API-Key: alice-key-0123456789\r\nConnection: close\r\n\r\n",
+                                                      port: port, group: cluster.groups[1 + index % 2])
+            statuses += result.statuses
+            if index == 5 { #expect(result.lastBody.contains(#""error":"quota exceeded""#)) }
+        }
+        #expect(statuses == [200, 200, 200, 200, 200, 429])
+        await cluster.stop()
+        // A new gateway (a restart): the usage is in Redis.
+        let again = try await Cluster(nodes: 1, redisURL: redis.url, redisTimeout: "2s", preamble: preamble, routes: routes)
+        let port = again.servers[0].localAddresses[0].port!
+        let result = try await RawClient.exchange("GET /api/x HTTP/1.1\r\nHost: t\r\nX-API-Key: alice-key-0123456789\r\nConnection: close\r\n\r\n",
+                                                  port: port, group: again.groups[1])
+        #expect(result.statuses == [429])
+        await again.stop()
+    }
+
     /// A client that leaves while its request waits for Redis does not keep its concurrency slot.
     @Test func concurrencySlotFreedWhenTheClientLeavesDuringTheRedisCall() async throws {
         let redis = try await RedisServer(extraArguments: ["--enable-debug-command", "yes"])
@@ -153,6 +186,12 @@ struct Cluster: Sendable {
     }
 
     init(nodes: Int, redisURL: String, redisTimeout: String = "250ms", routes: [(String, String)]) async throws {
+        let lines = routes.map { "  - {match: {paths: [\"\($0.0)\"]}, service: api, plugins: [{name: rate-limiting, config: \($0.1)}]}\n" }
+        try await self.init(nodes: nodes, redisURL: redisURL, redisTimeout: redisTimeout, preamble: "", routes: lines.joined())
+    }
+
+    /// `preamble`: top-level YAML (consumers, plans); `routes`: the lines under `routes:`.
+    init(nodes: Int, redisURL: String, redisTimeout: String = "250ms", preamble: String, routes: String) async throws {
         let upstreamGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         upstream = try await StubUpstream(group: upstreamGroup, responder: StubUpstream.echo)
         var yaml = """
@@ -160,12 +199,11 @@ struct Cluster: Sendable {
             cluster: {redis: {url: "\(redisURL)", timeout: \(redisTimeout)}}
             services:
               api: {targets: [{url: "\(upstream.url)"}]}
+            \(preamble)
             routes:
 
             """
-        for (path, plugin) in routes {
-            yaml += "  - {match: {paths: [\"\(path)\"]}, service: api, plugins: [{name: rate-limiting, config: \(plugin)}]}\n"
-        }
+        yaml += routes
         var groups: [MultiThreadedEventLoopGroup] = [upstreamGroup]
         var servers: [ProxyServer] = []
         var states: [PluginStateRegistry] = []

@@ -12,6 +12,8 @@ public final class ConfigDiagnostics {
     public var cluster = ClusterConfig()
     /// The document's consumers, read before any plugin loads.
     public var consumers = ConsumerDirectory.empty
+    /// The document's plans, read before any plugin loads.
+    public var plans: [String: PlanConfig] = [:]
 
     /// Where plugins keep state across reloads of this gateway.
     public let state: PluginStateRegistry

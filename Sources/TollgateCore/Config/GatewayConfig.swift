@@ -11,9 +11,10 @@ public struct GatewayConfig: Sendable {
     public var server: ServerConfig
     public var cluster: ClusterConfig
     public var consumers: ConsumerDirectory
+    public var plans: [String: PlanConfig]
 
     public static let topLevelKeys: Set<String> = ["listen", "services", "routes", "plugins", "versioning", "limits", "server",
-                                                   "cluster", "consumers"]
+                                                   "cluster", "consumers", "plans"]
 
     init(from root: ConfigNode, registry: PluginRegistry) {
         root.expectMapping(keys: Self.topLevelKeys, required: true)
@@ -23,6 +24,13 @@ public struct GatewayConfig: Sendable {
         // Before plugins too: authentication plugins index the consumers' credentials when they load.
         consumers = ConsumerDirectory.parse(root["consumers"], parsers: registry.credentialParsers)
         root.diagnostics.consumers = consumers
+        plans = PlanConfig.parse(root["plans"])
+        root.diagnostics.plans = plans
+        for element in root["consumers"].elements() ?? [] {
+            if let plan = element["plan"].string(), plans[plan] == nil {
+                element["plan"].error("no plan named '\(plan)' (list it under plans:)")
+            }
+        }
         let listenNodes = root["listen"].elements()
         listen = (listenNodes ?? []).compactMap(ListenerConfig.init(from:))
         if !root["listen"].isPresent { listen = [ListenerConfig(host: "127.0.0.1", port: 8080)] }
