@@ -1,8 +1,10 @@
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import NIOSSL
 
-/// Where and how to reach Redis: `redis://[[user]:password@]host[:port][/database]`.
+/// Where and how to reach Redis: `redis://[[user]:password@]host[:port][/database]`, or `rediss://`
+/// for TLS (the server's certificate checked against the system's roots, or `tlsCAFile`).
 public struct RedisConfiguration: Sendable, Hashable {
     public var host: String
     public var port: Int
@@ -11,6 +13,9 @@ public struct RedisConfiguration: Sendable, Hashable {
     public var database: Int
     public var connectTimeout: TimeAmount = .seconds(1)
     public var commandTimeout: TimeAmount = .milliseconds(500)
+    public var useTLS = false
+    /// PEM file of the CA that signed the server's certificate (else the system's trust roots).
+    public var tlsCAFile: String?
 
     public init(host: String, port: Int = 6379, username: String? = nil, password: String? = nil, database: Int = 0) {
         self.host = host
@@ -21,8 +26,9 @@ public struct RedisConfiguration: Sendable, Hashable {
     }
 
     public init?(url: String) {
-        guard url.hasPrefix("redis://") else { return nil }   // rediss:// (TLS) is not in this build yet
-        var rest = Substring(url.dropFirst("redis://".count))
+        let tls = url.hasPrefix("rediss://")
+        guard url.hasPrefix("redis://") || tls else { return nil }
+        var rest = Substring(url.dropFirst(tls ? "rediss://".count : "redis://".count))
         var username: String?
         var password: String?
         if let at = rest.lastIndex(of: "@") {
@@ -54,6 +60,7 @@ public struct RedisConfiguration: Sendable, Hashable {
         if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
         guard !host.isEmpty else { return nil }
         self.init(host: host, port: port, username: username, password: password, database: database)
+        self.useTLS = tls
     }
 }
 
@@ -88,6 +95,13 @@ public final class RedisClient: Sendable {
         self.configuration = configuration
         self.eventLoop = eventLoop
         self.state = NIOLockedValueBox(State())
+        if configuration.useTLS {
+            var tls = TLSConfiguration.makeClientConfiguration()
+            if let file = configuration.tlsCAFile { tls.trustRoots = .file(file) }
+            tlsContext = Result { try NIOSSLContext(configuration: tls) }
+        } else {
+            tlsContext = nil
+        }
     }
 
     /// One command; its reply, or `RedisError.server` for an error reply.
@@ -167,13 +181,28 @@ public final class RedisClient: Sendable {
         }
     }
 
+    /// TLS for `rediss://`: made once per client.
+    private let tlsContext: Result<NIOSSLContext, any Error>?
+
     private func connect() -> EventLoopFuture<any Channel> {
         let configuration = self.configuration
+        var tls: NIOSSLContext?
+        switch tlsContext {
+        case .success(let context): tls = context
+        case .failure(let error): return eventLoop.makeFailedFuture(error)
+        case nil: break
+        }
+        let serverName = configuration.host.contains(":") || configuration.host.allSatisfy({ $0.isNumber || $0 == "." }) ? nil : configuration.host
         let connected = ClientBootstrap(group: eventLoop)
             .connectTimeout(configuration.connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(RedisHandler(timeout: configuration.commandTimeout)) }
+                channel.eventLoop.makeCompletedFuture {
+                    if let tls {
+                        try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: tls, serverHostname: serverName))
+                    }
+                    try channel.pipeline.syncOperations.addHandler(RedisHandler(timeout: configuration.commandTimeout))
+                }
             }
             .connect(host: configuration.host, port: configuration.port)
             .flatMap { channel -> EventLoopFuture<any Channel> in

@@ -11,13 +11,23 @@ public enum RedisServerError: Error {
 /// it, in which case redis-server exits and another port is tried.
 public final class RedisServer: @unchecked Sendable {
     public private(set) var port: Int = 0
+    /// With `tls`: the port of TLS connections (`port` stays plain, for readiness and shutdown).
+    public private(set) var tlsPort: Int?
     private var process: Process?
-    public let extraArguments: [String]
+    public private(set) var extraArguments: [String]
+    private let tls: (certificate: String, key: String, ca: String)?
 
-    public init(extraArguments: [String] = []) async throws {
+    public init(extraArguments: [String] = [], tls: (certificate: String, key: String, ca: String)? = nil) async throws {
         self.extraArguments = extraArguments
+        self.tls = tls
         for _ in 0..<10 {
             port = try await Self.freePort()
+            if let tls {
+                let tlsPort = try await Self.freePort()
+                self.tlsPort = tlsPort
+                self.extraArguments = extraArguments + ["--tls-port", String(tlsPort), "--tls-cert-file", tls.certificate,
+                                                        "--tls-key-file", tls.key, "--tls-ca-cert-file", tls.ca, "--tls-auth-clients", "no"]
+            }
             if try await launch() { return }
         }
         throw RedisServerError.didNotStart

@@ -197,11 +197,12 @@ func configErrors(_ yaml: String, environment: [String: String] = [:]) -> [Strin
         #expect(snapshot.config.cluster.redis?.timeout == .milliseconds(100))
         #expect(snapshot.config.cluster.redis?.keyPrefix == "edge:")
         #expect(configErrors(base + "cluster: {redis: \"http://cache:6379\"}") ==
-                ["cluster.redis: expected redis://[[user]:password@]host[:port][/database] (line 3)"])
-        #expect(configErrors(base + "cluster: {redis: {url: \"rediss://cache:6379\"}}") ==
-                ["cluster.redis.url: rediss:// (Redis over TLS) is not in this build yet; use redis:// on a trusted network or a local TLS tunnel (line 3)"])
+                ["cluster.redis: expected redis://[[user]:password@]host[:port][/database] (or rediss:// for TLS) (line 3)"])
+        #expect(configErrors(base + "cluster: {redis: {url: \"rediss://cache:6379\", tls_ca_file: /etc/ca.pem}}") == [])
+        #expect(configErrors(base + "cluster: {redis: {url: \"redis://cache:6379\", tls_ca_file: /etc/ca.pem}}") ==
+                ["cluster.redis.tls_ca_file: only used with rediss:// URLs (line 3)"])
         #expect(configErrors(base + "cluster: {redis: \"redis://cache:99999\", nodes: 3}") ==
-                ["cluster.nodes: unknown key (line 3)", "cluster.redis: expected redis://[[user]:password@]host[:port][/database] (line 3)"])
+                ["cluster.nodes: unknown key (line 3)", "cluster.redis: expected redis://[[user]:password@]host[:port][/database] (or rediss:// for TLS) (line 3)"])
     }
 
     /// Every file in examples/ validates.

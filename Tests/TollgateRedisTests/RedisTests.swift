@@ -40,7 +40,8 @@ import TollgateTesting
                 == RedisConfiguration(host: "cache.internal", username: "user", password: "s3cret"))
         #expect(RedisConfiguration(url: "redis://:s3cret@[::1]:7000")?.host == "::1")
         #expect(RedisConfiguration(url: "redis://:s3cret@[::1]:7000")?.password == "s3cret")
-        for bad in ["http://x", "redis://", "redis://h:0", "redis://h/x", "rediss://h"] { #expect(RedisConfiguration(url: bad) == nil, "\(bad)") }
+        #expect(RedisConfiguration(url: "rediss://cache.internal:6380")?.useTLS == true)
+        for bad in ["http://x", "redis://", "redis://h:0", "redis://h/x", "rediss://"] { #expect(RedisConfiguration(url: bad) == nil, "\(bad)") }
     }
 }
 
@@ -109,3 +110,47 @@ import TollgateTesting
     }
 }
 
+
+/// `rediss://`: TLS to Redis, the server's certificate checked against a CA the test makes.
+@Suite struct RedisTLSTests {
+    /// A CA and a certificate for 127.0.0.1 signed by it, made with the openssl command.
+    static func makeCertificates(in directory: String) throws -> (certificate: String, key: String, ca: String) {
+        func openssl(_ arguments: [String]) throws {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
+            process.arguments = arguments
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            process.waitUntilExit()
+            guard process.terminationStatus == 0 else { throw RedisServerError.didNotStart }
+        }
+        let ca = "\(directory)/ca.pem", caKey = "\(directory)/ca.key", key = "\(directory)/server.key"
+        let csr = "\(directory)/server.csr", certificate = "\(directory)/server.pem", ext = "\(directory)/ext.cnf"
+        try openssl(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", caKey, "-out", ca, "-days", "2", "-subj", "/CN=Tollgate Test CA"])
+        try openssl(["req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1"])
+        try "subjectAltName=IP:127.0.0.1\n".write(toFile: ext, atomically: true, encoding: .utf8)
+        try openssl(["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", caKey, "-CAcreateserial", "-out", certificate, "-days", "2", "-extfile", ext])
+        return (certificate, key, ca)
+    }
+
+    @Test func commandsOverTLSAndUntrustedServersRefused() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("redis-tls-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let files = try Self.makeCertificates(in: directory)
+        let server = try await RedisServer(tls: files)
+        defer { server.stop() }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        var trusted = RedisConfiguration(url: "rediss://127.0.0.1:\(server.tlsPort!)")!
+        trusted.tlsCAFile = files.ca
+        let client = RedisClient(configuration: trusted, eventLoop: group.next())
+        #expect(try await client.send(["PING"]).get() == .simpleString("PONG"))
+        #expect(try await client.eval("return redis.call('INCR', KEYS[1])", keys: ["tls"], arguments: []).get().int == 1)
+        // Without the test CA, the server's certificate is not trusted: the command fails.
+        let untrusting = RedisClient(configuration: RedisConfiguration(url: "rediss://127.0.0.1:\(server.tlsPort!)")!, eventLoop: group.next())
+        await #expect(throws: (any Error).self) { try await untrusting.send(["PING"]).get() }
+        try await client.close().get()
+        try await group.shutdownGracefully()
+    }
+}

@@ -14,6 +14,8 @@ public struct ClusterConfig: Sendable, Equatable {
         public var connectTimeout: Duration = .seconds(1)
         /// Prefix of every key Tollgate writes, so several gateways (or other users) can share a Redis.
         public var keyPrefix = "tollgate:"
+        /// `rediss://`: the CA that signed Redis's certificate (default: the system's trust roots).
+        public var tlsCAFile: String?
 
         public init(url: String) {
             self.url = url
@@ -32,32 +34,32 @@ public struct ClusterConfig: Sendable, Equatable {
         guard redisNode.isPresent else { return }
         var settings: Redis
         if case .mapping = redisNode.node {
-            redisNode.expectMapping(keys: ["url", "timeout", "connect_timeout", "key_prefix"])
+            redisNode.expectMapping(keys: ["url", "timeout", "connect_timeout", "key_prefix", "tls_ca_file"])
             guard let url = redisNode["url"].string(required: true) else { return }
             settings = Redis(url: url)
             if let value = redisNode["timeout"].duration() { settings.timeout = value }
             if let value = redisNode["connect_timeout"].duration() { settings.connectTimeout = value }
             if let value = redisNode["key_prefix"].string() { settings.keyPrefix = value }
+            settings.tlsCAFile = redisNode["tls_ca_file"].string()
         } else {
             guard let url = redisNode.string() else { return }
             settings = Redis(url: url)
         }
         let urlNode = redisNode["url"].isPresent ? redisNode["url"] : redisNode
-        if settings.url.hasPrefix("rediss://") {
-            urlNode.error("rediss:// (Redis over TLS) is not in this build yet; use redis:// on a trusted network or a local TLS tunnel")
+        guard Self.isRedisURL(settings.url) else {
+            urlNode.error("expected redis://[[user]:password@]host[:port][/database] (or rediss:// for TLS)")
             return
         }
-        guard Self.isRedisURL(settings.url) else {
-            urlNode.error("expected redis://[[user]:password@]host[:port][/database]")
-            return
+        if settings.tlsCAFile != nil && !settings.url.hasPrefix("rediss://") {
+            redisNode["tls_ca_file"].error("only used with rediss:// URLs")
         }
         redis = settings
     }
 
     /// The shape `redis://[[user]:password@]host[:port][/database]`, checked without connecting.
     static func isRedisURL(_ url: String) -> Bool {
-        guard url.hasPrefix("redis://") else { return false }
-        var rest = Substring(url.dropFirst(8))
+        guard url.hasPrefix("redis://") || url.hasPrefix("rediss://") else { return false }
+        var rest = Substring(url.dropFirst(url.hasPrefix("rediss://") ? 9 : 8))
         if let at = rest.lastIndex(of: "@") { rest = rest[rest.index(after: at)...] }
         if let slash = rest.firstIndex(of: "/") {
             let database = rest[rest.index(after: slash)...]

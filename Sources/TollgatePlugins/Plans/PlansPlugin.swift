@@ -91,6 +91,7 @@ public struct PlansPlugin: GatewayPlugin {
         }
         if let redis = configuration.redis, var connection = RedisConfiguration(url: redis.url) {
             connection.commandTimeout = .nanoseconds(Int64(redis.timeout.unsignedNanoseconds))
+            connection.tlsCAFile = redis.tlsCAFile
             let pool = RedisPool.shared(connection)
             self.circuit = pool.circuit
             self.redisQuota = RedisQuotaStore(pool: pool, keyPrefix: redis.keyPrefix + "quota:")

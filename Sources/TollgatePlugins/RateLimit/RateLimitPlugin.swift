@@ -240,6 +240,7 @@ public struct RateLimitPlugin: GatewayPlugin {
         if let redis = configuration.redis, configuration.policy != .local,
            var connection = RedisConfiguration(url: redis.url) {
             connection.commandTimeout = .nanoseconds(Int64(redis.timeout.unsignedNanoseconds))
+            connection.tlsCAFile = redis.tlsCAFile
             connection.connectTimeout = .nanoseconds(Int64(redis.connectTimeout.unsignedNanoseconds))
             let pool = RedisPool.shared(connection)
             self.circuit = pool.circuit
