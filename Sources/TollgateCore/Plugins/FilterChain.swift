@@ -93,6 +93,7 @@ public struct FilterChain: Sendable {
     /// The fields the response hooks add, in the order `runResponse` would add them (for chains
     /// whose hooks only add fields).
     public func responseFieldsToAdd(context: inout RequestContext) -> [HTTPField] {
+        if plugins.count == 1 { return plugins[0].responseFieldsToAdd(context: &context) }
         var added: [HTTPField] = []
         var index = plugins.count - 1
         while index >= 0 {

@@ -481,10 +481,17 @@ public struct RateLimitPlugin: GatewayPlugin {
         let reset = String(Self.seconds(decision.resetNanos))
         let remaining = String(decision.remaining)
         var added: [HTTPField] = []
-        added.reserveCapacity(5)
+        added.reserveCapacity(configuration.legacyHeaders ? 5 : 2)
         if configuration.ietfHeaders {
             added.append(policyField)
-            added.append(HTTPField(name: Self.rateLimitName, value: "\(quotedLimits[tightest]);r=\(remaining);t=\(reset)"))
+            // Built by appending (string interpolation costs more on every response).
+            var value = quotedLimits[tightest]
+            value.reserveCapacity(value.utf8.count + remaining.utf8.count + reset.utf8.count + 6)
+            value += ";r="
+            value += remaining
+            value += ";t="
+            value += reset
+            added.append(HTTPField(name: Self.rateLimitName, value: value))
         }
         if configuration.legacyHeaders {
             added.append(HTTPField(name: Self.legacyLimitName, value: String(limit.count)))
