@@ -15,6 +15,7 @@ public enum BuiltinPlugins {
             PluginFactory(DigestAuthPlugin.self),
             PluginFactory(JWTPlugin.self),
             PluginFactory(OAuth2Plugin.self),
+            PluginFactory(MTLSPlugin.self),
             PluginFactory(AuthChainPlugin.self),
             PluginFactory(ACLPlugin.self),
             PluginFactory(ScopesPlugin.self),
@@ -25,6 +26,7 @@ public enum BuiltinPlugins {
         registry.registerCredential(kind: "jwt", parser: JWTCredential.parse)
         registry.registerCredential(kind: "digest_auth", parser: DigestCredential.parse)
         registry.registerCredential(kind: "oauth2", parser: OAuth2Credential.parse)
+        registry.registerCredential(kind: "mtls", parser: MTLSCredential.parse)
         return registry
     }()
 }

@@ -13,6 +13,7 @@ extension ProxyHandler {
         let exchange = Exchange(state: state, head: head, requestID: requestID, clientIP: clientIP,
                                 startNanos: NIODeadline.now().uptimeNanoseconds, eventLoop: loop.eventLoop)
         self.exchange = exchange
+        if tls { exchange.context.clientCertificate = peerCertificate() }
 
         if let problem = head.requestFramingProblem {
             exchange.keepAlive = false

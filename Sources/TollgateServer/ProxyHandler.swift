@@ -50,8 +50,15 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Unparsed bytes (pipelined requests) buffered behind the request in flight before reads pause.
     static let maxPipelinedBytes = 64 << 10
 
-    init(loop: LoopContext) {
+    /// Behind a TLS handler (an HTTPS listener).
+    let tls: Bool
+    /// The client's certificate, read once per connection (nil: none, or not read yet).
+    var clientCertificate: ClientCertificate?
+    var clientCertificateRead = false
+
+    init(loop: LoopContext, tls: Bool = false) {
         self.loop = loop
+        self.tls = tls
         self.inbound = Self.empty
     }
 
@@ -61,7 +68,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func forwardingValues(_ state: ServerState) -> ForwardingValues {
         if let cache = forwardingCache, cache.state === state { return cache.values }
         let values = ForwardingValues(clientIP: clientIP, forwardedElement: forwardedElement, via: state.viaValue,
-                                      requestIDName: state.requestIDHeader)
+                                      requestIDName: state.requestIDHeader, proto: tls ? "https" : "http")
         forwardingCache = (state, values)
         return values
     }
@@ -73,7 +80,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if let address = context.channel.remoteAddress?.ipAddress {
             clientIP = address
             let node = address.utf8.contains(UInt8(ascii: ":")) ? "\"[\(address)]\"" : address
-            forwardedElement = "for=\(node);proto=http"
+            forwardedElement = "for=\(node);proto=\(tls ? "https" : "http")"
         }
         if context.channel.isActive { armConnectionTimer(headerPhase: true) }
     }

@@ -2,6 +2,7 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import NIOSSL
 import ServiceLifecycle
 import TollgateCore
 
@@ -93,13 +94,33 @@ public final class ProxyServer: Service, Sendable {
         startDNSRefresh(state)
         let snapshot = self.snapshot
         for listener in snapshot.config.listen {
-            let channel = try await makeBootstrap().bind(host: listener.host, port: listener.port).get()
+            let tls = try listener.tls.map(Self.tlsContext)
+            let channel = try await makeBootstrap(tls: tls).bind(host: listener.host, port: listener.port).get()
             channels.withLockedValue { $0.append(channel) }
             logger.info("listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
         }
     }
 
-    private func makeBootstrap() -> ServerBootstrap {
+    /// The server side of a TLS listener: its certificate chain and key, and, for mutual TLS, the CA
+    /// bundle client certificates must chain to.
+    static func tlsContext(_ settings: ListenerConfig.TLS) throws -> NIOSSLContext {
+        let chain = try NIOSSLCertificate.fromPEMFile(settings.certificateFile).map { NIOSSLCertificateSource.certificate($0) }
+        // Loaded as PEM whatever the file is called (NIOSSL takes `.key` files for DER).
+        let key = try NIOSSLPrivateKey(file: settings.keyFile, format: .pem)
+        var configuration = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
+        if let ca = settings.clientCAFile {
+            configuration.trustRoots = .file(ca)
+            switch settings.clientAuth {
+            case .none: configuration.certificateVerification = .none
+            case .optional: configuration.certificateVerification = .optionalVerification
+            case .required: configuration.certificateVerification = .noHostnameVerification
+            }
+        }
+        configuration.applicationProtocols = ["http/1.1"]
+        return try NIOSSLContext(configuration: configuration)
+    }
+
+    private func makeBootstrap(tls: NIOSSLContext? = nil) -> ServerBootstrap {
         let loops = self.loops
         let connections = self.connections
         return ServerBootstrap(group: group)
@@ -113,8 +134,9 @@ public final class ProxyServer: Service, Sendable {
                     return channel.eventLoop.makeFailedFuture(ChannelError.inappropriateOperationForState)
                 }
                 do {
+                    if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
                     // One handler: it parses, proxies and writes the bytes itself.
-                    try channel.pipeline.syncOperations.addHandler(ProxyHandler(loop: loop))
+                    try channel.pipeline.syncOperations.addHandler(ProxyHandler(loop: loop, tls: tls != nil))
                     connections.add(channel)
                     return channel.eventLoop.makeSucceededVoidFuture()
                 } catch {

@@ -11,12 +11,15 @@ public final class ForwardingValues: Sendable {
     public let via: String
     /// The request-id header's name as written when the client sent none.
     public let requestIDName: String
+    /// `http`, or `https` on a TLS listener (X-Forwarded-Proto).
+    public let proto: String
 
-    public init(clientIP: String, forwardedElement: String, via: String, requestIDName: String) {
+    public init(clientIP: String, forwardedElement: String, via: String, requestIDName: String, proto: String = "http") {
         self.clientIP = clientIP
         self.forwardedElement = forwardedElement
         self.via = via
         self.requestIDName = requestIDName
+        self.proto = proto
     }
 }
 
@@ -86,7 +89,9 @@ public enum HeadWriter {
                 o.put("\r\nx-forwarded-for: ")
                 if hasXFF { o.putValues(of: .xForwardedFor, head, p) }
                 o.put(forwarding.clientIP)
-                o.put("\r\nx-forwarded-proto: http\r\n")
+                o.put("\r\nx-forwarded-proto: ")
+                o.put(forwarding.proto)
+                o.put("\r\n")
                 var clientHost: UnsafeRawBufferPointer?
                 if let hostIndex = head.hostIndex {
                     let field = head.fields[hostIndex]

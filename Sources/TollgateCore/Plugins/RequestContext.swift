@@ -34,6 +34,9 @@ public struct RequestContext: Sendable {
     /// Header-field changes for the upstream request that plugins asked for without rewriting the
     /// request (identity fields, a removed credential): applied while the client's head is copied.
     public var upstreamFieldEdits: FieldEdits?
+    /// The client's certificate, on a TLS listener that asked for one (verified against its
+    /// `client_ca` during the handshake).
+    public var clientCertificate: ClientCertificate?
     /// The connection's event loop, for plugins that answer with a `pending` future (nil in unit tests
     /// that run hooks without a server).
     public var eventLoop: (any EventLoop)?
@@ -78,6 +81,24 @@ public struct RequestContext: Sendable {
 
     public func pathParameter(_ name: String) -> String? {
         pathParameters.first { $0.name == name }?.value
+    }
+}
+
+/// What a plugin may know of a client certificate (verified by the TLS layer).
+public final class ClientCertificate: Sendable {
+    /// RFC 4514 form: `CN=alice,O=Acme`.
+    public let subject: String
+    public let commonName: String?
+    /// DNS names, e-mail addresses, URIs and IP addresses, as text.
+    public let subjectAlternativeNames: [String]
+    /// Lowercase hex, without leading zero bytes.
+    public let serialNumber: String
+
+    public init(subject: String, commonName: String?, subjectAlternativeNames: [String], serialNumber: String) {
+        self.subject = subject
+        self.commonName = commonName
+        self.subjectAlternativeNames = subjectAlternativeNames
+        self.serialNumber = serialNumber
     }
 }
 

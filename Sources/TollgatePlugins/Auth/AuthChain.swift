@@ -43,6 +43,7 @@ public struct AuthChainPlugin: GatewayPlugin {
         JWTMethod.pluginName: { JWTMethod(config: $0, consumers: $1) },
         DigestAuthMethod.pluginName: { DigestAuthMethod(config: $0, consumers: $1) },
         OAuth2Method.pluginName: { OAuth2Method(config: $0, consumers: $1) },
+        MTLSMethod.pluginName: { MTLSMethod(config: $0, consumers: $1) },
     ]
 
     public struct Configuration: PluginConfiguration {

@@ -1,0 +1,171 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOPosix
+import NIOSSL
+import Testing
+import TollgateCore
+import TollgatePlugins
+import TollgateServer
+import TollgateTesting
+
+/// HTTPS listeners and client certificates: a CA, the gateway's certificate and clients' certificates
+/// made with openssl; real TLS clients (async-http-client).
+@Suite struct MutualTLSTests {
+    struct PKI {
+        let directory: String
+        var ca: String { "\(directory)/ca.pem" }
+        func certificate(_ name: String) -> String { "\(directory)/\(name).pem" }
+        func key(_ name: String) -> String { "\(directory)/\(name).key" }
+        var serials: [String: String] = [:]
+    }
+
+    static func openssl(_ arguments: [String], input: String? = nil) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
+        process.arguments = arguments
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else { throw RedisServerError.didNotStart }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// A CA; a server certificate for 127.0.0.1; client certificates for alice (an e-mail SAN), bob and
+    /// mallory (subjects only).
+    static func makePKI() throws -> PKI {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("pki-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        var pki = PKI(directory: directory)
+        _ = try openssl(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "\(directory)/ca.key",
+                         "-out", pki.ca, "-days", "2", "-subj", "/CN=Tollgate Test CA"])
+        for (name, subject, san) in [("server", "/CN=127.0.0.1", "IP:127.0.0.1"), ("alice", "/O=Acme/CN=alice", "email:alice@acme.test"),
+                                     ("bob", "/O=Acme/CN=bob", "email:bob@acme.test"), ("mallory", "/O=Evil/CN=mallory", "email:m@evil.test")] {
+            _ = try openssl(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", pki.key(name),
+                             "-out", "\(directory)/\(name).csr", "-subj", subject])
+            try "subjectAltName=\(san)\n".write(toFile: "\(directory)/\(name).ext", atomically: true, encoding: .utf8)
+            _ = try openssl(["x509", "-req", "-in", "\(directory)/\(name).csr", "-CA", pki.ca, "-CAkey", "\(directory)/ca.key",
+                             "-CAcreateserial", "-out", pki.certificate(name), "-days", "2", "-extfile", "\(directory)/\(name).ext"])
+            let serial = try openssl(["x509", "-in", pki.certificate(name), "-noout", "-serial"])
+            pki.serials[name] = serial.trimmingCharacters(in: .whitespacesAndNewlines).replacingOccurrences(of: "serial=", with: "")
+        }
+        return pki
+    }
+
+    /// A TLS client trusting the test CA, presenting `identity`'s certificate when given.
+    static func client(_ pki: PKI, identity: String?) throws -> HTTPClient {
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.trustRoots = .file(pki.ca)
+        if let identity {
+            tls.certificateChain = try NIOSSLCertificate.fromPEMFile(pki.certificate(identity)).map { .certificate($0) }
+            tls.privateKey = .privateKey(try NIOSSLPrivateKey(file: pki.key(identity), format: .pem))
+        }
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: HTTPClient.Configuration(tlsConfiguration: tls))
+    }
+
+    static func get(_ client: HTTPClient, port: Int) async -> (status: Int, body: String)? {
+        do {
+            let response = try await client.execute(HTTPClientRequest(url: "https://127.0.0.1:\(port)/api/x"), timeout: .seconds(5))
+            let body = try await response.body.collect(upTo: 1 << 20)
+            return (Int(response.status.code), String(buffer: body))
+        } catch {
+            return nil   // the handshake failed
+        }
+    }
+
+    @Test func clientCertificatesMapToConsumersAndRevokedOnesAreRefused() async throws {
+        let pki = try Self.makePKI()
+        defer { try? FileManager.default.removeItem(atPath: pki.directory) }
+        let config = """
+            listen: [{address: "127.0.0.1:0", tls: {certificate: "\(pki.certificate("server"))", key: "\(pki.key("server"))",
+                                                    client_ca: "\(pki.ca)", client_auth: optional}}]
+            consumers:
+              - {name: alice, credentials: {mtls: [{san: alice@acme.test}]}}
+              - {name: bob, credentials: {mtls: [{subject: "CN=bob,O=Acme"}]}}
+            services:
+              api: {targets: [{url: "$UPSTREAM0"}]}
+            routes:
+              - match: {paths: ["/api/*"]}
+                service: api
+                plugins: [{name: mtls-auth, config: {revoked_serials: ["\(pki.serials["bob"]!)"]}}]
+            """
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let upstream = try await StubUpstream(group: group, responder: StubUpstream.echo)
+        let snapshot = try ConfigLoader.load(yaml: config.replacingOccurrences(of: "$UPSTREAM0", with: upstream.url), environment: [:],
+                                             registry: BuiltinPlugins.registry, state: PluginStateRegistry())
+        let server = try ProxyServer(snapshot: snapshot, group: group)
+        try await server.start()
+        let port = server.localAddresses[0].port!
+        var clients: [HTTPClient] = []
+        do {
+            let alice = try Self.client(pki, identity: "alice")
+            let bob = try Self.client(pki, identity: "bob")
+            let mallory = try Self.client(pki, identity: "mallory")
+            let anonymous = try Self.client(pki, identity: nil)
+            clients = [alice, bob, mallory, anonymous]
+            let aliceAnswer = await Self.get(alice, port: port)
+            #expect(aliceAnswer?.status == 200)
+            #expect(aliceAnswer?.body.contains(#""x-consumer-username":"alice""#) == true)
+            #expect(aliceAnswer?.body.contains(#""x-forwarded-proto":"https""#) == true)
+            #expect(await Self.get(bob, port: port)?.status == 401, "revoked serial")
+            #expect(await Self.get(mallory, port: port)?.status == 401, "a certificate of no consumer")
+            #expect(await Self.get(anonymous, port: port)?.status == 401, "no certificate on an optional listener")
+        }
+        for client in clients { try? await client.shutdown() }
+        await server.drain(timeout: .milliseconds(200))
+        try? await upstream.close()
+        try await group.shutdownGracefully()
+    }
+
+    /// `client_auth: required`: without a certificate the handshake itself fails; a certificate of
+    /// another CA too.
+    @Test func requiredClientCertificates() async throws {
+        let pki = try Self.makePKI()
+        defer { try? FileManager.default.removeItem(atPath: pki.directory) }
+        let config = """
+            listen: [{address: "127.0.0.1:0", tls: {certificate: "\(pki.certificate("server"))", key: "\(pki.key("server"))", client_ca: "\(pki.ca)"}}]
+            services:
+              api: {targets: [{url: "$UPSTREAM0"}]}
+            routes:
+              - {match: {paths: ["/api/*"]}, service: api}
+            """
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let upstream = try await StubUpstream(group: group, responder: StubUpstream.echo)
+        let snapshot = try ConfigLoader.load(yaml: config.replacingOccurrences(of: "$UPSTREAM0", with: upstream.url), environment: [:],
+                                             registry: BuiltinPlugins.registry, state: PluginStateRegistry())
+        let server = try ProxyServer(snapshot: snapshot, group: group)
+        try await server.start()
+        let port = server.localAddresses[0].port!
+        let alice = try Self.client(pki, identity: "alice")
+        let anonymous = try Self.client(pki, identity: nil)
+        #expect(await Self.get(alice, port: port)?.status == 200)
+        #expect(await Self.get(anonymous, port: port) == nil)
+        try? await alice.shutdown()
+        try? await anonymous.shutdown()
+        await server.drain(timeout: .milliseconds(200))
+        try? await upstream.close()
+        try await group.shutdownGracefully()
+        // Bad TLS settings are config errors with their paths.
+        #expect(configErrors("""
+            listen: [{address: "127.0.0.1:0", tls: {certificate: /nonexistent.pem, key: /nonexistent.key, client_auth: required}}]
+            services: {a: {targets: [{url: "http://127.0.0.1:1"}]}}
+            routes: [{match: {paths: ["/"]}, service: a}]
+            """) == [
+                "listen[0].tls.certificate: cannot read /nonexistent.pem (line 1)",
+                "listen[0].tls.key: cannot read /nonexistent.key (line 1)",
+                "listen[0].tls.client_ca: client_auth required needs client_ca (the CA bundle client certificates chain to) (line 1)",
+            ])
+    }
+}
+
+func configErrors(_ yaml: String) -> [String] {
+    do {
+        _ = try ConfigLoader.load(yaml: yaml, environment: [:], registry: BuiltinPlugins.registry)
+        return []
+    } catch {
+        return error.errors.map(\.description)
+    }
+}
