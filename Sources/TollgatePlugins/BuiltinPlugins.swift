@@ -16,6 +16,7 @@ public enum BuiltinPlugins {
             PluginFactory(JWTPlugin.self),
             PluginFactory(OAuth2Plugin.self),
             PluginFactory(MTLSPlugin.self),
+            PluginFactory(OAuth2TokenPlugin.self),
             PluginFactory(AuthChainPlugin.self),
             PluginFactory(ACLPlugin.self),
             PluginFactory(ScopesPlugin.self),

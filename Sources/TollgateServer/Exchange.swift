@@ -31,6 +31,8 @@ final class Exchange {
     /// Body bytes that arrived before an upstream connection was attached (already framed for the
     /// upstream), and whether the body's end was among them.
     var pendingBody: [ByteBuffer] = []
+    /// A plugin waiting for the whole body: where the chain stopped, the limit, what to run, the request.
+    var bodyWaiter: (index: Int, maxBytes: Int, then: RequestBodyContinuation, request: HTTPRequest)?
     var pendingEnd = false
     var pendingTrailers: ByteBuffer?
     var body: BodyDecoder

@@ -134,7 +134,30 @@ extension ProxyHandler {
             suspend(request, exchange: exchange, index: index, work: work)
         case .pending(let index, let future):
             wait(for: future, request: request, exchange: exchange, index: index)
+        case .readBody(let index, let maxBytes, let then):
+            exchange.bodyWaiter = (index, maxBytes, then, request)
+            bodyProgressed(exchange)
         }
+    }
+
+    /// A plugin waits for the body: past its limit, 413; once it is all here, the plugin decides with it.
+    func bodyProgressed(_ exchange: Exchange) {
+        guard let waiter = exchange.bodyWaiter else { return }
+        var total = 0
+        for part in exchange.pendingBody { total += part.readableBytes }
+        if total > waiter.maxBytes {
+            exchange.bodyWaiter = nil
+            exchange.keepAlive = false
+            return respondError(.contentTooLarge, "request body larger than \(waiter.maxBytes) bytes", exchange: exchange)
+        }
+        guard exchange.requestComplete else { return resumeReadingIfPossible() }
+        exchange.bodyWaiter = nil
+        var body = ByteBuffer()
+        body.reserveCapacity(total)
+        for var part in exchange.pendingBody { body.writeBuffer(&part) }
+        var request = waiter.request
+        let decision = waiter.then(&request, &exchange.context, body)
+        resume(&request, exchange: exchange, index: waiter.index, result: .success(decision))
     }
 
     /// Parks the request (no reads are processed for this exchange) until the plugin's I/O completes;
@@ -184,6 +207,9 @@ extension ProxyHandler {
             return suspend(request, exchange: exchange, index: index, work: work)   // the same plugin waits again
         case .success(.pending(let future)):
             return wait(for: future, request: request, exchange: exchange, index: index)
+        case .success(.readBody(let maxBytes, let then)):
+            exchange.bodyWaiter = (index, maxBytes, then, request)
+            return bodyProgressed(exchange)
         case .failure(let error):
             respondError(.internalServerError, "plugin failed: \(error)", exchange: exchange)
         }
@@ -214,6 +240,7 @@ extension ProxyHandler {
         switch exchange.phase {
         case .preparing, .connecting:
             exchange.pendingBody.append(buffer)
+            if exchange.bodyWaiter != nil { bodyProgressed(exchange) }
         case .proxying:
             exchange.upstream?.writeBody(buffer, chunked: exchange.requestChunked)
             wroteUpstreamSinceFlush = true
@@ -230,6 +257,7 @@ extension ProxyHandler {
         case .preparing, .connecting:
             exchange.pendingEnd = true
             exchange.pendingTrailers = trailers
+            if exchange.bodyWaiter != nil { bodyProgressed(exchange) }
         case .proxying:
             exchange.upstream?.writeEnd(trailers: trailers, chunked: exchange.requestChunked)
             exchange.upstreamRequestComplete = true

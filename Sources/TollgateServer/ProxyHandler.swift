@@ -263,13 +263,13 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
         guard let exchange else { return true }
         if exchange.requestComplete { return inbound.readableBytes < Self.maxPipelinedBytes }
         switch exchange.phase {
-        case .preparing, .connecting: return exchange.pendingBody.count < 4
+        case .preparing, .connecting: return exchange.bodyWaiter != nil || exchange.pendingBody.count < 4
         case .proxying: return exchange.upstream?.isWritable ?? true
         case .responded: return true
         }
     }
 
-    func resumeReadingIfPossible() {
+    internal func resumeReadingIfPossible() {
         guard pendingRead, mayRead, let context = channelContext else { return }
         pendingRead = false
         context.read()

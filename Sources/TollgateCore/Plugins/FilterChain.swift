@@ -64,6 +64,8 @@ public struct FilterChain: Sendable {
         case suspend(index: Int, work: @Sendable (inout HTTPRequest, inout RequestContext) async throws -> RequestDecision)
         /// Plugin `index` waits for `future`; run its continuation, then go on after `index`.
         case pending(index: Int, future: EventLoopFuture<RequestContinuation>)
+        /// Plugin `index` wants the body: read it (up to `maxBytes`), run `then` with it, go on after `index`.
+        case readBody(index: Int, maxBytes: Int, then: RequestBodyContinuation)
     }
 
     /// Runs the request hooks from `start` until one answers or suspends.
@@ -75,6 +77,7 @@ public struct FilterChain: Sendable {
             case .respond(let response): return .respond(response)
             case .suspend(let work): return .suspend(index: index, work: work)
             case .pending(let future): return .pending(index: index, future: future)
+            case .readBody(let maxBytes, let then): return .readBody(index: index, maxBytes: maxBytes, then: then)
             }
         }
         return .proceed

@@ -95,7 +95,13 @@ public enum RequestDecision: Sendable {
     /// itself (a Redis command on the loop's own connection, a timer): no Task, no thread hop. A
     /// failed future answers 500.
     case pending(EventLoopFuture<RequestContinuation>)
+    /// Read the request body first (at most `maxBytes`; more is 413), then decide with it, on the loop.
+    /// The body is still forwarded upstream when the decision is `proceed`.
+    case readBody(maxBytes: Int, then: RequestBodyContinuation)
 }
+
+/// What a `readBody` decision does with the whole body.
+public typealias RequestBodyContinuation = @Sendable (inout HTTPRequest, inout RequestContext, ByteBuffer) -> RequestDecision
 
 /// What a `pending` decision does once its I/O is done: runs on the event loop, like a request hook.
 public typealias RequestContinuation = @Sendable (inout HTTPRequest, inout RequestContext) -> RequestDecision

@@ -64,6 +64,8 @@ public struct JWTMethod: AuthenticationMethod {
     let realm: String
     /// Subject (and issuer) → consumer.
     let subjects: [String: [(issuer: String?, consumer: Consumer)]]
+    /// OAuth 2.0 client id → consumer (tokens the gateway's token endpoint issued carry `client_id`).
+    let clients: [String: Consumer]
     let cache: TokenCache
 
     public init?(config: ConfigNode, consumers: ConsumerDirectory) {
@@ -144,6 +146,9 @@ public struct JWTMethod: AuthenticationMethod {
             subjects[credential.subject, default: []].append((credential.issuer, consumer))
         }
         self.subjects = subjects
+        var clients: [String: Consumer] = [:]
+        for (consumer, credential) in consumers.credentials("oauth2", as: OAuth2Credential.self) { clients[credential.clientID] = consumer }
+        self.clients = clients
         cache = TokenCache(capacity: 10_000)
     }
 
@@ -319,6 +324,9 @@ public struct JWTMethod: AuthenticationMethod {
         if let value, let matches = subjects[value],
            let match = matches.first(where: { $0.issuer == nil || $0.issuer == claims.issuer }) {
             return Identity(consumer: match.consumer, credential: credential, scopes: claims.scopes, claims: claims.values)
+        }
+        if let clientID = claims.values["client_id"], let consumer = clients[clientID] {
+            return Identity(consumer: consumer, credential: "oauth2:" + clientID, scopes: claims.scopes, claims: claims.values)
         }
         return allowUnknownSubjects ? Identity(consumer: nil, credential: credential, scopes: claims.scopes, claims: claims.values) : nil
     }
