@@ -83,6 +83,10 @@ func sha256Hex(_ text: String) -> String {
         #expect(context[AuthFailureKey.self]?.reason == "unknown API key")
         #expect(auth.statistics.invalid.load(ordering: .relaxed) == 1)
         #expect(auth.statistics.missing.load(ordering: .relaxed) == 1)
+        // Failed attempts per client address and per credential (its identifier, never the key).
+        let top = auth.statistics.topFailures(5)
+        #expect(top.clients.first?.0 == "192.0.2.1" && top.clients.first?.1 == 1)
+        #expect(top.credentials.first?.0 == "key:" + String(sha256Hex("guess-guess-guess-guess").prefix(8)))
     }
 
     @Test func queryAndCookieSourcesAreStrippedBeforeForwarding() throws {

@@ -14,6 +14,8 @@ final class IdentityProvider: Sendable {
         var keys: [(kid: String, key: P256.Signing.PrivateKey)] = []
         var maxAge = 300
         var down = false
+        /// Answer the JWKS this late (a slow identity provider).
+        var delayMillis = 0
         var jwksFetches = 0
         var introspections = 0
         /// Introspection answers (JSON) by token; others are inactive.
@@ -39,7 +41,7 @@ final class IdentityProvider: Sendable {
                     }
                     let body = String(decoding: try! JSONSerialization.data(withJSONObject: ["keys": keys]), as: UTF8.self)
                     return StubResponse(headers: ["content-type": "application/json", "cache-control": "public, max-age=\(state.maxAge)"],
-                                        body: .bytes(body))
+                                        body: state.delayMillis > 0 ? .delayed(.milliseconds(Int64(state.delayMillis)), body) : .bytes(body))
                 }
                 if request.head.uri == "/introspect" {
                     state.introspections += 1
@@ -141,6 +143,40 @@ final class IdentityProvider: Sendable {
                 recovered = try await status(idp.token(kid: "k1", key: first)) == 200
             }
             #expect(recovered)
+        }
+        await idp.close()
+    }
+
+    /// A slow JWKS endpoint: the first requests wait no longer than `jwks_timeout`, then get a 503;
+    /// once it answers in time, keys load; a slow refresh later never holds requests with cached keys.
+    @Test func slowJWKSEndpoint() async throws {
+        let idp = try await IdentityProvider()
+        let key = idp.addKey("k1")
+        idp.state.withLockedValue { $0.delayMillis = 1_500 }
+        try await Harness.with(Self.consumers + """
+            routes:
+              - match: {paths: ["/api/*"]}
+                service: api
+                plugins: [{name: jwt, config: {jwks_url: "\(idp.url)/jwks.json", algorithms: [ES256], jwks_timeout: 300ms,
+                                               jwks_min_refetch: 200ms}}]
+            """) { harness in
+            func get() async throws -> (Int, Duration) {
+                let start = ContinuousClock.now
+                let status = try await harness.get("/api/x", headers: ["Authorization: Bearer \(idp.token(kid: "k1", key: key))"]).statuses.first ?? 0
+                return (status, ContinuousClock.now - start)
+            }
+            let (first, waited) = try await get()
+            #expect(first == 503)
+            #expect(waited < .milliseconds(1_200), "waited \(waited) for a 300 ms timeout")
+            idp.state.withLockedValue { $0.delayMillis = 0; $0.maxAge = 1 }
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(try await get().0 == 200)
+            // Slow again: the background refresh (max-age 1 s) takes its time; requests do not wait for it.
+            idp.state.withLockedValue { $0.delayMillis = 2_000 }
+            try await Task.sleep(for: .milliseconds(1_100))
+            let (cached, quick) = try await get()
+            #expect(cached == 200)
+            #expect(quick < .milliseconds(500))
         }
         await idp.close()
     }

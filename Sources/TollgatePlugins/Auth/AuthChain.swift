@@ -193,7 +193,12 @@ public struct AuthChainPlugin: GatewayPlugin {
             return .proceed
         }
         let failure = progress.failure ?? (progress.identities.isEmpty ? ("no credentials", nil) : ("credentials name different consumers", nil))
-        if failure.reason == "no credentials" { statistics.missing.wrappingIncrement(ordering: .relaxed) } else { statistics.invalid.wrappingIncrement(ordering: .relaxed) }
+        if failure.reason == "no credentials" {
+            statistics.missing.wrappingIncrement(ordering: .relaxed)
+        } else {
+            statistics.invalid.wrappingIncrement(ordering: .relaxed)
+            statistics.recordFailure(client: context.clientIP, credential: failure.credential)
+        }
         context[AuthFailureKey.self] = AuthFailure(plugin: Self.name, reason: failure.reason, credential: failure.credential)
         let missing = failure.reason == "no credentials"
         var response = LocalResponse.error(.unauthorized, missing ? "no credentials" : "invalid credentials", requestID: context.requestID)

@@ -1,6 +1,7 @@
 import Atomics
 import HTTPTypes
 import NIOCore
+import Synchronization
 import TollgateCore
 
 /// Who a credential proved the caller to be.
@@ -128,12 +129,40 @@ public struct AuthCommonSettings: Sendable {
     }
 }
 
-/// Failed attempts, by reason (for logs and metrics; the per-client detail goes to the access log
-/// through the request context).
+/// Attempts by outcome, and failed ones per client address and per credential (bounded: at most
+/// `capacity` of each; beyond, new ones are only counted in `untracked`), for logs and metrics. The
+/// request's own failure also goes to the access log through the request context.
 public final class AuthStatistics: Sendable {
     public let missing = ManagedAtomic<Int>(0)
     public let invalid = ManagedAtomic<Int>(0)
     public let succeeded = ManagedAtomic<Int>(0)
+    public let untracked = ManagedAtomic<Int>(0)
+    private let failures = Mutex<(byClient: [String: Int], byCredential: [String: Int])>(([:], [:]))
+    let capacity = 10_000
+
+    func recordFailure(client: String, credential: String?) {
+        let tracked = failures.withLock { state -> Bool in
+            var fits = true
+            if state.byClient[client] != nil || state.byClient.count < capacity { state.byClient[client, default: 0] += 1 } else { fits = false }
+            if let credential {
+                if state.byCredential[credential] != nil || state.byCredential.count < capacity {
+                    state.byCredential[credential, default: 0] += 1
+                } else {
+                    fits = false
+                }
+            }
+            return fits
+        }
+        if !tracked { untracked.wrappingIncrement(ordering: .relaxed) }
+    }
+
+    /// The clients and credentials with the most failed attempts, most first.
+    public func topFailures(_ count: Int) -> (clients: [(String, Int)], credentials: [(String, Int)]) {
+        let (clients, credentials) = failures.withLock { state in (state.byClient, state.byCredential) }
+        let topClients: [(String, Int)] = clients.sorted { $0.value > $1.value }.prefix(count).map { ($0.key, $0.value) }
+        let topCredentials: [(String, Int)] = credentials.sorted { $0.value > $1.value }.prefix(count).map { ($0.key, $0.value) }
+        return (topClients, topCredentials)
+    }
 }
 
 /// Why the last authentication of a request failed (for the access log).
@@ -236,6 +265,7 @@ public struct AuthPlugin<Method: AuthenticationMethod>: GatewayPlugin {
             return .respond(Self.unauthorized("no credentials", challenge: method.challenge(failure: nil), context: context))
         case .invalid(let reason, let credential):
             statistics.invalid.wrappingIncrement(ordering: .relaxed)
+            statistics.recordFailure(client: context.clientIP, credential: credential)
             context[AuthFailureKey.self] = AuthFailure(plugin: Self.name, reason: reason, credential: credential)
             return .respond(Self.unauthorized("invalid credentials", challenge: method.challenge(failure: reason), context: context))
         case .unavailable(let reason):
