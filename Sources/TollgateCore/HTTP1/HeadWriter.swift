@@ -62,7 +62,7 @@ public enum HeadWriter {
                     let field = head.fields[index]
                     switch field.kind {
                     case .other:
-                        if checkListed && head.isListedInConnection(index) || !removed.isEmpty && Self.isRemoved(field, p, removed) {
+                        if checkListed && head.isListedInConnection(index) || !removed.isEmpty && field.name(in: removed, p) != nil {
                             run.flush(p, into: &o)
                         } else {
                             run.add(field, p, into: &o)
@@ -122,23 +122,6 @@ public enum HeadWriter {
                 return o.offset
             }
         }
-    }
-
-    /// Whether a field's name is one of `removed` (ASCII case-insensitive).
-    static func isRemoved(_ field: RawField, _ p: UnsafeRawBufferPointer, _ removed: [HTTPField.Name]) -> Bool {
-        let length = Int(field.nameEnd - field.start)
-        for name in removed where name.canonicalName.utf8.count == length {
-            var equal = true
-            var offset = Int(field.start)
-            for byte in name.canonicalName.utf8 {
-                var candidate = p[offset]
-                if candidate >= UInt8(ascii: "A") && candidate <= UInt8(ascii: "Z") { candidate |= 0x20 }
-                if candidate != byte { equal = false; break }
-                offset += 1
-            }
-            if equal { return true }
-        }
-        return false
     }
 
     /// The head sent to the client for an upstream response, without plugins: status line in the

@@ -38,6 +38,26 @@ public enum FieldKind: UInt8, Sendable {
 
 /// One header line of a `RawHead`, as offsets into its bytes.
 public struct RawField: Sendable {
+    /// The one of `names` this field's name is (ASCII case-insensitive), read from the head's bytes `p`.
+    public func name(in names: [HTTPField.Name], _ p: UnsafeRawBufferPointer) -> HTTPField.Name? {
+        let length = Int(nameEnd - start)
+        for name in names where name.canonicalName.utf8.count == length {
+            var equal = true
+            var offset = Int(start)
+            for byte in name.canonicalName.utf8 {
+                var candidate = p[offset]
+                if candidate >= UInt8(ascii: "A") && candidate <= UInt8(ascii: "Z") { candidate |= 0x20 }
+                if candidate != byte {
+                    equal = false
+                    break
+                }
+                offset += 1
+            }
+            if equal { return name }
+        }
+        return nil
+    }
+
     /// Start of the name (the line).
     public var start: UInt32
     public var nameEnd: UInt32
@@ -204,21 +224,8 @@ public struct RawHead: Sendable {
         guard !names.isEmpty else { return result }
         withBytes { p in
             for index in fields.indices {
-                let field = fields[index]
-                let length = Int(field.nameEnd - field.start)
-                for name in names where name.canonicalName.utf8.count == length {
-                    var equal = true
-                    var offset = Int(field.start)
-                    for byte in name.canonicalName.utf8 {
-                        var candidate = p[offset]
-                        if candidate >= UInt8(ascii: "A") && candidate <= UInt8(ascii: "Z") { candidate |= 0x20 }
-                        if candidate != byte { equal = false; break }
-                        offset += 1
-                    }
-                    if equal {
-                        result.append(HTTPField(name: name, value: value(index)))
-                        break
-                    }
+                if let name = fields[index].name(in: names, p) {
+                    result.append(HTTPField(name: name, value: value(index)))
                 }
             }
         }

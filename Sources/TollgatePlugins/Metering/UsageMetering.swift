@@ -178,15 +178,7 @@ public final class UsageLedger: Sendable {
 
     /// `2026-11-27` or `2026-11-27T12:00:00Z` as seconds since 1970 (UTC).
     public static func parseTime(_ text: String) -> Int64? {
-        let date = text.prefix(10).split(separator: "-").compactMap { Int64($0) }
-        guard date.count == 3, (1...12).contains(date[1]), (1...31).contains(date[2]) else { return nil }
-        var seconds = CivilDate.days(year: date[0], month: date[1], day: date[2]) * 86_400
-        if text.count >= 19 {
-            let time = text.dropFirst(11).prefix(8).split(separator: ":").compactMap { Int64($0) }
-            guard time.count == 3 else { return nil }
-            seconds += time[0] * 3_600 + time[1] * 60 + time[2]
-        }
-        return seconds
+        HTTPDate.parseISO8601(text)
     }
 
     public static func csv(_ rows: [(Key, Int)]) -> String {
