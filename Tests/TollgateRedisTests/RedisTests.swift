@@ -138,7 +138,10 @@ import TollgateTesting
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("redis-tls-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let files = try Self.makeCertificates(in: directory)
+        // On a Dispatch thread: waiting for openssl must not hold a thread of the cooperative pool.
+        let files = try await withCheckedThrowingContinuation { continuation in
+            DispatchQueue.global().async { continuation.resume(with: Result { try Self.makeCertificates(in: directory) }) }
+        }
         let server = try await RedisServer(tls: files)
         defer { server.stop() }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)

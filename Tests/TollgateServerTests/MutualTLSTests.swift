@@ -76,8 +76,16 @@ import TollgateTesting
         }
     }
 
+    /// The PKI, made on a Dispatch thread: waiting for openssl must not hold a thread of the cooperative
+    /// pool other tests' tasks need.
+    static func makePKIOffPool() async throws -> PKI {
+        try await withCheckedThrowingContinuation { continuation in
+            DispatchQueue.global().async { continuation.resume(with: Result { try makePKI() }) }
+        }
+    }
+
     @Test func clientCertificatesMapToConsumersAndRevokedOnesAreRefused() async throws {
-        let pki = try Self.makePKI()
+        let pki = try await Self.makePKIOffPool()
         defer { try? FileManager.default.removeItem(atPath: pki.directory) }
         let config = """
             listen: [{address: "127.0.0.1:0", tls: {certificate: "\(pki.certificate("server"))", key: "\(pki.key("server"))",
@@ -123,7 +131,7 @@ import TollgateTesting
     /// `client_auth: required`: without a certificate the handshake itself fails; a certificate of
     /// another CA too.
     @Test func requiredClientCertificates() async throws {
-        let pki = try Self.makePKI()
+        let pki = try await Self.makePKIOffPool()
         defer { try? FileManager.default.removeItem(atPath: pki.directory) }
         let config = """
             listen: [{address: "127.0.0.1:0", tls: {certificate: "\(pki.certificate("server"))", key: "\(pki.key("server"))", client_ca: "\(pki.ca)"}}]

@@ -17,6 +17,8 @@ public struct FilterChain: Sendable {
     /// When every hook that reads fields reads only named ones (and none changes the request): those
     /// names. Nil: all fields.
     public let requestFieldNames: [HTTPField.Name]?
+    /// The plugins with a response hook, last on the way in first: the response phase runs only these.
+    let responders: [any GatewayPlugin]
 
     public static let empty = FilterChain(entries: [])
 
@@ -38,6 +40,7 @@ public struct FilterChain: Sendable {
             for name in wanted where !names!.contains(name) { names!.append(name) }
         }
         self.requestFieldNames = names
+        self.responders = ordered.reversed().map(\.plugin).filter(\.hasResponseHook)
     }
 
     /// Merges plugin lists from least to most specific; a later list replaces an earlier entry of the
@@ -86,23 +89,16 @@ public struct FilterChain: Sendable {
     /// Runs the response hooks, lowest priority first (so the first plugin on the way in is the last on
     /// the way out).
     public func runResponse(_ response: inout HTTPResponse, context: inout RequestContext) {
-        var index = plugins.count - 1
-        while index >= 0 {
-            plugins[index].onResponse(&response, context: &context)
-            index -= 1
-        }
+        for plugin in responders { plugin.onResponse(&response, context: &context) }
     }
 
     /// The fields the response hooks add, in the order `runResponse` would add them (for chains
     /// whose hooks only add fields).
     public func responseFieldsToAdd(context: inout RequestContext) -> [HTTPField] {
-        if plugins.count == 1 { return plugins[0].responseFieldsToAdd(context: &context) }
+        if responders.isEmpty { return [] }
+        if responders.count == 1 { return responders[0].responseFieldsToAdd(context: &context) }
         var added: [HTTPField] = []
-        var index = plugins.count - 1
-        while index >= 0 {
-            added += plugins[index].responseFieldsToAdd(context: &context)
-            index -= 1
-        }
+        for plugin in responders { added += plugin.responseFieldsToAdd(context: &context) }
         return added
     }
 

@@ -55,6 +55,8 @@ public protocol GatewayPlugin: Sendable {
     /// a query parameter must be cut from the target) can say false when it only edits fields
     /// through `RequestContext.upstreamFieldEdits`.
     var mayChangeRequest: Bool { get }
+    /// Whether `onResponse` does anything. When not, the plugin is left out of the response phase.
+    var hasResponseHook: Bool { get }
     /// Whether `onLog` does anything. When no plugin of a route has a log hook, the log phase is skipped.
     var hasLogHook: Bool { get }
     /// For plugins whose response hook only adds fields: the fields it adds, without an
@@ -69,6 +71,7 @@ extension GatewayPlugin {
     public var readsRequestFields: Bool { true }
     public var mayChangeRequest: Bool { Self.changesRequest }
     public var requestFieldNames: [HTTPField.Name]? { nil }
+    public var hasResponseHook: Bool { true }
     public var hasLogHook: Bool { true }
     public func responseFieldsToAdd(context: inout RequestContext) -> [HTTPField] {
         var response = HTTPResponse(status: .ok)

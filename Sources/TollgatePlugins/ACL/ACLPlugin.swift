@@ -14,6 +14,7 @@ public struct ACLPlugin: GatewayPlugin {
     public static let responseHookOnlyAdds = true
     public var readsRequestFields: Bool { false }
     public var hasLogHook: Bool { false }
+    public var hasResponseHook: Bool { false }
 
     public struct Configuration: PluginConfiguration {
         public var allow: Set<String> = []

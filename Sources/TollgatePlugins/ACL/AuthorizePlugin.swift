@@ -23,6 +23,7 @@ public struct AuthorizePlugin: GatewayPlugin {
     public static let changesRequest = false
     public static let responseHookOnlyAdds = true
     public var hasLogHook: Bool { false }
+    public var hasResponseHook: Bool { false }
 
     public struct Rule: Sendable {
         public var name: String

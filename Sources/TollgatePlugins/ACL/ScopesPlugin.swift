@@ -13,6 +13,7 @@ public struct ScopesPlugin: GatewayPlugin {
     public static let responseHookOnlyAdds = true
     public var readsRequestFields: Bool { false }
     public var hasLogHook: Bool { false }
+    public var hasResponseHook: Bool { false }
 
     public struct Configuration: PluginConfiguration {
         public var byMethod: [String: [String]] = [:]

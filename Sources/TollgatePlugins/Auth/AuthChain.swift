@@ -22,6 +22,7 @@ public struct AuthChainPlugin: GatewayPlugin {
     public static let changesRequest = true
     public static let responseHookOnlyAdds = true
     public var hasLogHook: Bool { false }
+    public var hasResponseHook: Bool { false }
     public var mayChangeRequest: Bool {
         !configuration.common.forwardCredentials && configuration.methods.contains { $0.method.rewritesTarget }
     }

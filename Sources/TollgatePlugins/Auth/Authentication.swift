@@ -186,6 +186,7 @@ public struct AuthPlugin<Method: AuthenticationMethod>: GatewayPlugin {
     public static var changesRequest: Bool { true }
     public static var responseHookOnlyAdds: Bool { true }   // no response hook
     public var hasLogHook: Bool { false }
+    public var hasResponseHook: Bool { false }
     /// Identity fields and a credential in a header are field edits; only a credential in the query
     /// changes the request itself.
     public var mayChangeRequest: Bool { method.rewritesTarget && !common.forwardCredentials }

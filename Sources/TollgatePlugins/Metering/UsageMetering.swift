@@ -17,6 +17,7 @@ public struct UsageMeteringPlugin: GatewayPlugin {
     public static let changesRequest = false
     public static let responseHookOnlyAdds = true
     public var readsRequestFields: Bool { false }
+    public var hasResponseHook: Bool { false }
 
     public struct Configuration: PluginConfiguration {
         public var directory = ""

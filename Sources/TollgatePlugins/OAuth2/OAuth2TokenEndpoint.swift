@@ -18,6 +18,7 @@ public struct OAuth2TokenPlugin: GatewayPlugin {
     public static let changesRequest = false
     public static let responseHookOnlyAdds = true
     public var hasLogHook: Bool { false }
+    public var hasResponseHook: Bool { false }
     public var requestFieldNames: [HTTPField.Name]? { [.authorization, .contentType] }
 
     enum Signer: Sendable {

@@ -11,6 +11,7 @@ public struct RequestTerminationPlugin: GatewayPlugin {
     public static let responseHookOnlyAdds = true   // it has no response hook
     public var readsRequestFields: Bool { false }
     public var hasLogHook: Bool { false }
+    public var hasResponseHook: Bool { false }
 
     public struct Configuration: PluginConfiguration {
         public var status: Int = 503
