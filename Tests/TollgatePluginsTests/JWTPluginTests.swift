@@ -10,7 +10,38 @@ import TollgateCore
 struct TestKeys: Sendable {
     static let ec = P256.Signing.PrivateKey()
     static let ec384 = P384.Signing.PrivateKey()
-    static let rsa = try! _RSA.Signing.PrivateKey(keySize: .bits2048)
+    /// A fixed 2048-bit test key (made with openssl): generating one in a debug build takes seconds of
+    /// one of the few threads the whole suite shares.
+    static let rsa = try! _RSA.Signing.PrivateKey(pemRepresentation: """
+        -----BEGIN PRIVATE KEY-----
+        MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQDEggkVDj1a13TE
+        FEOMTskJwRVRxgy/9aQuvIgi8m5DY+4ZMnQ66mPonC9pSFwS5LSMBhmK0/KkPEzZ
+        tn4Jkb3yFibQJb4ahP75BwUO/I6FRNVyRPrZOn924JejkJ0kaQWT7Yno8n7/Gu0y
+        tufo6ko05Pr66AOt1aTSFOEZoUn/bOgojMdSR1VGcD3bZKhkAZ4Fl4JSHbleL4SB
+        oLSbe+exSDyoybdhairkPuKYyFpwnWoWOXYtYPEcLNdJnDKVjclS87ypqlHIJ2hk
+        gvxFYqX4dlS7s2lumSgmfIVAIMob9nmN6srtiD8xX8tDylgtxKZP5hyEHoyNwZuA
+        xVq7Snu7AgMBAAECggEAUTvALWgZjPgMWRJXaiUXjmS3P3qzwpb1LCzbyjaVxl4F
+        C32D9ub2Li6Cmu9CwLyytj+/R1iesa4LxuRd7e7FqtHlcZ5om+Xm0WNJgAx/jjAK
+        XJaPbEV2c9ocVY1uqKKRn7lOjXHRdfvXmmNqMyrHSl5uMlK/UplC7WWcOFAomuHd
+        FffMMtsJPFlw0+PuJcHlUq3ppI6gvFsuZOvu6FrtIk06ftIdEDIM2vX+l0lDErMJ
+        9QHyx+21j2RKuyoGCqoUi7m7Dt6F+9ogW40TP2sqtp46M6PXv+IvrGB/Q4vOV+cC
+        Mi8mT/+5aE1eCpmPT2N4Znt31m8h7tyZIqFMnbYh4QKBgQDheiAEyqFAoEHEbi2p
+        DXuFbkqUKySxanxrNQRGYfdgNWgiD4+iSxwm5965GB2ywsF4zv7Gw+CnqkC8TwqH
+        0Y/D7jjKnBGulCruxnlCo9ElZm/ewl18b9eAEOd4XE/P/Bs7Bh2hR9KW7gfd1itC
+        eh7Ffw7ufcLeURMpH0n+xoiPzwKBgQDfG/2KTOtS+4CO/wdt6pzSIbiJIoxGx8e1
+        x0dQIqu/o4pCUqdkjXzMahyQ8Paa3cQWF5sR5MpuSWyOy1pvHX6m9YwgWVOmUVqD
+        KgZpCv/jND3dGs35qOagWXbalN3scdNc1R8j1aeot2RqiXtPhbxoQyPsgSIJWNqr
+        Ytt8BHSEVQKBgQDdR5o2uZmpL917ZlmfR+EKYOQGJ5UaHJRALkakwC4jGCa7DqR6
+        tNXLBNGauyUiM2nmItb8wG0wfrCLXdLK2goKUjcf+CyONVExBk0o7lYqKy7s4bkX
+        jzdhsrVHdOjLB/K9aVIY3sC4aKAFwNKxqeGbFwfTXE6rGcwBFnjq9XI+FwKBgE2d
+        gCtvrOH2anfUkrITTzDu2DKk2SX6dChxxgZDuXn2m6+M73zUl9jJBV0K5s9jXMbO
+        uXyVGjMZyfE3HyPOn/PXMkNCsA4I+TLuGMLMN87Dqs3TeFpk/q5D0UwjQ7zwsDX4
+        Ulf2CNhxzDYf080LWkrvKH0rQzr7NT8wKejP5/TtAoGATROZY93rUb5cQgqLx3iv
+        P6Py7OBHdBMo/eBmM3PcQiV1S7vYWYM3q2QFSsbJx/EN1gfM3UsYTwHoUTpJU307
+        ZhvjADP+5TrRZgLBBrqzqdS+TT2BV8P7FLAmX8xjI0FNKfpNnQDk4T946UYP+/J3
+        BnQH6XDa9+NlW9pbdMVTJbU=
+        -----END PRIVATE KEY-----
+        """)
     static let ed = Curve25519.Signing.PrivateKey()
     static let secret = "0123456789abcdef0123456789abcdef-hmac"
 
