@@ -38,10 +38,12 @@ extension ProxyHandler {
                 }
             }
         }
-        let serial = certificate.serialNumber.drop { $0 == 0 }.map { byte in
-            let hex = String(byte, radix: 16)
-            return hex.count == 1 ? "0" + hex : hex
+        // Lowercase hex without leading zeros (not even half a byte's): `0A1B` is `a1b`, as configs write it.
+        let hex = certificate.serialNumber.map { byte in
+            let digits = String(byte, radix: 16)
+            return digits.count == 1 ? "0" + digits : digits
         }.joined()
+        let serial = String(hex.drop { $0 == "0" })
         return ClientCertificate(subject: parsed.subject.description, commonName: commonName,
                                  subjectAlternativeNames: names, serialNumber: serial.isEmpty ? "0" : serial)
     }

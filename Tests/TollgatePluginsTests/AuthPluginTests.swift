@@ -392,3 +392,12 @@ func sha256Hex(_ text: String) -> String {
         #expect(book.use(nonce, count: 1) && book.use(nonce, count: 2) && !book.use(nonce, count: 2))
     }
 }
+
+@Suite struct MTLSSerialTests {
+    /// Serials compare the way certificates and configs write them: case, colons and leading zeros apart.
+    @Test func serialsNormalize() {
+        #expect(MTLSMethod.normalizeSerial("0A:1B:FF") == "a1bff")
+        #expect(MTLSMethod.normalizeSerial("0a1bff") == "a1bff")
+        #expect(MTLSMethod.normalizeSerial("00") == "0")
+    }
+}

@@ -47,8 +47,10 @@ import TollgateTesting
             _ = try openssl(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", pki.key(name),
                              "-out", "\(directory)/\(name).csr", "-subj", subject])
             try "subjectAltName=\(san)\n".write(toFile: "\(directory)/\(name).ext", atomically: true, encoding: .utf8)
-            _ = try openssl(["x509", "-req", "-in", "\(directory)/\(name).csr", "-CA", pki.ca, "-CAkey", "\(directory)/ca.key",
-                             "-CAcreateserial", "-out", pki.certificate(name), "-days", "2", "-extfile", "\(directory)/\(name).ext"])
+            // Bob's serial starts with a zero half-byte: it must still match the revoked list.
+            let serialOption = name == "bob" ? ["-set_serial", "0x0a1b2c3d4e"] : ["-CAcreateserial"]
+            _ = try openssl(["x509", "-req", "-in", "\(directory)/\(name).csr", "-CA", pki.ca, "-CAkey", "\(directory)/ca.key"]
+                            + serialOption + ["-out", pki.certificate(name), "-days", "2", "-extfile", "\(directory)/\(name).ext"])
             let serial = try openssl(["x509", "-in", pki.certificate(name), "-noout", "-serial"])
             pki.serials[name] = serial.trimmingCharacters(in: .whitespacesAndNewlines).replacingOccurrences(of: "serial=", with: "")
         }

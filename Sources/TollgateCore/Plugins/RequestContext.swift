@@ -91,7 +91,7 @@ public final class ClientCertificate: Sendable {
     public let commonName: String?
     /// DNS names, e-mail addresses, URIs and IP addresses, as text.
     public let subjectAlternativeNames: [String]
-    /// Lowercase hex, without leading zero bytes.
+    /// Lowercase hex, without leading zeros.
     public let serialNumber: String
 
     public init(subject: String, commonName: String?, subjectAlternativeNames: [String], serialNumber: String) {
