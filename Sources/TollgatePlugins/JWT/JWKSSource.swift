@@ -68,17 +68,19 @@ final class JWKSSource: Sendable {
         }
         if start {
             let settings = self.settings
+            let startedAt = MonotonicClock.nanoseconds()
             Task {
                 let result: Result<(JWTKeySet, Duration?), any Error>
                 do { result = .success(try await Self.download(settings)) } catch { result = .failure(error) }
-                self.finish(result)
+                self.finish(result, startedAt: startedAt)
             }
         }
         return promise?.futureResult
     }
 
-    private func finish(_ result: Result<(JWTKeySet, Duration?), any Error>) {
-        let now = MonotonicClock.nanoseconds()
+    /// Records a fetch's outcome. The keys' age counts from when the fetch started (the answer is at
+    /// least that old; a busy machine may take a while to get back here).
+    private func finish(_ result: Result<(JWTKeySet, Duration?), any Error>, startedAt now: UInt64) {
         let waiters = state.withLock { state -> [EventLoopPromise<Void>] in
             switch result {
             case .success(let (keys, maxAge)):
