@@ -7,12 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
-rounds=${1:-3}
-seconds=${2:-10}
-need_tools
-bin=$(tollgate_binary)
-work=$(mktemp -d)
-trap 'kill $(cat "$work"/*.pid 2>/dev/null) 2>/dev/null || true; rm -rf "$work"' EXIT
+bench_init "$@"
 
 up=18381; tp=18382; kp=18383; jp=18384
 key="bench-key-0123456789abcdef"

@@ -50,3 +50,14 @@ start() {
   setsid taskset -c "$core" nice -n -5 "$@" >/dev/null 2>&1 &
   echo $! > "$work/$name.pid"
 }
+
+# bench_init [rounds=3] [seconds=10]: the tools, the binary ($bin), $rounds and $seconds, and a work
+# directory ($work) whose processes are stopped and which is removed when the script exits.
+bench_init() {
+  rounds=${1:-3}
+  seconds=${2:-10}
+  need_tools
+  bin=$(tollgate_binary)
+  work=$(mktemp -d)
+  trap 'kill $(cat "$work"/*.pid 2>/dev/null) 2>/dev/null || true; rm -rf "$work"' EXIT
+}

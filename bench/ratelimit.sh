@@ -7,12 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
-rounds=${1:-3}
-seconds=${2:-10}
-need_tools
-bin=$(tollgate_binary)
-work=$(mktemp -d)
-trap 'kill $(cat "$work"/*.pid 2>/dev/null) 2>/dev/null || true; rm -rf "$work"' EXIT
+bench_init "$@"
 
 up=18281; np=18282; nrl=18283; tp=18284; trl=18285
 upstream_config "$work/upstream.conf" $up

@@ -7,12 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
-rounds=${1:-3}
-seconds=${2:-10}
-need_tools
-bin=$(tollgate_binary)
-work=$(mktemp -d)
-trap 'kill $(cat "$work"/*.pid 2>/dev/null) 2>/dev/null || true; rm -rf "$work"' EXIT
+bench_init "$@"
 
 up=18081; np=18082; tp=18083; np3=18084; tp3=18085; up2=18091; up3=18092
 upstream_config "$work/upstream.conf" $up $up2 $up3
