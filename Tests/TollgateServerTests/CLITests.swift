@@ -13,7 +13,15 @@ import TollgateTesting
         return root.appendingPathComponent(".build/debug/tollgate")
     }()
 
-    func run(_ arguments: [String]) throws -> (status: Int32, output: String) {
+    /// Runs the binary to its end on a Dispatch thread: waiting for a process must not hold one of the
+    /// cooperative pool's few threads, which the other suites' tasks need meanwhile.
+    func run(_ arguments: [String]) async throws -> (status: Int32, output: String) {
+        try await withCheckedThrowingContinuation { continuation in
+            DispatchQueue.global().async { continuation.resume(with: Result { try runBlocking(arguments) }) }
+        }
+    }
+
+    func runBlocking(_ arguments: [String]) throws -> (status: Int32, output: String) {
         let process = Process()
         process.executableURL = Self.binary
         process.arguments = arguments
@@ -26,7 +34,7 @@ import TollgateTesting
         return (process.terminationStatus, String(decoding: data, as: UTF8.self))
     }
 
-    @Test func validateListsEveryErrorAndExits1() throws {
+    @Test func validateListsEveryErrorAndExits1() async throws {
         try #require(FileManager.default.fileExists(atPath: Self.binary.path), "build the tollgate product first")
         let path = NSTemporaryDirectory() + "tollgate-cli-\(UUID()).yaml"
         defer { try? FileManager.default.removeItem(atPath: path) }
@@ -37,7 +45,7 @@ import TollgateTesting
               - {match: {paths: ["nope"]}, service: s}
               - {match: {paths: ["/b"]}, service: missing}
             """.write(toFile: path, atomically: true, encoding: .utf8)
-        let bad = try run(["validate", path])
+        let bad = try await run(["validate", path])
         #expect(bad.status == 1)
         #expect(bad.output == """
             routes[0].match.paths[0]: must start with '/' (or '~' for a regular expression) (line 4)
@@ -46,7 +54,7 @@ import TollgateTesting
             """)
         let examples = Self.binary.deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("examples/basic.yaml").path
-        let good = try run(["validate", examples])
+        let good = try await run(["validate", examples])
         #expect(good.status == 0)
         #expect(good.output.hasSuffix("OK (1 routes, 1 services)\n"))
     }
@@ -127,19 +135,19 @@ import TollgateTesting
 @Suite struct DemoTests {
     /// The demo's embedded config loads and routes as its printed curl commands promise.
     /// `tollgate usage export` sums what the usage-metering plugin wrote; bad dates are clear errors.
-    @Test func usageExport() throws {
+    @Test func usageExport() async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("usage-cli-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let ledger = UsageLedger(directory: directory, bucketSeconds: 3_600)
         let noon = UsageLedger.parseTime("2026-11-27T12:00:00Z")!
         for _ in 0..<2 { ledger.count(consumer: "alice", route: "orders", status: 200, at: noon) }
         ledger.flush()
-        let csv = try CLITests().run(["usage", "export", "--dir", directory, "--from", "2026-11-27", "--to", "2026-11-28"])
+        let csv = try await CLITests().run(["usage", "export", "--dir", directory, "--from", "2026-11-27", "--to", "2026-11-28"])
         #expect(csv.status == 0)
         #expect(csv.output == "bucket,consumer,route,status_class,requests\n2026-11-27T12:00:00Z,alice,orders,2xx,2\n")
-        let json = try CLITests().run(["usage", "export", "--dir", directory, "--from", "2026-11-27", "--to", "2026-11-28", "--format", "json", "--per", "day"])
+        let json = try await CLITests().run(["usage", "export", "--dir", directory, "--from", "2026-11-27", "--to", "2026-11-28", "--format", "json", "--per", "day"])
         #expect(json.output.contains(#""bucket":"2026-11-27T00:00:00Z""#))
-        let bad = try CLITests().run(["usage", "export", "--dir", directory, "--from", "yesterday", "--to", "2026-11-28"])
+        let bad = try await CLITests().run(["usage", "export", "--dir", directory, "--from", "yesterday", "--to", "2026-11-28"])
         #expect(bad.status != 0)
         #expect(bad.output.contains("--from: expected a date such as 2026-11-01"))
     }
