@@ -265,7 +265,9 @@ import TollgateTesting
             let response = try await harness.get("/api/x")
             let elapsed = ContinuousClock.now - start
             #expect(response.statuses == [504])
-            #expect(elapsed >= .milliseconds(350) && elapsed < .milliseconds(1_500), "\(elapsed)")
+            // Without the deadline, five tries of 300 ms; the attempt count below is the exact check (the
+            // time bound leaves room for a loaded machine running the whole suite at once).
+            #expect(elapsed >= .milliseconds(350) && elapsed < .milliseconds(2_500), "\(elapsed)")
             #expect(harness.upstreams.map { $0.requests.count }.reduce(0, +) == 2)   // 300 ms, then the last 100 ms
         }
     }
