@@ -20,6 +20,15 @@ public enum DemoConfig {
             balancer: round_robin
             retries: {attempts: 2, on: [connect_error, reset, "503"]}
             health: {passive: {consecutive_errors: 3, base_ejection_time: 10s}}
+        consumers:
+          - name: alice
+            groups: [admin]
+            credentials:
+              key_auth: [{key: "demo-key-alice-0123"}]
+          - name: bob
+            groups: [staff]
+            credentials:
+              key_auth: [{key: "demo-key-bob-456789"}]
         plugins:
           - name: request-id
         routes:
@@ -49,6 +58,12 @@ public enum DemoConfig {
             plugins:
               - name: rate-limiting
                 config: {limits: ["3/10s"], algorithm: sliding_log, headers: {legacy: true}}
+          - name: admin
+            match: {paths: ["/admin/*"]}
+            service: users
+            plugins:
+              - {name: key-auth}
+              - {name: acl, config: {allow: [admin]}}
           - name: reports
             match: {paths: ["/reports/*"]}
             plugins:

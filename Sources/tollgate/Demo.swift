@@ -52,6 +52,10 @@ struct Demo: AsyncParsableCommand {
             Rate limiting (3 per 10 s per client: the fourth gets 429 with Retry-After and RateLimit headers):
               for i in 1 2 3 4; do curl -s -o /dev/null -w '%{http_code} ' http://127.0.0.1:\(port)/limited/x; done; echo
               curl -si http://127.0.0.1:\(port)/limited/x | grep -iE '^(ratelimit|x-ratelimit|retry-after)'
+            Authentication (key-auth) and authorization (acl: admins only; the upstream sees X-Consumer-*):
+              curl -i http://127.0.0.1:\(port)/admin/stats
+              curl -i -H 'X-API-Key: demo-key-bob-456789' http://127.0.0.1:\(port)/admin/stats
+              curl -i -H 'X-API-Key: demo-key-alice-0123' http://127.0.0.1:\(port)/admin/stats
             request-termination (maintenance):
               curl -i http://127.0.0.1:\(port)/v1/reports
             No route: curl -i http://127.0.0.1:\(port)/nothing

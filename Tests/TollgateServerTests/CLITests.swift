@@ -172,6 +172,12 @@ import TollgateTesting
             var limited: [Int] = []
             for _ in 0..<4 { limited.append(try await harness.get("/limited/x").statuses.first ?? 0) }
             #expect(limited == [200, 200, 200, 429])
+            // The demo's authentication: no key 401, a staff key 403, the admin's key through.
+            #expect(try await harness.get("/admin/stats").statuses == [401])
+            #expect(try await harness.get("/admin/stats", headers: ["X-API-Key: demo-key-bob-456789"]).statuses == [403])
+            let alice = try await harness.get("/admin/stats", headers: ["X-API-Key: demo-key-alice-0123"])
+            #expect(alice.statuses == [200])
+            #expect(alice.lastBody.contains(#""x-consumer-username":"alice""#))
         }
     }
 }
