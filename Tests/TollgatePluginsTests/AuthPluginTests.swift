@@ -1,6 +1,8 @@
 import Crypto
 import Foundation
 import HTTPTypes
+import NIOCore
+import NIOPosix
 import Testing
 import TollgateCore
 @testable import TollgatePlugins
@@ -197,6 +199,26 @@ func sha256Hex(_ text: String) -> String {
         }
         var malformed = HTTPRequest(method: .get, scheme: nil, authority: "api", path: "/", headerFields: [.authorization: "Basic %%%"])
         guard case .respond = auth.onRequest(&malformed, context: &context) else { Issue.record("expected 401"); return }
+    }
+
+    /// An unknown user name costs the same slow hash as a wrong password (off the loop), so the time
+    /// of the answer does not tell which user names exist; the answer is the same 401.
+    @Test func unknownUsersTakeTheSlowPathToo() async throws {
+        let auth = try authPlugin(BasicAuthPlugin.self, consumers: Self.consumers, "{}")
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        defer { Task { try? await group.shutdownGracefully() } }
+        for user in ["mallory", "bob"] {
+            var request = request(user, "guess")
+            var context = RequestContext(requestID: "r", clientIP: "192.0.2.1", eventLoop: group.next())
+            guard case .pending(let future) = auth.onRequest(&request, context: &context) else {
+                Issue.record("\(user): answered without the slow check")
+                continue
+            }
+            let continuation = try await future.get()
+            guard case .respond(let response) = continuation(&request, &context) else { Issue.record("expected 401"); continue }
+            #expect(response.status == .unauthorized)
+            #expect(response.body.contains(#""error":"invalid credentials""#))
+        }
     }
 
     @Test func passwordHashFormats() throws {

@@ -39,6 +39,9 @@ public struct BasicAuthMethod: AuthenticationMethod {
     let users: [String: (consumer: Consumer, hash: PasswordHash)]
     let cache: VerificationCache
     let maxConcurrent: Int
+    /// A hash as slow as the users' own, checked for unknown user names too: the answer then takes as
+    /// long as for a wrong password, so timing does not tell which user names exist.
+    let decoy: PasswordHash
 
     public init?(config: ConfigNode, consumers: ConsumerDirectory) {
         realm = config["realm"].string() ?? "tollgate"
@@ -53,6 +56,8 @@ public struct BasicAuthMethod: AuthenticationMethod {
             users[credential.username] = (consumer, credential.hash)
         }
         self.users = users
+        let scheme = users.values.first?.hash.scheme ?? .pbkdf2SHA256(rounds: 600_000)
+        self.decoy = PasswordHash(scheme: scheme, salt: Array(repeating: 7, count: 16), hash: Array(repeating: 0, count: 32))
         self.cache = VerificationCache(ttlNanos: ttl.unsignedNanoseconds, capacity: 10_000)
     }
 
@@ -67,10 +72,10 @@ public struct BasicAuthMethod: AuthenticationMethod {
         }
         let username = String(text[..<colon])
         let password = String(text[text.index(after: colon)...])
-        guard let user = users[username] else {
-            return .invalid(reason: "unknown user", credential: username)
-        }
         let key = cache.key(username: username, password: password)
+        guard let user = users[username] else {
+            return decoyCheck(username: username, password: password, key: key, context: context)
+        }
         let now = MonotonicClock.nanoseconds()
         if let known = cache.lookup(key, now: now) {
             return known ? .authenticated(Identity(consumer: user.consumer, credential: username))
@@ -92,6 +97,27 @@ public struct BasicAuthMethod: AuthenticationMethod {
         }.recover { _ in
             self.cache.inFlight.wrappingDecrement(ordering: .relaxed)
             return .unavailable(reason: "password verification failed to run")
+        })
+    }
+
+    /// An unknown user name: the same slow work as a known one (and the same cache), then refused.
+    private func decoyCheck(username: String, password: String, key: [UInt8], context: RequestContext) -> AuthOutcome {
+        let refused = AuthOutcome.invalid(reason: "unknown user", credential: username)
+        if cache.lookup(key, now: MonotonicClock.nanoseconds()) != nil { return refused }
+        guard let loop = context.eventLoop else { return refused }
+        guard cache.inFlight.wrappingIncrementThenLoad(ordering: .relaxed) <= maxConcurrent else {
+            cache.inFlight.wrappingDecrement(ordering: .relaxed)
+            return .unavailable(reason: "too many password verifications at once")
+        }
+        let decoy = self.decoy
+        let checked = NIOThreadPool.singleton.runIfActive(eventLoop: loop) { _ = decoy.verify(password) }
+        return .pending(checked.map { _ in
+            self.cache.inFlight.wrappingDecrement(ordering: .relaxed)
+            self.cache.store(key, verified: false, now: MonotonicClock.nanoseconds())
+            return refused
+        }.recover { _ in
+            self.cache.inFlight.wrappingDecrement(ordering: .relaxed)
+            return refused
         })
     }
 
