@@ -423,3 +423,14 @@ func sha256Hex(_ text: String) -> String {
         #expect(MTLSMethod.normalizeSerial("00") == "0")
     }
 }
+
+@Suite struct BoundedMapTests {
+    @Test func keepsTheNewestKeys() {
+        var map = BoundedMap<String, Int>(capacity: 3)
+        for (index, key) in ["a", "b", "c", "d"].enumerated() { map[key] = index }
+        #expect(map["a"] == nil && map["d"] == 3 && map.count == 3)
+        map["b"] = 10   // an update keeps its place
+        map["e"] = 4
+        #expect(map["b"] == nil && map["c"] == 2 && map["e"] == 4 && map.count == 3)
+    }
+}

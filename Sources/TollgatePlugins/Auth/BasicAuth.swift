@@ -140,20 +140,19 @@ public typealias BasicAuthPlugin = AuthPlugin<BasicAuthMethod>
 /// Results of slow verifications, by HMAC(process secret, user, password): the clear password is
 /// never kept, and the key means nothing outside this process. Bounded: oldest first out.
 final class VerificationCache: Sendable {
-    private struct Entry {
+    private struct Entry: Sendable {
         var verified: Bool
         var expires: UInt64
     }
 
     private let secret = SymmetricKey(size: .bits256)
     private let ttlNanos: UInt64
-    private let capacity: Int
-    private let entries = Mutex<(map: [[UInt8]: Entry], order: [[UInt8]])>(([:], []))
+    private let entries: Mutex<BoundedMap<[UInt8], Entry>>
     let inFlight = ManagedAtomic<Int>(0)
 
     init(ttlNanos: UInt64, capacity: Int) {
         self.ttlNanos = ttlNanos
-        self.capacity = capacity
+        self.entries = Mutex(BoundedMap(capacity: capacity))
     }
 
     func key(username: String, password: String) -> [UInt8] {
@@ -166,7 +165,7 @@ final class VerificationCache: Sendable {
 
     func lookup(_ key: [UInt8], now: UInt64) -> Bool? {
         entries.withLock { state in
-            guard let entry = state.map[key], entry.expires > now else { return nil }
+            guard let entry = state[key], entry.expires > now else { return nil }
             return entry.verified
         }
     }
@@ -174,16 +173,6 @@ final class VerificationCache: Sendable {
     /// A refusal is kept a tenth as long as a success (a password may just have been changed).
     func store(_ key: [UInt8], verified: Bool, now: UInt64) {
         let ttl = verified ? ttlNanos : ttlNanos / 10
-        entries.withLock { state in
-            if state.map[key] == nil {
-                state.order.append(key)
-                if state.order.count > capacity {
-                    let drop = state.order.count - capacity
-                    for old in state.order.prefix(drop) { state.map[old] = nil }
-                    state.order.removeFirst(drop)
-                }
-            }
-            state.map[key] = Entry(verified: verified, expires: now + ttl)
-        }
+        entries.withLock { $0[key] = Entry(verified: verified, expires: now + ttl) }
     }
 }

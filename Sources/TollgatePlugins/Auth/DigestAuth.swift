@@ -184,8 +184,7 @@ final class NonceBook: Sendable {
     private let secret = SymmetricKey(size: .bits256)
     let opaque: String
     private let ttlSeconds: Double
-    private let used = Mutex<(counts: [String: UInt64], order: [String])>(([:], []))
-    private let capacity = 100_000
+    private let used = Mutex(BoundedMap<String, UInt64>(capacity: 100_000))
 
     init(ttlSeconds: Double) {
         self.ttlSeconds = ttlSeconds
@@ -212,17 +211,9 @@ final class NonceBook: Sendable {
 
     /// Records `count` for `nonce`; false when it is not above every count seen for it (a replay).
     func use(_ nonce: String, count: UInt64) -> Bool {
-        used.withLock { state in
-            if let last = state.counts[nonce], count <= last { return false }
-            if state.counts[nonce] == nil {
-                state.order.append(nonce)
-                if state.order.count > capacity {
-                    let drop = state.order.count - capacity
-                    for old in state.order.prefix(drop) { state.counts[old] = nil }
-                    state.order.removeFirst(drop)
-                }
-            }
-            state.counts[nonce] = count
+        used.withLock { counts in
+            if let last = counts[nonce], count <= last { return false }
+            counts[nonce] = count
             return true
         }
     }

@@ -349,37 +349,26 @@ final class TokenCache: Sendable {
     }
 
     private final class Shard: Sendable {
-        let state = Mutex<(map: [String: Entry], order: [String])>(([:], []))
+        let state: Mutex<BoundedMap<String, Entry>>
+        init(capacity: Int) { state = Mutex(BoundedMap(capacity: capacity)) }
     }
 
     private let shards: [Shard]
-    private let perShard: Int
 
     init(capacity: Int) {
-        shards = (0..<16).map { _ in Shard() }
-        perShard = max(16, capacity / 16)
+        let perShard = max(16, capacity / 16)
+        shards = (0..<16).map { _ in Shard(capacity: perShard) }
     }
 
     private func shard(_ token: String) -> Shard { shards[Int((token.utf8.last ?? 0) & 15)] }
 
     func lookup(_ token: String) -> Entry? {
-        shard(token).state.withLock { $0.map[token] }
+        shard(token).state.withLock { $0[token] }
     }
 
     func store(_ token: String, identity: Identity, claims: JWTClaims) {
-        let cap = perShard
         let entry = Entry(identity: identity, claims: claims)
-        shard(token).state.withLock { state in
-            if state.map[token] == nil {
-                state.order.append(token)
-                if state.order.count > cap {
-                    let drop = state.order.count - cap
-                    for old in state.order.prefix(drop) { state.map[old] = nil }
-                    state.order.removeFirst(drop)
-                }
-            }
-            state.map[token] = entry
-        }
+        shard(token).state.withLock { $0[token] = entry }
     }
 }
 

@@ -203,11 +203,10 @@ final class IntrospectionCache: Sendable {
         var expiresAt: Double
     }
 
-    private let state = Mutex<(answers: [String: Answer], order: [String], inFlight: [String: EventLoopFuture<Answer>])>(([:], [], [:]))
-    private let capacity: Int
+    private let state: Mutex<(answers: BoundedMap<String, Answer>, inFlight: [String: EventLoopFuture<Answer>])>
 
     init(capacity: Int) {
-        self.capacity = capacity
+        state = Mutex((BoundedMap(capacity: capacity), [:]))
     }
 
     func lookup(_ token: String, now: Double) -> Answer? {
@@ -232,14 +231,6 @@ final class IntrospectionCache: Sendable {
             self.state.withLock { state in
                 state.inFlight[token] = nil
                 guard case .success(let answer) = result else { return }
-                if state.answers[token] == nil {
-                    state.order.append(token)
-                    if state.order.count > self.capacity {
-                        let drop = state.order.count - self.capacity
-                        for old in state.order.prefix(drop) { state.answers[old] = nil }
-                        state.order.removeFirst(drop)
-                    }
-                }
                 state.answers[token] = answer
             }
         }
