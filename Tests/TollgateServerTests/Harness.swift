@@ -14,13 +14,14 @@ struct Harness {
     var port: Int { server.localAddresses[0].port! }
 
     /// `config` gets `$UPSTREAM0`, `$UPSTREAM1`... replaced by the stubs' URLs.
+    /// `listen` replaces the plain loopback listener (an HTTPS one, say).
     static func with<T>(_ config: String, upstreams responders: [StubUpstream.Responder] = [StubUpstream.echo],
-                        threads: Int = 2,
+                        threads: Int = 2, listen: String = #"[{address: "127.0.0.1:0"}]"#,
                         _ body: (Harness) async throws -> T) async throws -> T {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         var stubs: [StubUpstream] = []
         for responder in responders { stubs.append(try await StubUpstream(group: group, responder: responder)) }
-        var yaml = "listen: [{address: \"127.0.0.1:0\"}]\n" + config
+        var yaml = "listen: \(listen)\n" + config
         for (index, stub) in stubs.enumerated().reversed() { yaml = yaml.replacingOccurrences(of: "$UPSTREAM\(index)", with: stub.url) }
         let snapshot = try ConfigLoader.load(yaml: yaml, environment: [:], registry: BuiltinPlugins.registry,
                                              state: PluginStateRegistry())

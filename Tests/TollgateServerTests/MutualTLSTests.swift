@@ -89,9 +89,11 @@ import TollgateTesting
     @Test func clientCertificatesMapToConsumersAndRevokedOnesAreRefused() async throws {
         let pki = try await Self.makePKIOffPool()
         defer { try? FileManager.default.removeItem(atPath: pki.directory) }
+        let listen = """
+            [{address: "127.0.0.1:0", tls: {certificate: "\(pki.certificate("server"))", key: "\(pki.key("server"))",
+                                            client_ca: "\(pki.ca)", client_auth: optional}}]
+            """
         let config = """
-            listen: [{address: "127.0.0.1:0", tls: {certificate: "\(pki.certificate("server"))", key: "\(pki.key("server"))",
-                                                    client_ca: "\(pki.ca)", client_auth: optional}}]
             consumers:
               - {name: alice, credentials: {mtls: [{san: alice@acme.test}]}}
               - {name: bob, credentials: {mtls: [{subject: "CN=bob,O=Acme"}]}}
@@ -102,32 +104,17 @@ import TollgateTesting
                 service: api
                 plugins: [{name: mtls-auth, config: {revoked_serials: ["\(pki.serials["bob"]!)"]}}]
             """
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let upstream = try await StubUpstream(group: group, responder: StubUpstream.echo)
-        let snapshot = try ConfigLoader.load(yaml: config.replacingOccurrences(of: "$UPSTREAM0", with: upstream.url), environment: [:],
-                                             registry: BuiltinPlugins.registry, state: PluginStateRegistry())
-        let server = try ProxyServer(snapshot: snapshot, group: group)
-        try await server.start()
-        let port = server.localAddresses[0].port!
-        var clients: [HTTPClient] = []
-        do {
-            let alice = try Self.client(pki, identity: "alice")
-            let bob = try Self.client(pki, identity: "bob")
-            let mallory = try Self.client(pki, identity: "mallory")
-            let anonymous = try Self.client(pki, identity: nil)
-            clients = [alice, bob, mallory, anonymous]
-            let aliceAnswer = await Self.get(alice, port: port)
+        try await Harness.with(config, listen: listen) { harness in
+            let clients = try ["alice", "bob", "mallory"].map { try Self.client(pki, identity: $0) } + [Self.client(pki, identity: nil)]
+            let aliceAnswer = await Self.get(clients[0], port: harness.port)
             #expect(aliceAnswer?.status == 200)
             #expect(aliceAnswer?.body.contains(#""x-consumer-username":"alice""#) == true)
             #expect(aliceAnswer?.body.contains(#""x-forwarded-proto":"https""#) == true)
-            #expect(await Self.get(bob, port: port)?.status == 401, "revoked serial")
-            #expect(await Self.get(mallory, port: port)?.status == 401, "a certificate of no consumer")
-            #expect(await Self.get(anonymous, port: port)?.status == 401, "no certificate on an optional listener")
+            #expect(await Self.get(clients[1], port: harness.port)?.status == 401, "revoked serial")
+            #expect(await Self.get(clients[2], port: harness.port)?.status == 401, "a certificate of no consumer")
+            #expect(await Self.get(clients[3], port: harness.port)?.status == 401, "no certificate on an optional listener")
+            for client in clients { try? await client.shutdown() }
         }
-        for client in clients { try? await client.shutdown() }
-        await server.drain(timeout: .milliseconds(200))
-        try? await upstream.close()
-        try await group.shutdownGracefully()
     }
 
     /// `client_auth: required`: without a certificate the handshake itself fails; a certificate of
@@ -135,29 +122,16 @@ import TollgateTesting
     @Test func requiredClientCertificates() async throws {
         let pki = try await Self.makePKIOffPool()
         defer { try? FileManager.default.removeItem(atPath: pki.directory) }
-        let config = """
-            listen: [{address: "127.0.0.1:0", tls: {certificate: "\(pki.certificate("server"))", key: "\(pki.key("server"))", client_ca: "\(pki.ca)"}}]
-            services:
-              api: {targets: [{url: "$UPSTREAM0"}]}
-            routes:
-              - {match: {paths: ["/api/*"]}, service: api}
-            """
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let upstream = try await StubUpstream(group: group, responder: StubUpstream.echo)
-        let snapshot = try ConfigLoader.load(yaml: config.replacingOccurrences(of: "$UPSTREAM0", with: upstream.url), environment: [:],
-                                             registry: BuiltinPlugins.registry, state: PluginStateRegistry())
-        let server = try ProxyServer(snapshot: snapshot, group: group)
-        try await server.start()
-        let port = server.localAddresses[0].port!
-        let alice = try Self.client(pki, identity: "alice")
-        let anonymous = try Self.client(pki, identity: nil)
-        #expect(await Self.get(alice, port: port)?.status == 200)
-        #expect(await Self.get(anonymous, port: port) == nil)
-        try? await alice.shutdown()
-        try? await anonymous.shutdown()
-        await server.drain(timeout: .milliseconds(200))
-        try? await upstream.close()
-        try await group.shutdownGracefully()
+        let listen = #"[{address: "127.0.0.1:0", tls: {certificate: "\#(pki.certificate("server"))", key: "\#(pki.key("server"))", client_ca: "\#(pki.ca)"}}]"#
+        try await Harness.with("services:\n  api: {targets: [{url: \"$UPSTREAM0\"}]}\nroutes:\n  - {match: {paths: [\"/api/*\"]}, service: api}\n",
+                               listen: listen) { harness in
+            let alice = try Self.client(pki, identity: "alice")
+            let anonymous = try Self.client(pki, identity: nil)
+            #expect(await Self.get(alice, port: harness.port)?.status == 200)
+            #expect(await Self.get(anonymous, port: harness.port) == nil)
+            try? await alice.shutdown()
+            try? await anonymous.shutdown()
+        }
         // Bad TLS settings are config errors with their paths.
         #expect(configErrors("""
             listen: [{address: "127.0.0.1:0", tls: {certificate: /nonexistent.pem, key: /nonexistent.key, client_auth: required}}]
