@@ -21,6 +21,9 @@ public enum BuiltinPlugins {
             PluginFactory(ACLPlugin.self),
             PluginFactory(ScopesPlugin.self),
             PluginFactory(AuthorizePlugin.self),
+            PluginFactory(AccessLogPlugin.self),
+            PluginFactory(PrometheusPlugin.self),
+            PluginFactory(OpenTelemetryPlugin.self),
         ])
         registry.registerCredential(kind: "key_auth", parser: KeyCredential.parse)
         registry.registerCredential(kind: "basic_auth", parser: BasicCredential.parse)

@@ -3,6 +3,7 @@ import NIOConcurrencyHelpers
 import Logging
 import ServiceLifecycle
 import TollgateCore
+import TollgateObservability
 import UnixSignals
 
 /// Hot reload: on SIGHUP, and when the config file changes (polled: portable, and cheap at one stat
@@ -37,14 +38,18 @@ public final class ConfigReloader: Service, Sendable {
                 logger.warning("listen addresses changed; they take effect on restart")
             }
             try await server.reload(snapshot)
+            GatewayMetrics.of(snapshot.state).configReloaded(success: true)
+            JSONLogHandler.Levels.shared.update(snapshot.config.logging)
             logger.info("config reloaded", metadata: ["reason": "\(reason)", "generation": "\(next)"])
             return []
         } catch let errors as ConfigErrors {
+            GatewayMetrics.of(server.snapshot.state).configReloaded(success: false)
             for error in errors.errors {
                 logger.error("config reload refused", metadata: ["reason": "\(reason)", "error": "\(error)"])
             }
             return errors.errors
         } catch {
+            GatewayMetrics.of(server.snapshot.state).configReloaded(success: false)
             logger.error("config reload failed", metadata: ["reason": "\(reason)", "error": "\(error)"])
             return [ConfigError(path: "", "\(error)")]
         }

@@ -53,6 +53,13 @@ final class Exchange {
     var errorReason: String?
     /// The log phase ran (it runs once, however the exchange ends).
     var logged = false
+    /// Whether upstream time is measured (some log hook of the route reads it), and attempts kept.
+    var timesUpstream = false
+    var keepsAttempts = false
+    /// When the attempt in flight started (0: none), the time of the finished ones, and each attempt.
+    var attemptSince: UInt64 = 0
+    var upstreamNanos: UInt64?
+    var attempts: [UpstreamAttempt] = []
 
     // Balancing and retries.
     /// The current attempt's target, as an index into `service.targets` (-1 before the first).
@@ -91,6 +98,25 @@ final class Exchange {
     }
 
     var isHeadRequest: Bool { head.isHeadMethod }
+
+    /// An upstream attempt starts (a target was picked).
+    func beginAttempt() {
+        guard timesUpstream else { return }
+        closeAttempt(status: 0, error: "abandoned")
+        attemptSince = NIODeadline.now().uptimeNanoseconds
+    }
+
+    /// The attempt in flight ended: with the upstream's status, or an error.
+    func closeAttempt(status: Int, error: String?) {
+        guard attemptSince != 0 else { return }
+        let now = NIODeadline.now().uptimeNanoseconds
+        upstreamNanos = (upstreamNanos ?? 0) &+ (now &- attemptSince)
+        if keepsAttempts {
+            attempts.append(UpstreamAttempt(target: target?.authority ?? "", startNanos: attemptSince, endNanos: now,
+                                            status: status, error: error))
+        }
+        attemptSince = 0
+    }
 
     /// Whether the request can be sent again after bytes of it went upstream: retryable, and its body
     /// (if any) kept whole.

@@ -2,6 +2,7 @@ import HTTPTypes
 import Logging
 import NIOCore
 import TollgateCore
+import TollgateObservability
 
 /// Everything one event loop owns: its view of the current snapshot, its upstream pools, balancer
 /// positions and request-id generator. Touched only on its own loop, so the request path takes no lock.
@@ -199,11 +200,14 @@ final class ServerState: Sendable {
 
     /// When hostname targets must be resolved again (nil: there are none).
     let refreshAfter: Duration?
+    /// The gateway's metrics (events: retries, circuit-breaker refusals, health changes).
+    let metrics: GatewayMetrics
 
     init(snapshot: GatewaySnapshot, services: [String: ServiceRuntime], refreshAfter: Duration? = nil) {
         self.snapshot = snapshot
         self.services = services
         self.refreshAfter = refreshAfter
+        self.metrics = GatewayMetrics.of(snapshot.state)
         self.viaValue = "1.1 \(snapshot.config.server.via)"
         self.requestIDHeader = snapshot.config.server.requestIDHeader.rawName
         self.requestIDFieldName = snapshot.config.server.requestIDHeader

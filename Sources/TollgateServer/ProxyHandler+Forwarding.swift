@@ -1,6 +1,7 @@
 import HTTPTypes
 import NIOCore
 import TollgateCore
+import TollgateObservability
 
 extension ProxyHandler {
     // MARK: request head: checks, routing, plugins
@@ -64,6 +65,10 @@ extension ProxyHandler {
         exchange.context.route = route
         exchange.context.pathParameters = match.parameters
         exchange.service = state.routeServices[route.index]
+        if route.chain.hasLogHooks {
+            exchange.timesUpstream = true
+            exchange.keepsAttempts = route.chain.recordsUpstreamAttempts
+        }
         if let service = exchange.service {
             prepareBalancing(exchange, service: service, route: route, method: method, query: query)
         }
@@ -71,7 +76,7 @@ extension ProxyHandler {
         var upstreamPath = match.upstreamPath(for: path, version: exchange.context.version)
         if let query { upstreamPath += "?" + query }
         exchange.upstreamTarget = upstreamPath
-        if route.chain.isEmpty {
+        if !route.chain.hasRequestHooks {
             return forward(exchange)   // the client's head is forwarded
         }
         if !route.chain.readsRequestFields {
@@ -330,6 +335,7 @@ extension ProxyHandler {
         exchange.targetIndex = index
         exchange.target = target
         exchange.attempt += 1
+        exchange.beginAttempt()
         if index < 64 { exchange.tried |= 1 << UInt64(index) }
         exchange.phase = .connecting
         let pool = loop.pool
@@ -437,6 +443,7 @@ extension ProxyHandler {
     }
 
     private func logEjection(_ service: ServiceRuntime, _ index: Int) {
+        loop.state.metrics.circuitOpened(service: service.config.name, reason: "outlier_ejection")
         loop.logger.warning("target ejected by passive health checks", metadata: [
             "service": "\(service.config.name)", "target": "\(service.targets[index].authority)",
         ])
@@ -484,6 +491,7 @@ extension ProxyHandler {
             exchange.pendingTrailers = exchange.retryTrailers
         }
         exchange.phase = .preparing
+        exchange.state.metrics.retried(service: service.config.name)
         let delay = policy.backoffNanos(retry: exchange.attempt - 1, unit: loop.randomUnit())
         if delay == 0 {
             forward(exchange)
@@ -501,6 +509,7 @@ extension ProxyHandler {
         if case UpstreamPool.PoolError.overloaded = error {
             return respondOverloaded("max_connections", exchange: exchange)
         }
+        exchange.closeAttempt(status: 0, error: Self.describe(error))
         if error is UpstreamPool.PoolError {
             finishCounting(exchange)   // the pool's own limit: says nothing of the target's health
         } else {
@@ -517,10 +526,19 @@ extension ProxyHandler {
         }
     }
 
+    static func describe(_ error: any Error) -> String {
+        switch error {
+        case ChannelError.connectTimeout: return "connect timeout"
+        case UpstreamPool.PoolError.connectionLimitReached: return "connection limit reached"
+        default: return "connect failed"
+        }
+    }
+
     /// A circuit-breaker limit is reached: refused at once, marked so clients and operators can tell.
     func respondOverloaded(_ limit: String, exchange: Exchange) {
         exchange.keepAlive = exchange.keepAlive && exchange.requestComplete
         exchange.errorReason = "circuit breaker: \(limit)"
+        exchange.state.metrics.circuitOpened(service: exchange.service?.config.name ?? "", reason: limit)
         var response = LocalResponse.error(.serviceUnavailable, "service overloaded (\(limit) reached)",
                                            requestID: exchange.context.requestID)
         response.headerFields[HTTPField.Name("X-Tollgate-Overloaded")!] = limit

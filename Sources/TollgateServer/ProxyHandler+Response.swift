@@ -23,6 +23,7 @@ extension ProxyHandler: UpstreamOwner {
             recordHealth(exchange, failed: true)
             if exchange.service?.config.retries.on.contains(.status(code)) == true {
                 finishCounting(exchange)
+                exchange.closeAttempt(status: code, error: nil)
                 if retry(exchange, after: .status(code)) { return }
             }
         } else {
@@ -103,6 +104,7 @@ extension ProxyHandler: UpstreamOwner {
     func upstreamEnd(trailers: ByteBuffer?) {
         guard let exchange, exchange.phase == .proxying, let context = channelContext else { return }
         if case .chunked = exchange.responseFraming { output.lastChunk(trailers, context: context) }
+        exchange.closeAttempt(status: exchange.status, error: nil)
         flush()
         responseFinished(exchange)
     }

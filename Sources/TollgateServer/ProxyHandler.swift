@@ -409,15 +409,30 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// The log phase of the route's plugins, once per exchange, whether the response completed or the
     /// client went away first (status 499, as nginx logs it): plugins release what they hold here.
+    /// Requests no route matched run the global plugins' log hooks (access log, metrics).
     func runLogPhase(_ exchange: Exchange) {
-        guard !exchange.logged, let route = exchange.route, route.chain.hasLogHooks else { return }
+        guard !exchange.logged else { return }
+        let chain = exchange.route?.chain ?? exchange.state.snapshot.globalChain
+        guard chain.hasLogHooks else { return }
         exchange.logged = true
+        let status = exchange.responseHeadSent || exchange.phase == .responded ? exchange.status : 499
+        exchange.closeAttempt(status: exchange.status, error: exchange.errorReason ?? "abandoned")
         let now = NIODeadline.now().uptimeNanoseconds
-        route.chain.runLog(context: exchange.context, summary: RequestSummary(
-            status: exchange.responseHeadSent || exchange.phase == .responded ? exchange.status : 499,
-            bytesReceived: exchange.requestBodyBytes, bytesSent: exchange.bytesSent,
+        var summary = RequestSummary(
+            status: status, bytesReceived: exchange.requestBodyBytes, bytesSent: exchange.bytesSent,
             startNanos: exchange.context.startNanos, endNanos: now, upstream: exchange.target?.authority,
-            errorReason: exchange.errorReason))
+            errorReason: exchange.errorReason)
+        let head = exchange.head
+        summary.method = head.methodString
+        summary.target = head.target
+        summary.httpVersion = head.minorVersion == 0 ? "HTTP/1.0" : "HTTP/1.1"
+        summary.host = head.host
+        summary.userAgent = head.userAgent
+        summary.upstreamNanos = exchange.upstreamNanos
+        summary.attempts = exchange.attempts
+        summary.routeName = exchange.route?.name
+        summary.serviceName = exchange.route?.serviceName
+        chain.runLog(context: exchange.context, summary: summary)
     }
 
     /// Both directions are done: take the next pipelined request, or wait for one.

@@ -5,6 +5,7 @@ import NIOPosix
 import NIOSSL
 import ServiceLifecycle
 import TollgateCore
+import TollgateObservability
 
 /// The data plane: listeners, per-loop state, reloads and graceful drain. Run it as a Service in a
 /// ServiceGroup (SIGTERM/SIGINT drain, then exit), or start/stop it directly in tests.
@@ -29,6 +30,8 @@ public final class ProxyServer: Service, Sendable {
     private let dnsTask = NIOLockedValueBox<Task<Void, Never>?>(nil)
     /// When the last resolution says to resolve again.
     private let nextRefresh = NIOLockedValueBox<Duration?>(nil)
+    /// The admin listener and the status listener, when configured.
+    private let adminServers = NIOLockedValueBox<[AdminServer]>([])
 
     public init(snapshot: GatewaySnapshot, group: MultiThreadedEventLoopGroup? = nil, logger: Logger = Logger(label: "tollgate"),
                 resolve: @escaping Resolve = { try Resolver.resolve(host: $0, port: $1) }) throws {
@@ -44,6 +47,26 @@ public final class ProxyServer: Service, Sendable {
             loops[ObjectIdentifier(eventLoop)] = LoopContext(eventLoop: eventLoop, state: state, logger: logger)
         }
         self.loops = loops
+        registerCollectors(GatewayMetrics.of(snapshot.state))
+    }
+
+    /// Gauges read at scrape time: open connections, and each target's health and requests in flight.
+    private func registerCollectors(_ metrics: GatewayMetrics) {
+        metrics.addCollector { [weak self] in
+            guard let self else { return [] }
+            var samples = [GatewayMetrics.Sample(name: "tollgate_connections_active", help: "Open client connections",
+                                                 value: Double(self.connections.count))]
+            for (service, targets) in self.health().sorted(by: { $0.key < $1.key }) {
+                for target in targets {
+                    let labels = [("service", service), ("target", target.target)]
+                    samples.append(.init(name: "tollgate_upstream_target_up", help: "1 when the target takes traffic (healthy and not ejected)",
+                                         labels: labels, value: target.available ? 1 : 0))
+                    samples.append(.init(name: "tollgate_upstream_target_in_flight", help: "Requests in flight to the target",
+                                         labels: labels, value: Double(target.inFlight)))
+                }
+            }
+            return samples
+        }
     }
 
     /// Resolves every service's targets once (DNS here, never per request).
@@ -99,6 +122,22 @@ public final class ProxyServer: Service, Sendable {
             channels.withLockedValue { $0.append(channel) }
             logger.info("listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
         }
+        if let admin = snapshot.config.admin {
+            var addresses = [(admin.host, admin.port)]
+            if let host = admin.statusHost, let port = admin.statusPort { addresses.append((host, port)) }
+            for (host, port) in addresses {
+                let server = try await AdminServer.start(host: host, port: port, group: group) { [weak self] in
+                    self?.snapshot ?? snapshot
+                }
+                adminServers.withLockedValue { $0.append(server) }
+                logger.info("admin listening", metadata: ["address": "\(server.localAddress.map { "\($0)" } ?? "?")"])
+            }
+        }
+    }
+
+    /// Bound admin addresses: the admin listener, then the status listener.
+    public var adminAddresses: [SocketAddress] {
+        adminServers.withLockedValue { $0.compactMap(\.localAddress) }
     }
 
     /// The server side of a TLS listener: its certificate chain and key, and, for mutual TLS, the CA
@@ -206,7 +245,8 @@ public final class ProxyServer: Service, Sendable {
         var started: [HealthChecker] = []
         for service in state.services.values.sorted(by: { $0.index < $1.index }) {
             guard let config = service.config.activeHealth, !service.targets.isEmpty else { continue }
-            let checker = HealthChecker(service: service, config: config, eventLoop: group.next(), logger: logger)
+            let checker = HealthChecker(service: service, config: config, eventLoop: group.next(), logger: logger,
+                                        metrics: state.metrics)
             checker.start()
             started.append(checker)
         }
@@ -231,6 +271,7 @@ public final class ProxyServer: Service, Sendable {
         dnsTask.withLockedValue { $0?.cancel() }
         let listeners = channels.withLockedValue { $0 }
         for channel in listeners { try? await channel.close() }
+        for admin in adminServers.withLockedValue({ $0 }) { await admin.close() }
         connections.broadcastDrain()
         let deadline = ContinuousClock.now + timeout
         while connections.count > 0 && ContinuousClock.now < deadline {

@@ -22,6 +22,12 @@ public enum RawClient {
             return result
         }
 
+        /// The status of the first response (0 when none arrived).
+        public var status: Int { statuses.first ?? 0 }
+
+        /// The body of the last response (after its blank line).
+        public var body: String { lastBody }
+
         /// The body of the last response (after its blank line).
         public var lastBody: String {
             guard let range = text.range(of: "\r\n\r\n", options: .backwards) else { return "" }

@@ -6,6 +6,7 @@ import ServiceLifecycle
 import TollgateCore
 import TollgatePlugins
 import TollgateServer
+import TollgateObservability
 import TollgateTesting
 
 
@@ -13,14 +14,11 @@ struct Tollgate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tollgate",
         abstract: "An API gateway: routing, versioning, plugins and a streaming reverse proxy, from one YAML file.",
-        version: TollgateVersion.string,
+        version: TollgateVersion.current,
         subcommands: [Run.self, Validate.self, Demo.self, HashPassword.self, Usage.self, Version.self]
     )
 }
 
-enum TollgateVersion {
-    static let string = "0.1.0"
-}
 
 struct Run: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Run the gateway with a config file.")
@@ -29,7 +27,7 @@ struct Run: AsyncParsableCommand {
     var config: String?
 
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
-    var logLevel: String = "info"
+    var logLevel: String?
 
     func run() async throws {
         let environment = ProcessInfo.processInfo.environment
@@ -37,7 +35,6 @@ struct Run: AsyncParsableCommand {
             throw ValidationError("give --config FILE or set TOLLGATE_CONFIG")
         }
         var logger = Logger(label: "tollgate")
-        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
         let snapshot: GatewaySnapshot
         do {
             snapshot = try ConfigLoader.load(path: path, environment: environment, registry: BuiltinPlugins.registry)
@@ -45,11 +42,18 @@ struct Run: AsyncParsableCommand {
             FileHandle.standardError.write(Data("\(path): invalid configuration\n\(error)\n".utf8))
             throw ExitCode(1)
         }
+        JSONLogHandler.Levels.shared.update(snapshot.config.logging)
+        if let logLevel {
+            guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("unknown log level \(logLevel)") }
+            JSONLogHandler.Levels.shared.overrideDefault(level)
+        }
+        LoggingSystem.bootstrap { label in JSONLogHandler(label: label) }
+        logger = Logger(label: "tollgate")
         let server = try ProxyServer(snapshot: snapshot, logger: logger)
         let reloader = ConfigReloader(path: path, server: server, registry: BuiltinPlugins.registry,
                                       environment: environment, logger: logger)
         let group = ServiceGroup(configuration: .init(
-            services: [.init(service: server), .init(service: reloader)],
+            services: [.init(service: server), .init(service: reloader), .init(service: LogFileReopener())],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger))
         try await group.run()
@@ -146,5 +150,5 @@ struct UsageExport: ParsableCommand {
 
 struct Version: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Print the version.")
-    func run() { print("tollgate \(TollgateVersion.string)") }
+    func run() { print("tollgate \(TollgateVersion.current)") }
 }

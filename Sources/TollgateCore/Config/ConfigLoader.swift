@@ -98,7 +98,8 @@ public enum ConfigLoader {
                                            line: route.line))
         }
         return GatewaySnapshot(config: config, routeTable: RouteTable(routes: routes, patterns: patterns),
-                               services: services, versionResolver: resolver, generation: generation)
+                               services: services, versionResolver: resolver, generation: generation,
+                               globalChain: FilterChain(layers: [config.plugins]), state: diagnostics.state)
     }
 
     private static func conflictSignatures(_ route: RouteConfig) -> [String] {
@@ -149,9 +150,15 @@ public final class GatewaySnapshot: Sendable {
     public let services: [String: ServiceConfig]
     public let versionResolver: VersionResolver?
     public let generation: Int
+    /// The global plugins alone: their log hooks see requests no route matched.
+    public let globalChain: FilterChain
+    /// The plugin state this snapshot was built with (metrics, caches), for the admin listener.
+    public let state: PluginStateRegistry
 
     init(config: GatewayConfig, routeTable: RouteTable, services: [String: ServiceConfig],
-         versionResolver: VersionResolver?, generation: Int) {
+         versionResolver: VersionResolver?, generation: Int, globalChain: FilterChain, state: PluginStateRegistry) {
+        self.globalChain = globalChain
+        self.state = state
         self.config = config
         self.routeTable = routeTable
         self.services = services

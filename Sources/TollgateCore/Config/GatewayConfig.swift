@@ -12,9 +12,11 @@ public struct GatewayConfig: Sendable {
     public var cluster: ClusterConfig
     public var consumers: ConsumerDirectory
     public var plans: [String: PlanConfig]
+    public var admin: AdminConfig?
+    public var logging: LoggingConfig
 
     public static let topLevelKeys: Set<String> = ["listen", "services", "routes", "plugins", "versioning", "limits", "server",
-                                                   "cluster", "consumers", "plans"]
+                                                   "cluster", "consumers", "plans", "admin", "logging"]
 
     init(from root: ConfigNode, registry: PluginRegistry) {
         root.expectMapping(keys: Self.topLevelKeys, required: true)
@@ -41,6 +43,8 @@ public struct GatewayConfig: Sendable {
         versioning = root["versioning"].isPresent ? VersioningConfig(from: root["versioning"]) : nil
         limits = LimitsConfig(from: root["limits"])
         server = ServerConfig(from: root["server"])
+        admin = AdminConfig(from: root["admin"])
+        logging = LoggingConfig(from: root["logging"])
     }
 }
 

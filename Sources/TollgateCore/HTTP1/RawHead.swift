@@ -178,6 +178,17 @@ public struct RawHead: Sendable {
     public var reason: String { string(reasonStart, reasonEnd) }
     public var host: String? { hostIndex.map(value) }
 
+    /// The `User-Agent` field's value (found by scanning: only the log phase asks).
+    public var userAgent: String? {
+        withBytes { p -> String? in
+            for index in fields.indices where fields[index].nameEnd - fields[index].start == 10 {
+                let name = UnsafeRawBufferPointer(rebasing: p[Int(fields[index].start)..<Int(fields[index].nameEnd)])
+                if name.elementsEqual("user-agent".utf8, by: { $0 | 0x20 == $1 | 0x20 }) { return value(index) }
+            }
+            return nil
+        }
+    }
+
     /// The method, without building a String for the common ones.
     public var method: HTTPRequest.Method? {
         withBytes { p -> HTTPRequest.Method? in

@@ -14,11 +14,21 @@ public struct FilterChain: Sendable {
     public let readsRequestFields: Bool
     /// Some plugin has a log hook.
     public let hasLogHooks: Bool
+    /// Some plugin has a request hook (else the request goes upstream without building one).
+    public let hasRequestHooks: Bool
+    /// A log hook reads per-plugin timings: every hook is timed.
+    public let timesPlugins: Bool
+    /// A log hook reads the upstream attempts.
+    public let recordsUpstreamAttempts: Bool
     /// When every hook that reads fields reads only named ones (and none changes the request): those
     /// names. Nil: all fields.
     public let requestFieldNames: [HTTPField.Name]?
     /// The plugins with a response hook, last on the way in first: the response phase runs only these.
     let responders: [any GatewayPlugin]
+    /// The plugins with a log hook.
+    let loggers: [any GatewayPlugin]
+    /// Each responder's index in `plugins` (where its timing goes).
+    let responderIndices: [Int]
 
     public static let empty = FilterChain(entries: [])
 
@@ -34,6 +44,11 @@ public struct FilterChain: Sendable {
         self.responseHooksOnlyAdd = ordered.allSatisfy { type(of: $0.plugin).responseHookOnlyAdds }
         self.readsRequestFields = ordered.contains { $0.plugin.mayChangeRequest || $0.plugin.readsRequestFields }
         self.hasLogHooks = ordered.contains { $0.plugin.hasLogHook }
+        self.hasRequestHooks = ordered.contains { $0.plugin.hasRequestHook }
+        self.timesPlugins = ordered.contains { $0.plugin.wantsPluginTimings }
+        self.recordsUpstreamAttempts = ordered.contains { $0.plugin.wantsUpstreamAttempts }
+        self.loggers = ordered.map(\.plugin).filter(\.hasLogHook)
+        self.responderIndices = ordered.indices.reversed().filter { ordered[$0].plugin.hasResponseHook }
         var names: [HTTPField.Name]? = []
         for entry in ordered where entry.plugin.mayChangeRequest || entry.plugin.readsRequestFields {
             guard !entry.plugin.mayChangeRequest, let wanted = entry.plugin.requestFieldNames else { names = nil; break }
@@ -73,6 +88,7 @@ public struct FilterChain: Sendable {
 
     /// Runs the request hooks from `start` until one answers or suspends.
     public func runRequest(_ request: inout HTTPRequest, context: inout RequestContext, from start: Int = 0) -> RequestOutcome {
+        if timesPlugins { return runRequestTimed(&request, context: &context, from: start) }
         var index = start
         while index < plugins.count {
             switch plugins[index].onRequest(&request, context: &context) {
@@ -86,9 +102,41 @@ public struct FilterChain: Sendable {
         return .proceed
     }
 
+    /// `runRequest` with each hook's time added to `context.pluginTimings`.
+    private func runRequestTimed(_ request: inout HTTPRequest, context: inout RequestContext, from start: Int) -> RequestOutcome {
+        if context.pluginTimings == nil { context.pluginTimings = Array(repeating: 0, count: plugins.count) }
+        var index = start
+        var before = NIODeadline.now().uptimeNanoseconds
+        while index < plugins.count {
+            let decision = plugins[index].onRequest(&request, context: &context)
+            let after = NIODeadline.now().uptimeNanoseconds
+            context.pluginTimings![index] &+= after &- before
+            before = after
+            switch decision {
+            case .proceed: index += 1
+            case .respond(let response): return .respond(response)
+            case .suspend(let work): return .suspend(index: index, work: work)
+            case .pending(let future): return .pending(index: index, future: future)
+            case .readBody(let maxBytes, let then): return .readBody(index: index, maxBytes: maxBytes, then: then)
+            }
+        }
+        return .proceed
+    }
+
     /// Runs the response hooks, lowest priority first (so the first plugin on the way in is the last on
     /// the way out).
     public func runResponse(_ response: inout HTTPResponse, context: inout RequestContext) {
+        if timesPlugins {
+            if context.pluginTimings == nil { context.pluginTimings = Array(repeating: 0, count: plugins.count) }
+            var before = NIODeadline.now().uptimeNanoseconds
+            for (plugin, index) in zip(responders, responderIndices) {
+                plugin.onResponse(&response, context: &context)
+                let after = NIODeadline.now().uptimeNanoseconds
+                context.pluginTimings![index] &+= after &- before
+                before = after
+            }
+            return
+        }
         for plugin in responders { plugin.onResponse(&response, context: &context) }
     }
 
@@ -96,6 +144,11 @@ public struct FilterChain: Sendable {
     /// whose hooks only add fields).
     public func responseFieldsToAdd(context: inout RequestContext) -> [HTTPField] {
         if responders.isEmpty { return [] }
+        if timesPlugins {
+            var response = HTTPResponse(status: .ok)
+            runResponse(&response, context: &context)
+            return Array(response.headerFields)
+        }
         if responders.count == 1 { return responders[0].responseFieldsToAdd(context: &context) }
         var added: [HTTPField] = []
         for plugin in responders { added += plugin.responseFieldsToAdd(context: &context) }
@@ -103,6 +156,6 @@ public struct FilterChain: Sendable {
     }
 
     public func runLog(context: RequestContext, summary: RequestSummary) {
-        for plugin in plugins { plugin.onLog(context: context, summary: summary) }
+        for plugin in loggers { plugin.onLog(context: context, summary: summary) }
     }
 }

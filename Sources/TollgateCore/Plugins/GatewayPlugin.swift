@@ -59,6 +59,14 @@ public protocol GatewayPlugin: Sendable {
     var hasResponseHook: Bool { get }
     /// Whether `onLog` does anything. When no plugin of a route has a log hook, the log phase is skipped.
     var hasLogHook: Bool { get }
+    /// Whether `onRequest` does anything. When no plugin of a route has one, the request is forwarded
+    /// without building an `HTTPRequest` for the hooks (log-only plugins such as access-log).
+    var hasRequestHook: Bool { get }
+    /// Whether the log hook reads per-plugin timings (`RequestContext.pluginTimings`): the chain then
+    /// times every request and response hook of the route.
+    var wantsPluginTimings: Bool { get }
+    /// Whether the log hook reads the upstream attempts (`RequestSummary.attempts`, for trace spans).
+    var wantsUpstreamAttempts: Bool { get }
     /// For plugins whose response hook only adds fields: the fields it adds, without an
     /// `HTTPResponse` to add them to. The default runs `onResponse` on an empty response.
     func responseFieldsToAdd(context: inout RequestContext) -> [HTTPField]
@@ -73,6 +81,9 @@ extension GatewayPlugin {
     public var requestFieldNames: [HTTPField.Name]? { nil }
     public var hasResponseHook: Bool { true }
     public var hasLogHook: Bool { true }
+    public var hasRequestHook: Bool { true }
+    public var wantsPluginTimings: Bool { false }
+    public var wantsUpstreamAttempts: Bool { false }
     public func responseFieldsToAdd(context: inout RequestContext) -> [HTTPField] {
         var response = HTTPResponse(status: .ok)
         onResponse(&response, context: &context)
@@ -140,8 +151,23 @@ public struct RequestSummary: Sendable {
     public var bytesSent: Int
     public var startNanos: UInt64
     public var endNanos: UInt64
+    /// The upstream target of the last attempt (`host:port`), nil when none was tried.
     public var upstream: String?
     public var errorReason: String?
+    /// The request line as the client sent it: method, target (path and query), `HTTP/1.1`.
+    public var method: String = ""
+    public var target: String = ""
+    public var httpVersion: String = "HTTP/1.1"
+    public var host: String?
+    public var userAgent: String?
+    /// Time spent on upstream attempts (connect to last byte, summed over retries); nil when the
+    /// request never went upstream.
+    public var upstreamNanos: UInt64?
+    /// Each upstream attempt, when a log hook asked for them (`wantsUpstreamAttempts`).
+    public var attempts: [UpstreamAttempt] = []
+    /// Whether a route matched (unmatched requests run only the global plugins' log hooks).
+    public var routeName: String?
+    public var serviceName: String?
 
     public init(status: Int, bytesReceived: Int, bytesSent: Int, startNanos: UInt64, endNanos: UInt64,
                 upstream: String?, errorReason: String?) {
@@ -152,6 +178,36 @@ public struct RequestSummary: Sendable {
         self.endNanos = endNanos
         self.upstream = upstream
         self.errorReason = errorReason
+    }
+
+    /// The path part of `target`.
+    public var path: Substring {
+        guard let question = target.utf8.firstIndex(of: UInt8(ascii: "?")) else { return Substring(target) }
+        return target[..<question]
+    }
+
+    /// The query part of `target` (after `?`), nil without one.
+    public var query: Substring? {
+        guard let question = target.utf8.firstIndex(of: UInt8(ascii: "?")) else { return nil }
+        return target[target.utf8.index(after: question)...]
+    }
+}
+
+/// One try of the upstream: where, when, and how it ended.
+public struct UpstreamAttempt: Sendable {
+    public var target: String
+    public var startNanos: UInt64
+    public var endNanos: UInt64
+    /// The upstream's status (0 when no response head arrived).
+    public var status: Int
+    public var error: String?
+
+    public init(target: String, startNanos: UInt64, endNanos: UInt64, status: Int, error: String?) {
+        self.target = target
+        self.startNanos = startNanos
+        self.endNanos = endNanos
+        self.status = status
+        self.error = error
     }
 }
 

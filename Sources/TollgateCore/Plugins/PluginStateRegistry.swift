@@ -12,6 +12,7 @@ public final class PluginStateRegistry: Sendable {
     public static let shared = PluginStateRegistry()
 
     /// The value under `key`, made by `make` the first time (or when the kept one is of another type).
+    /// Not for optional values: a missing entry casts to an optional's nil.
     public func value<Value: Sendable>(for key: String, make: () -> Value) -> Value {
         entries.withLock { entries in
             if let existing = entries[key] as? Value { return existing }

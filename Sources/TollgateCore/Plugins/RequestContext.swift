@@ -37,6 +37,17 @@ public struct RequestContext: Sendable {
     /// The client's certificate, on a TLS listener that asked for one (verified against its
     /// `client_ca` during the handshake).
     public var clientCertificate: ClientCertificate?
+    /// What rate limiting decided (`allowed`, `rejected`, `delayed`, `fail_open`...), for logs and metrics.
+    public var rateLimitOutcome: String?
+    /// Why authentication or authorization refused the request (`missing_credentials`...), for metrics.
+    public var authFailure: String?
+    /// `HIT`, `MISS`... once a cache plugin looked the request up.
+    public var cacheStatus: String?
+    /// The W3C trace context of this request, once the tracing plugin read or made it.
+    public var trace: TraceContext?
+    /// Nanoseconds each plugin of the chain spent in its request and response hooks, by chain index;
+    /// kept only when a log hook asked for timings.
+    public var pluginTimings: [UInt64]?
     /// The connection's event loop, for plugins that answer with a `pending` future (nil in unit tests
     /// that run hooks without a server).
     public var eventLoop: (any EventLoop)?
@@ -82,6 +93,31 @@ public struct RequestContext: Sendable {
     public func pathParameter(_ name: String) -> String? {
         pathParameters.first { $0.name == name }?.value
     }
+}
+
+/// A request's place in a distributed trace (W3C Trace Context): the trace, this gateway's span for
+/// the request, its parent in the caller, and whether it is sampled.
+public struct TraceContext: Sendable {
+    /// 32 lowercase hex digits.
+    public var traceID: String
+    /// 16 lowercase hex digits: the span the upstream request is a child of.
+    public var spanID: String
+    public var parentSpanID: String?
+    public var sampled: Bool
+    public var traceState: String?
+    /// What the sampled request's span is, for the tracing plugin (opaque here).
+    public var span: (any Sendable)?
+
+    public init(traceID: String, spanID: String, parentSpanID: String?, sampled: Bool, traceState: String?) {
+        self.traceID = traceID
+        self.spanID = spanID
+        self.parentSpanID = parentSpanID
+        self.sampled = sampled
+        self.traceState = traceState
+    }
+
+    /// `00-<trace>-<span>-<flags>`.
+    public var traceparent: String { "00-\(traceID)-\(spanID)-\(sampled ? "01" : "00")" }
 }
 
 /// What a plugin may know of a client certificate (verified by the TLS layer).

@@ -37,6 +37,7 @@ public struct ACLPlugin: GatewayPlugin {
 
     public func onRequest(_ request: inout HTTPRequest, context: inout RequestContext) -> RequestDecision {
         guard let consumer = context.consumer else {
+            context.authFailure = "missing_credentials"
             var response = LocalResponse.error(.unauthorized, "no credentials", requestID: context.requestID)
             response.headerFields[.wwwAuthenticate] = #"Key realm="tollgate""#
             return .respond(response)
@@ -49,6 +50,7 @@ public struct ACLPlugin: GatewayPlugin {
         }
         guard allowed else {
             context[AuthFailureKey.self] = AuthFailure(plugin: Self.name, reason: "group not allowed", credential: context.credential)
+            context.authFailure = "forbidden"
             return .respond(LocalResponse.error(.forbidden, "consumer is not allowed on this route", requestID: context.requestID))
         }
         return .proceed

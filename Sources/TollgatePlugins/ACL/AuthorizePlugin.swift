@@ -80,10 +80,12 @@ public struct AuthorizePlugin: GatewayPlugin {
         context[AuthFailureKey.self] = AuthFailure(plugin: Self.name, reason: rule.map { "denied by rule \($0)" } ?? "no rule allows",
                                                    credential: context.credential)
         if context.consumer == nil && context.credential == nil {
+            context.authFailure = "missing_credentials"
             var response = LocalResponse.error(.unauthorized, "no credentials", requestID: context.requestID)
             response.headerFields[.wwwAuthenticate] = #"Bearer realm="tollgate""#
             return response
         }
+        context.authFailure = "forbidden"
         return LocalResponse.error(.forbidden, "not authorized", requestID: context.requestID)
     }
 

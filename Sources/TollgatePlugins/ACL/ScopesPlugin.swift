@@ -45,6 +45,7 @@ public struct ScopesPlugin: GatewayPlugin {
             return .proceed
         }
         guard context.consumer != nil || context.credential != nil, !context.isAnonymous else {
+            context.authFailure = "missing_credentials"
             var response = LocalResponse.error(.unauthorized, "no credentials", requestID: context.requestID)
             response.headerFields[.wwwAuthenticate] = #"Bearer realm="tollgate""#
             return .respond(response)
@@ -52,6 +53,7 @@ public struct ScopesPlugin: GatewayPlugin {
         let missing = needed.filter { !context.scopes.contains($0) }
         guard missing.isEmpty else {
             context[AuthFailureKey.self] = AuthFailure(plugin: Self.name, reason: "insufficient scope", credential: context.credential)
+            context.authFailure = "insufficient_scope"
             var response = LocalResponse.error(.forbidden, "insufficient scope", requestID: context.requestID,
                                                extra: [("required_scopes", "[" + needed.map(JSONText.quote).joined(separator: ",") + "]")])
             response.headerFields[.wwwAuthenticate] = #"Bearer realm="tollgate", error="insufficient_scope", scope="\#(needed.joined(separator: " "))""#

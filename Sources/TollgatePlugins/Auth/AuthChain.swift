@@ -202,6 +202,7 @@ public struct AuthChainPlugin: GatewayPlugin {
         }
         context[AuthFailureKey.self] = AuthFailure(plugin: Self.name, reason: failure.reason, credential: failure.credential)
         let missing = failure.reason == "no credentials"
+        context.authFailure = missing ? "missing_credentials" : "invalid_credentials"
         var response = LocalResponse.error(.unauthorized, missing ? "no credentials" : "invalid credentials", requestID: context.requestID)
         for entry in configuration.methods {
             response.headerFields.append(HTTPField(name: .wwwAuthenticate, value: entry.method.challenge(failure: missing ? nil : failure.reason)))

@@ -263,14 +263,17 @@ public struct AuthPlugin<Method: AuthenticationMethod>: GatewayPlugin {
                 return .proceed
             }
             context[AuthFailureKey.self] = AuthFailure(plugin: Self.name, reason: "no credentials", credential: nil)
+            context.authFailure = "missing_credentials"
             return .respond(Self.unauthorized("no credentials", challenge: method.challenge(failure: nil), context: context))
         case .invalid(let reason, let credential):
             statistics.invalid.wrappingIncrement(ordering: .relaxed)
             statistics.recordFailure(client: context.clientIP, credential: credential)
             context[AuthFailureKey.self] = AuthFailure(plugin: Self.name, reason: reason, credential: credential)
+            context.authFailure = "invalid_credentials"
             return .respond(Self.unauthorized("invalid credentials", challenge: method.challenge(failure: reason), context: context))
         case .unavailable(let reason):
             context[AuthFailureKey.self] = AuthFailure(plugin: Self.name, reason: reason, credential: nil)
+            context.authFailure = "provider_unavailable"
             var response = LocalResponse.error(.serviceUnavailable, "authentication unavailable", requestID: context.requestID)
             response.headerFields[.retryAfter] = "1"
             return .respond(response)

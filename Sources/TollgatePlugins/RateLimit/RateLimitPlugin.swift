@@ -269,6 +269,7 @@ public struct RateLimitPlugin: GatewayPlugin {
         let concurrencyKey: String?
         if let limit = configuration.concurrency {
             guard store.acquireConcurrency(key: key, limit: limit) else {
+                context.rateLimitOutcome = "rejected"
                 return .respond(refusal("too many concurrent requests", retryAfterSeconds: 1, context: context))
             }
             concurrencyKey = key
@@ -327,9 +328,12 @@ public struct RateLimitPlugin: GatewayPlugin {
         switch configuration.fail {
         case .open:
             statistics.failedOpen.wrappingIncrement(ordering: .relaxed)
-            return conclude(decideLocally(key), concurrencyKey: concurrencyKey, context: &context)
+            let decision = conclude(decideLocally(key), concurrencyKey: concurrencyKey, context: &context)
+            if context.rateLimitOutcome == "allowed" { context.rateLimitOutcome = "fail_open" }
+            return decision
         case .closed:
             statistics.failedClosed.wrappingIncrement(ordering: .relaxed)
+            context.rateLimitOutcome = "unavailable"
             release(concurrencyKey, context: &context)
             var response = LocalResponse.error(.serviceUnavailable, "rate limiter unavailable", requestID: context.requestID)
             response.headerFields[.retryAfter] = "1"
@@ -342,6 +346,7 @@ public struct RateLimitPlugin: GatewayPlugin {
         if let refused = decisions.filter({ !$0.allowed }).max(by: { $0.retryAfterNanos < $1.retryAfterNanos }) {
             release(concurrencyKey, context: &context)
             statistics.refused.wrappingIncrement(ordering: .relaxed)
+            context.rateLimitOutcome = "rejected"
             var response = refusal("rate limit exceeded", retryAfterSeconds: Self.seconds(refused.retryAfterNanos),
                                    context: context)
             response.headerFields.append(contentsOf: headers(decisions))
@@ -351,7 +356,11 @@ public struct RateLimitPlugin: GatewayPlugin {
         var longest: UInt64 = 0
         for decision in decisions where decision.delayed { longest = max(longest, decision.retryAfterNanos) }
         let delay = longest
-        guard delay > 0 else { return .proceed }
+        guard delay > 0 else {
+            context.rateLimitOutcome = "allowed"
+            return .proceed
+        }
+        context.rateLimitOutcome = "delayed"
         // Throttled: the request waits its turn instead of being refused (the connection stays parked).
         if let loop = context.eventLoop {
             return .pending(loop.scheduleTask(in: .nanoseconds(Int64(delay))) { () -> RequestContinuation in

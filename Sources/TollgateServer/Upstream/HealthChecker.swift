@@ -3,6 +3,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import TollgateCore
+import TollgateObservability
 
 /// Active health checks of one service: every `interval`, each target gets an HTTP GET (healthy when
 /// the status is one of `statuses`) or a TCP connect, within `timeout`. The verdicts go through an
@@ -13,11 +14,14 @@ final class HealthChecker: Sendable {
     private let config: ActiveHealthConfig
     private let eventLoop: any EventLoop
     private let logger: Logger
+    private let metrics: GatewayMetrics?
     private let trackers: NIOLockedValueBox<[ActiveHealthTracker]>
     private let tasks = NIOLockedValueBox<[RepeatedTask]>([])
 
-    init(service: ServiceRuntime, config: ActiveHealthConfig, eventLoop: any EventLoop, logger: Logger) {
+    init(service: ServiceRuntime, config: ActiveHealthConfig, eventLoop: any EventLoop, logger: Logger,
+         metrics: GatewayMetrics? = nil) {
         self.service = service
+        self.metrics = metrics
         self.config = config
         self.eventLoop = eventLoop
         self.logger = logger
@@ -104,6 +108,7 @@ final class HealthChecker: Sendable {
             service.health.markDegraded(until: .max)
         }
         let metadata: Logger.Metadata = ["service": "\(service.config.name)", "target": "\(target.authority)"]
+        metrics?.targetHealthChanged(service: service.config.name, target: target.authority, healthy: healthy)
         if healthy {
             logger.info("target healthy again (active health checks)", metadata: metadata)
         } else {

@@ -1,0 +1,186 @@
+import HTTPTypes
+import Logging
+import TollgateCore
+import TollgateObservability
+import Tracing
+
+/// `opentelemetry`: W3C Trace Context for every request and OTLP/HTTP spans for the sampled ones.
+///
+/// Every request gets a trace id (the caller's, or a new one) and a span id, and the upstream
+/// request carries `traceparent` (and `tracestate`) naming the gateway's span as parent. Sampling is
+/// parent-based: a caller's sampled flag is followed; new traces are sampled at `sampling`. Only
+/// sampled requests touch the exporter: one server span per request, a client span per upstream
+/// attempt, and a span per plugin slower than `slow_plugin`, exported in batches by swift-otel.
+public struct OpenTelemetryPlugin: GatewayPlugin {
+    public static let name = "opentelemetry"
+    public static let phase = PluginPhase.rewrite
+    public static let priority = 100_000
+    public static let changesRequest = false
+    public static let responseHookOnlyAdds = true
+    public var readsRequestFields: Bool { true }
+    public var requestFieldNames: [HTTPField.Name]? { [Self.traceparentName, Self.tracestateName] }
+    public var hasResponseHook: Bool { false }
+    public var wantsUpstreamAttempts: Bool { true }
+    public var wantsPluginTimings: Bool { configuration.slowPluginNanos != nil }
+
+    static let traceparentName = HTTPField.Name("traceparent")!
+    static let tracestateName = HTTPField.Name("tracestate")!
+
+    public struct Configuration: PluginConfiguration {
+        public var exporter = TracingBackend.Settings(endpoint: "http://127.0.0.1:4318")
+        /// The share of new traces sampled, 0 to 1.
+        public var sampling = 0.01
+        /// Plugins slower than this get a span of their own (nil: none).
+        public var slowPluginNanos: UInt64? = 1_000_000
+        /// Send `traceparent` upstream.
+        public var propagate = true
+        public var state = PluginStateRegistry.shared
+        var valid = true
+
+        public init(from config: ConfigNode) {
+            config.expectMapping(keys: ["endpoint", "sampling", "service_name", "headers", "batch_delay", "max_queue",
+                                        "max_batch", "timeout", "slow_plugin", "propagate"])
+            state = config.diagnostics.state
+            if let endpoint = config["endpoint"].string() {
+                if endpoint.hasPrefix("http://") || endpoint.hasPrefix("https://") {
+                    exporter.endpoint = endpoint
+                } else {
+                    config["endpoint"].error("expected an http:// or https:// URL of an OTLP/HTTP collector")
+                    valid = false
+                }
+            }
+            if let text = config["sampling"].string() {
+                if let ratio = Double(text), (0...1).contains(ratio) { sampling = ratio } else {
+                    config["sampling"].error("expected a number from 0 to 1")
+                }
+            }
+            if let name = config["service_name"].string() { exporter.serviceName = name }
+            for (name, value) in config["headers"].entries() ?? [] {
+                if HTTPField.Name(name) == nil { value.error("not a header name") }
+                if let text = value.string(required: true) { exporter.headers[name] = text }
+            }
+            if let delay = config["batch_delay"].duration() { exporter.batchDelay = delay }
+            if let value = config["max_queue"].int(range: 1...1_000_000) { exporter.maxQueue = value }
+            if let value = config["max_batch"].int(range: 1...100_000) { exporter.maxBatch = value }
+            if let value = config["timeout"].duration() { exporter.timeout = value }
+            if exporter.maxBatch > exporter.maxQueue { config["max_batch"].error("must not exceed max_queue (\(exporter.maxQueue))") }
+            let slow = config["slow_plugin"]
+            if slow.isPresent {
+                if slow.string() == "off" { slowPluginNanos = nil } else if let value = slow.duration() { slowPluginNanos = value.unsignedNanoseconds }
+            }
+            if let value = config["propagate"].bool() { propagate = value }
+        }
+    }
+
+    let configuration: Configuration
+    let backend: TracingBackend?
+    let sampler: TraceSampler
+    let ids: TraceIDGenerator
+    private static let logger = Logger(label: "tollgate.tracing")
+
+    public init(configuration: Configuration) throws {
+        self.configuration = configuration
+        self.sampler = TraceSampler(ratio: configuration.sampling)
+        self.ids = configuration.state.value(for: "tracing|ids") { TraceIDGenerator() }
+        let settings = configuration.exporter
+        // One exporter per gateway and settings: a reload that keeps them keeps its queue.
+        self.backend = configuration.state.value(for: "tracing|backend|\(settings.tracesURL)|\(settings.serviceName)|\(settings.headers.sorted { $0.key < $1.key })|\(settings.batchDelay)|\(settings.maxQueue)|\(settings.maxBatch)|\(settings.timeout)") { () -> BackendSlot in
+            do {
+                return BackendSlot(try TracingBackend(settings: settings))
+            } catch {
+                Self.logger.error("trace exporter not started", metadata: ["error": "\(error)"])
+                return BackendSlot(nil)
+            }
+        }.backend
+    }
+
+    public func onRequest(_ request: inout HTTPRequest, context: inout RequestContext) -> RequestDecision {
+        let incoming = request.headerFields[Self.traceparentName]
+        let parent = incoming.flatMap(TraceParent.parse)
+        // tracestate belongs to a valid parent only (W3C: discard it with a bad traceparent).
+        let state = parent == nil ? nil : request.headerFields[Self.tracestateName]
+        var trace: TraceContext
+        let generated = parent == nil ? ids.traceID() : nil
+        let sampled = parent?.sampled ?? sampler.samples(randomness: generated!.randomness)
+        if sampled, let backend {
+            let startWall = WallClock.nanoseconds() &- (MonotonicClock.nanoseconds() &- context.startNanos)
+            let name = "\(request.method.rawValue) \(context.route?.name ?? "unmatched")"
+            let span = backend.startRequestSpan(name: name, traceparent: parent == nil ? nil : incoming, tracestate: state,
+                                                startNanosSinceEpoch: startWall)
+            let headers = backend.headers(for: span)
+            let own = headers["traceparent"].flatMap(TraceParent.parse)
+            trace = TraceContext(traceID: own?.traceID ?? parent?.traceID ?? generated!.id, spanID: own?.parentID ?? ids.spanID(),
+                                 parentSpanID: parent?.parentID, sampled: true, traceState: headers["tracestate"] ?? state)
+            trace.span = span
+        } else {
+            // Not sampled here (or no exporter): the caller's decision still travels on.
+            trace = TraceContext(traceID: parent?.traceID ?? generated!.id, spanID: ids.spanID(), parentSpanID: parent?.parentID,
+                                 sampled: sampled, traceState: state)
+        }
+        context.trace = trace
+        if configuration.propagate {
+            let traceparent = trace.traceparent
+            context.editUpstreamFields { edits in
+                edits.set(Self.traceparentName, traceparent)
+                if let state = trace.traceState { edits.set(Self.tracestateName, state) } else { edits.remove(Self.tracestateName) }
+            }
+        }
+        return .proceed
+    }
+
+    public func onLog(context: RequestContext, summary: RequestSummary) {
+        guard let trace = context.trace, trace.sampled, let span = trace.span as? any Span, let backend else { return }
+        // Monotonic times become wall-clock ones through one common offset.
+        let offset = WallClock.nanoseconds() &- MonotonicClock.nanoseconds()
+        span.attributes["http.request.method"] = summary.method
+        span.attributes["url.path"] = String(summary.path)
+        if let query = summary.query { span.attributes["url.query"] = String(query) }
+        span.attributes["http.response.status_code"] = summary.status
+        span.attributes["http.route"] = summary.routeName ?? "unmatched"
+        if let host = summary.host { span.attributes["server.address"] = host }
+        span.attributes["client.address"] = context.clientIP
+        span.attributes["network.protocol.version"] = summary.httpVersion == "HTTP/1.0" ? "1.0" : "1.1"
+        if let agent = summary.userAgent { span.attributes["user_agent.original"] = agent }
+        span.attributes["tollgate.request_id"] = context.requestID
+        if let service = summary.serviceName { span.attributes["tollgate.service"] = service }
+        if let consumer = context.consumer { span.attributes["tollgate.consumer"] = consumer.name }
+        if let outcome = context.rateLimitOutcome { span.attributes["tollgate.rate_limit"] = outcome }
+        if summary.status >= 500 || summary.status == 499 {
+            span.setStatus(SpanStatus(code: .error, message: summary.errorReason))
+        }
+        for (index, attempt) in summary.attempts.enumerated() {
+            let child = backend.startChild(of: span, name: "upstream \(attempt.target)", kind: .client,
+                                           startNanosSinceEpoch: attempt.startNanos &+ offset)
+            child.attributes["server.address"] = attempt.target
+            child.attributes["tollgate.attempt"] = index + 1
+            if attempt.status > 0 { child.attributes["http.response.status_code"] = attempt.status }
+            if let error = attempt.error {
+                child.attributes["error.type"] = error
+                child.setStatus(SpanStatus(code: .error, message: error))
+            } else if attempt.status >= 500 {
+                child.setStatus(SpanStatus(code: .error))
+            }
+            child.end(at: SpanInstant(nanosecondsSinceEpoch: attempt.endNanos &+ offset))
+        }
+        if let threshold = configuration.slowPluginNanos, let timings = context.pluginTimings, let names = context.route?.chain.names {
+            // Request hooks run one after another from the start: a plugin's span starts where the
+            // previous ones' time ends (response-hook time is folded in).
+            var at = summary.startNanos &+ offset
+            for (name, nanos) in zip(names, timings) {
+                if nanos >= threshold {
+                    let child = backend.startChild(of: span, name: "plugin \(name)", kind: .internal, startNanosSinceEpoch: at)
+                    child.attributes["tollgate.plugin"] = name
+                    child.end(at: SpanInstant(nanosecondsSinceEpoch: at &+ nanos))
+                }
+                at &+= nanos
+            }
+        }
+        span.end(at: SpanInstant(nanosecondsSinceEpoch: summary.endNanos &+ offset))
+    }
+}
+
+/// The exporter kept in the plugin state (a class: an optional would read back as "present but nil").
+final class BackendSlot: Sendable {
+    let backend: TracingBackend?
+    init(_ backend: TracingBackend?) { self.backend = backend }
+}

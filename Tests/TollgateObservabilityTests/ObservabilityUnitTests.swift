@@ -1,0 +1,219 @@
+import Foundation
+import Logging
+import Synchronization
+import Testing
+import TollgateCore
+@testable import TollgateObservability
+
+@Suite struct AccessLogFormatTests {
+    static func record(target: String = "/users/7?token=abc&page=2", consumer: String? = "alice") -> AccessRecord {
+        var context = RequestContext(requestID: "req-1", clientIP: "10.0.0.9")
+        if let consumer { context.consumer = Consumer(name: consumer, id: "c-1") }
+        context.rateLimitOutcome = "allowed"
+        context.trace = TraceContext(traceID: "4bf92f3577b34da6a3ce929d0e0e4736", spanID: "00f067aa0ba902b7", parentSpanID: nil,
+                                     sampled: false, traceState: nil)
+        context.pluginTimings = [1_500_000, 250_000]
+        var summary = RequestSummary(status: 200, bytesReceived: 12, bytesSent: 345, startNanos: 1_000_000_000,
+                                     endNanos: 1_012_345_678, upstream: "127.0.0.1:9001", errorReason: nil)
+        summary.method = "GET"
+        summary.target = target
+        summary.host = "api.test"
+        summary.userAgent = "curl/8.0 \"quoted\""
+        summary.upstreamNanos = 10_000_000
+        summary.routeName = "users"
+        summary.serviceName = "app"
+        // 2026-11-27T14:05:07.500Z when the response ended; the request started 12 ms earlier.
+        return AccessRecord(context: context, summary: summary, nowMillis: 1_795_788_307_500, pluginNames: ["jwt", "rate-limiting"])
+    }
+
+    @Test func jsonHasEveryFieldInOrder() throws {
+        let format = AccessLogFormat(redactedParameters: ["TOKEN"])
+        let line = format.line(Self.record())
+        #expect(line.hasSuffix("}\n"))
+        #expect(line.hasPrefix(#"{"timestamp":"2026-11-27T14:05:07.488Z","request_id":"req-1","trace_id":"4bf92f3577b34da6a3ce929d0e0e4736","client_ip":"10.0.0.9","method":"GET","host":"api.test","path":"/users/7","query":"token=REDACTED&page=2","protocol":"HTTP/1.1","status":200,"bytes_in":12,"bytes_out":345,"latency_ms":12.345,"upstream_latency_ms":10.000,"gateway_overhead_ms":2.345,"route":"users","service":"app","upstream":"127.0.0.1:9001","consumer":"alice","rate_limit":"allowed","cache":null,"user_agent":"curl/8.0 \"quoted\"","error":null}"#))
+        let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+        #expect(object.count == AccessLogFormat.Field.defaults.count)
+    }
+
+    @Test func selectedFieldsAndPluginTimings() {
+        let format = AccessLogFormat(fields: [.status, .pluginTimings, .path])
+        #expect(format.line(Self.record()) == #"{"status":200,"plugin_timings_ms":{"jwt":1.500,"rate-limiting":0.250},"path":"/users/7"}"# + "\n")
+    }
+
+    @Test func combinedLogFormat() {
+        let format = AccessLogFormat(style: .combined, redactedParameters: ["token"])
+        #expect(format.line(Self.record()) == #"10.0.0.9 - alice [27/Nov/2026:14:05:07 +0000] "GET /users/7?token=REDACTED&page=2 HTTP/1.1" 200 345 "-" "curl/8.0 \x22quoted\x22""# + "\n")
+        #expect(format.line(Self.record(target: "/", consumer: nil)).hasPrefix(#"10.0.0.9 - - [27/Nov/2026:14:05:07 +0000] "GET / HTTP/1.1" 200"#))
+    }
+
+    @Test func redactionMatchesEncodedNamesAndKeepsTheRest() {
+        let format = AccessLogFormat(redactedParameters: ["api_key", "token"])
+        #expect(format.redacted("api%5Fkey=1&x=2&TOKEN=3&tokenish=4&=5&api_key") == "api%5Fkey=REDACTED&x=2&TOKEN=REDACTED&tokenish=4&=5&api_key=REDACTED")
+        #expect(format.redacted("a=1") == "a=1")
+    }
+
+    @Test func controlCharactersAreEscaped() throws {
+        var out: [UInt8] = []
+        Bytes.quote("a\u{1}b\n\u{7F}é", into: &out)
+        #expect(String(decoding: out, as: UTF8.self) == #""a\u0001b\n\u007fé""#)
+        #expect(try JSONSerialization.jsonObject(with: Data(out), options: .fragmentsAllowed) as? String == "a\u{1}b\n\u{7F}é")
+    }
+
+    @Test func timestampsWithoutFoundation() {
+        #expect(Bytes.rfc3339(millis: 0) == "1970-01-01T00:00:00.000Z")
+        #expect(Bytes.rfc3339(millis: 951_782_400_007) == "2000-02-29T00:00:00.007Z")
+        #expect(Bytes.rfc3339(millis: -1) == "1969-12-31T23:59:59.999Z")
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        for millis: Int64 in [1_795_788_307_123, 4_102_444_799_999, 1_234_567_890_001] {
+            #expect(Bytes.rfc3339(millis: millis) == formatter.string(from: Date(timeIntervalSince1970: Double(millis) / 1000)))
+        }
+        var out: [UInt8] = []
+        Bytes.millis(12_345_678, into: &out)
+        Bytes.millis(999, into: &out)
+        #expect(String(decoding: out, as: UTF8.self) == "12.3450.000")
+    }
+
+    @Test func recordBufferDropsTheOldest() {
+        var buffer = RecordBuffer(capacity: 2)
+        for target in ["/1", "/2", "/3"] { buffer.append(Self.record(target: target)) }
+        #expect(buffer.dropped == 1)
+        #expect(buffer.take(max: 1).map(\.target) == ["/2"])
+        #expect(buffer.take().map(\.target) == ["/3"])
+    }
+
+    @Test func bulkBodies() {
+        let shipper = HTTPLogShipper(settings: { var s = HTTPLogShipper.Settings(url: "http://127.0.0.1:1/_bulk"); s.index = "logs-%Y.%m.%d"; return s }(),
+                                     format: AccessLogFormat(fields: [.status]))
+        let records = [Self.record(), Self.record()]
+        #expect(String(decoding: shipper.body(records), as: UTF8.self) == """
+            {"index":{"_index":"logs-2026.11.27"}}
+            {"status":200}
+            {"index":{"_index":"logs-2026.11.27"}}
+            {"status":200}
+
+            """)
+        let logstash = HTTPLogShipper(settings: { var s = HTTPLogShipper.Settings(url: "http://127.0.0.1:1/"); s.format = .logstash; return s }(),
+                                      format: AccessLogFormat(fields: [.status]))
+        #expect(String(decoding: logstash.body(records), as: UTF8.self) == #"[{"status":200},{"status":200}]"#)
+    }
+}
+
+@Suite struct TraceContextTests {
+    @Test func parsesValidTraceparents() throws {
+        let parsed = try #require(TraceParent.parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"))
+        #expect(parsed.traceID == "4bf92f3577b34da6a3ce929d0e0e4736" && parsed.parentID == "00f067aa0ba902b7" && parsed.sampled)
+        #expect(TraceParent.parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00")?.sampled == false)
+        #expect(TraceParent.parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03")?.sampled == true)
+        // A later version may append fields; it is read as version 00.
+        #expect(TraceParent.parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra") != nil)
+    }
+
+    @Test func rejectsMalformedTraceparents() {
+        for bad in ["", "00", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-", "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+                    "00-00000000000000000000000000000000-00f067aa0ba902b7-01", "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+                    "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                    "00-4bf92f3577b34da6a3ce929d0e0e473-600f067aa0ba902b7-01", "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x"] {
+            #expect(TraceParent.parse(bad) == nil, "\(bad)")
+        }
+    }
+
+    @Test func generatedIDsAreHexAndDistinct() {
+        let ids = TraceIDGenerator(seed: 42)
+        var seen = Set<String>()
+        for _ in 0..<1_000 {
+            let trace = ids.traceID().id
+            #expect(trace.count == 32 && trace.allSatisfy(\.isHexDigit) && trace == trace.lowercased())
+            seen.insert(trace)
+        }
+        #expect(seen.count == 1_000)
+        #expect(TraceParent.parse("00-\(ids.traceID().id)-\(ids.spanID())-01") != nil)
+    }
+
+    @Test func samplerFollowsItsRatio() {
+        let ids = TraceIDGenerator(seed: 7)
+        for ratio in [0.0, 0.01, 0.25, 1.0] {
+            let sampler = TraceSampler(ratio: ratio)
+            let sampled = (0..<20_000).filter { _ in sampler.samples(randomness: ids.traceID().randomness) }.count
+            #expect(abs(Double(sampled) / 20_000 - ratio) < 0.01, "ratio \(ratio): \(sampled)")
+        }
+    }
+}
+
+@Suite struct JSONLogHandlerTests {
+    final class Lines: Sendable {
+        let lines = Mutex<[String]>([])
+        var all: [String] { lines.withLock { $0 } }
+    }
+
+    @Test func writesOneJSONObjectPerLineWithMetadata() throws {
+        let captured = Lines()
+        let levels = JSONLogHandler.Levels()
+        var config = LoggingConfig()
+        config.modules = ["tollgate.redis": .debug, "tollgate.auth": .error]
+        levels.update(config)
+        func logger(_ label: String) -> Logger {
+            Logger(label: label) { JSONLogHandler(label: $0, levels: levels) { bytes in captured.lines.withLock { $0.append(String(decoding: bytes, as: UTF8.self)) } } }
+        }
+        var reload = logger("tollgate.reload")
+        reload[metadataKey: "generation"] = "3"
+        reload.info("config reloaded", metadata: ["reason": "SIGHUP", "routes": .array(["a", "b"])])
+        reload.debug("not shown: default level is info")
+        logger("tollgate.redis.pool").debug("shown: the module says debug")
+        logger("tollgate.auth").warning("not shown: the module says error")
+        let lines = captured.all
+        try #require(lines.count == 2)
+        #expect(lines.allSatisfy { $0.hasSuffix("}\n") })
+        let first = try JSONSerialization.jsonObject(with: Data(lines[0].utf8)) as! [String: Any]
+        #expect(first["level"] as? String == "info")
+        #expect(first["logger"] as? String == "tollgate.reload")
+        #expect(first["message"] as? String == "config reloaded")
+        #expect(first["generation"] as? String == "3")
+        #expect(first["reason"] as? String == "SIGHUP")
+        #expect(first["routes"] as? [String] == ["a", "b"])
+        #expect((first["timestamp"] as? String)?.hasSuffix("Z") == true)
+        #expect(lines[1].contains(#""logger":"tollgate.redis.pool""#))
+        levels.overrideDefault(.trace)
+        #expect(levels.level(for: "tollgate.reload") == .trace)
+        #expect(levels.level(for: "tollgate.auth") == .error)   // a module's own level beats the command line
+    }
+}
+
+@Suite struct GatewayMetricsTests {
+    @Test func shardsOfSeveralThreadsAddUp() async throws {
+        let metrics = GatewayMetrics(version: "test")
+        await withTaskGroup(of: Void.self) { group in
+            for thread in 0..<4 {
+                group.addTask {
+                    let done = Mutex(false)
+                    let worker = Thread {
+                        for index in 0..<1_000 {
+                            metrics.record(RequestObservation(route: "r", service: "s", method: index % 2 == 0 ? "GET" : "MKCOL",
+                                                              status: 200 + thread, latencyNanos: UInt64(index) * 100_000,
+                                                              upstreamNanos: nil, bytesIn: 1, bytesOut: 2))
+                        }
+                        done.withLock { $0 = true }
+                    }
+                    worker.start()
+                    while !done.withLock({ $0 }) { try? await Task.sleep(for: .milliseconds(5)) }
+                }
+            }
+        }
+        let text = metrics.render()
+        #expect(text.contains(#"tollgate_requests_total{route="r",service="s",method="GET",status_class="2xx"} 2000"#))
+        #expect(text.contains(#"tollgate_requests_total{route="r",service="s",method="OTHER",status_class="2xx"} 2000"#))
+        #expect(text.contains(#"tollgate_request_duration_seconds_bucket{route="r",service="s",method="GET",status_class="2xx",le="+Inf"} 2000"#))
+        // 0, 0.2 ms ... 99.8 ms in steps of 0.2 ms: the 0.5 ms bucket holds 0, 0.2, 0.4 of each thread.
+        #expect(text.contains(#"tollgate_request_duration_seconds_bucket{route="r",service="s",method="GET",status_class="2xx",le="0.0005"} 12"#))
+        #expect(text.contains(#"tollgate_response_bytes_total{route="r",service="s",method="GET",status_class="2xx"} 4000"#))
+        #expect(!text.contains("tollgate_upstream_duration_seconds_bucket"))
+        #expect(text.contains(#"tollgate_build_info{version="test"} 1"#))
+    }
+
+    @Test func labelValuesAreEscaped() {
+        let metrics = GatewayMetrics(version: "1")
+        metrics.record(RequestObservation(route: "a\"b\\c\nd", service: "", method: "GET", status: 503, latencyNanos: 1,
+                                          upstreamNanos: 1, bytesIn: 0, bytesOut: 0))
+        #expect(metrics.render().contains(#"tollgate_requests_total{route="a\"b\\c\nd",service="",method="GET",status_class="5xx"} 1"#))
+    }
+}
