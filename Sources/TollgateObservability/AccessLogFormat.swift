@@ -18,119 +18,176 @@ public struct AccessLogFormat: Sendable {
     }
 
     public var style: Style
-    public var fields: [Field]
+    public var fields: [Field] {
+        didSet { keys = Self.keys(fields) }
+    }
+    /// Each field's JSON key, pre-rendered with its separator: `{"timestamp":`, `,"status":`.
+    private var keys: [[UInt8]] = []
     /// Query parameters whose values are replaced by `REDACTED` (case-insensitive names).
     public var redactedParameters: Set<String>
 
     public init(style: Style = .json, fields: [Field] = Field.defaults, redactedParameters: Set<String> = []) {
         self.style = style
         self.fields = fields
+        self.keys = Self.keys(fields)
         self.redactedParameters = Set(redactedParameters.map { $0.lowercased() })
     }
 
     public var includesPluginTimings: Bool { style == .json && fields.contains(.pluginTimings) }
 
-    /// One line, with its newline.
-    public func line(_ record: AccessRecord, into out: inout [UInt8]) {
-        switch style {
-        case .json: json(record, into: &out)
-        case .combined: combined(record, into: &out)
-        }
-        out.append(0x0A)
+    private static func keys(_ fields: [Field]) -> [[UInt8]] {
+        fields.enumerated().map { index, field in Array("\(index == 0 ? "{" : ",")\"\(field.rawValue)\":".utf8) }
     }
 
-    public func line(_ record: AccessRecord) -> String {
+    /// The most bytes one line may take; a longer one is replaced by a short line saying so.
+    static let maxLineBytes = 64 << 10
+
+    /// Writes one line (with its newline) for a finished request at `out`. Runs on the event loop:
+    /// bytes are copied straight from the request's head and the context into raw memory.
+    func write(context: RequestContext, summary: RequestSummary, nowMillis: Int64, pluginNames: [String]? = nil,
+               timestamps: inout TimestampCache, into out: inout LineWriter) {
+        let start = out.count
+        switch style {
+        case .json: json(context, summary, nowMillis, pluginNames: pluginNames, timestamps: &timestamps, into: &out)
+        case .combined: combined(context, summary, nowMillis, timestamps: &timestamps, into: &out)
+        }
+        out.byte(0x0A)
+        if out.overflowed {
+            out.count = start
+            out.overflowed = false
+            out.ascii(#"{"error":"access-log line longer than 64KB","request_id":"#)
+            out.quoted(String(context.requestID.prefix(200)))
+            out.ascii(#","status":"#)
+            out.integer(summary.status)
+            out.ascii("}\n")
+        }
+    }
+
+    /// One line as bytes (tests, tools); `pluginNames` stand in for the route's chain.
+    public func line(context: RequestContext, summary: RequestSummary, nowMillis: Int64, pluginNames: [String]? = nil,
+                     into bytes: inout [UInt8]) {
+        let memory = UnsafeMutablePointer<UInt8>.allocate(capacity: Self.maxLineBytes + 512)
+        defer { memory.deallocate() }
+        var out = LineWriter(base: memory, capacity: Self.maxLineBytes + 512, count: 0)
+        var timestamps = TimestampCache()
+        write(context: context, summary: summary, nowMillis: nowMillis, pluginNames: pluginNames, timestamps: &timestamps, into: &out)
+        bytes.append(contentsOf: UnsafeBufferPointer(start: memory, count: out.count))
+    }
+
+    public func line(context: RequestContext, summary: RequestSummary, nowMillis: Int64, pluginNames: [String]? = nil) -> String {
         var out: [UInt8] = []
-        line(record, into: &out)
+        line(context: context, summary: summary, nowMillis: nowMillis, pluginNames: pluginNames, into: &out)
         return String(decoding: out, as: UTF8.self)
     }
 
-    private func json(_ r: AccessRecord, into out: inout [UInt8]) {
-        out.append(UInt8(ascii: "{"))
-        var first = true
-        func key(_ field: Field) {
-            if !first { out.append(UInt8(ascii: ",")) }
-            first = false
-            out.append(UInt8(ascii: "\""))
-            out.append(contentsOf: field.rawValue.utf8)
-            out.append(contentsOf: "\":".utf8)
-        }
-        func string(_ field: Field, _ value: String?) {
-            key(field)
-            if let value { Bytes.quote(value, into: &out) } else { out.append(contentsOf: "null".utf8) }
-        }
-        for field in fields {
-            switch field {
-            case .timestamp:
-                key(field)
-                out.append(UInt8(ascii: "\""))
-                Bytes.rfc3339(millis: r.timestampMillis, into: &out)
-                out.append(UInt8(ascii: "\""))
-            case .requestID: string(field, r.requestID)
-            case .traceID: string(field, r.traceID)
-            case .clientIP: string(field, r.clientIP)
-            case .method: string(field, r.method)
-            case .host: string(field, r.host)
-            case .path: key(field); Bytes.quote(r.path, into: &out)
-            case .query:
-                key(field)
-                if let query = r.query { Bytes.quote(redacted(query), into: &out) } else { out.append(contentsOf: "null".utf8) }
-            case .protocol: string(field, r.httpVersion)
-            case .status: key(field); Bytes.integer(r.status, into: &out)
-            case .bytesIn: key(field); Bytes.integer(r.bytesIn, into: &out)
-            case .bytesOut: key(field); Bytes.integer(r.bytesOut, into: &out)
-            case .latencyMs: key(field); Bytes.millis(r.latencyNanos, into: &out)
-            case .upstreamLatencyMs:
-                key(field)
-                if let nanos = r.upstreamNanos { Bytes.millis(nanos, into: &out) } else { out.append(contentsOf: "null".utf8) }
-            case .gatewayOverheadMs:
-                key(field)
-                Bytes.millis(r.latencyNanos &- min(r.latencyNanos, r.upstreamNanos ?? 0), into: &out)
-            case .route: string(field, r.route)
-            case .service: string(field, r.service)
-            case .upstream: string(field, r.upstream)
-            case .consumer: string(field, r.consumer)
-            case .rateLimit: string(field, r.rateLimit)
-            case .cache: string(field, r.cache)
-            case .userAgent: string(field, r.userAgent)
-            case .error: string(field, r.error)
-            case .pluginTimings:
-                key(field)
-                guard let timings = r.pluginTimings else { out.append(contentsOf: "null".utf8); continue }
-                out.append(UInt8(ascii: "{"))
-                for (index, timing) in timings.enumerated() {
-                    if index > 0 { out.append(UInt8(ascii: ",")) }
-                    Bytes.quote(timing.name, into: &out)
-                    out.append(UInt8(ascii: ":"))
-                    Bytes.millis(timing.nanos, into: &out)
-                }
-                out.append(UInt8(ascii: "}"))
+    /// When the request started, in wall-clock milliseconds.
+    static func startMillis(_ summary: RequestSummary, nowMillis: Int64) -> Int64 {
+        nowMillis - Int64((summary.endNanos &- summary.startNanos) / 1_000_000)
+    }
+
+    private func json(_ context: RequestContext, _ summary: RequestSummary, _ nowMillis: Int64, pluginNames: [String]?,
+                      timestamps: inout TimestampCache, into out: inout LineWriter) {
+        let latency = summary.endNanos &- summary.startNanos
+        summary.head.withBytes { p in
+            let head = summary.head
+            func slice(_ from: UInt32, _ to: UInt32) -> UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: p[Int(from)..<Int(to)]) }
+            func value(_ index: Int?) {
+                if let index { out.quoted(slice(head.fields[index].valueStart, head.fields[index].valueEnd)) } else { out.ascii("null") }
             }
+            if fields.isEmpty { out.byte(UInt8(ascii: "{")) }
+            for (field, key) in zip(fields, keys) {
+                out.bytes(key)
+                switch field {
+                case .timestamp:
+                    out.byte(0x22)
+                    timestamps.rfc3339(millis: Self.startMillis(summary, nowMillis: nowMillis), into: &out)
+                    out.byte(0x22)
+                case .requestID: out.quoted(context.requestID)
+                case .traceID:
+                    if let trace = context.trace {
+                        out.byte(0x22)
+                        out.hex(trace.traceIDHigh)
+                        out.hex(trace.traceIDLow)
+                        out.byte(0x22)
+                    } else {
+                        out.ascii("null")
+                    }
+                case .clientIP: out.quoted(context.clientIP)
+                case .method: out.quoted(slice(0, head.methodEnd))
+                case .host: value(head.hostIndex)
+                case .path: out.quoted(slice(head.targetStart, head.queryStart))
+                case .query:
+                    if head.queryStart < head.targetEnd {
+                        if redactedParameters.isEmpty {
+                            out.quoted(slice(head.queryStart + 1, head.targetEnd))
+                        } else {
+                            out.quoted(redacted(summary.query ?? ""))
+                        }
+                    } else {
+                        out.ascii("null")
+                    }
+                case .protocol: out.ascii(head.minorVersion == 0 ? "\"HTTP/1.0\"" : "\"HTTP/1.1\"")
+                case .status: out.integer(summary.status)
+                case .bytesIn: out.integer(summary.bytesReceived)
+                case .bytesOut: out.integer(summary.bytesSent)
+                case .latencyMs: out.millis(latency)
+                case .upstreamLatencyMs:
+                    if let nanos = summary.upstreamNanos { out.millis(nanos) } else { out.ascii("null") }
+                case .gatewayOverheadMs: out.millis(latency &- min(latency, summary.upstreamNanos ?? 0))
+                case .route: out.quotedOrNull(summary.routeName)
+                case .service: out.quotedOrNull(summary.serviceName)
+                case .upstream: out.quotedOrNull(summary.upstream)
+                case .consumer: out.quotedOrNull(context.consumer?.name)
+                case .rateLimit: out.quotedOrNull(context.rateLimitOutcome)
+                case .cache: out.quotedOrNull(context.cacheStatus)
+                case .userAgent: value(head.userAgentIndex)
+                case .error: out.quotedOrNull(summary.errorReason)
+                case .pluginTimings:
+                    guard let timings = context.pluginTimings, let names = pluginNames ?? context.route?.chain.names else {
+                        out.ascii("null")
+                        continue
+                    }
+                    out.byte(UInt8(ascii: "{"))
+                    for (index, (name, nanos)) in zip(names, timings).enumerated() {
+                        if index > 0 { out.byte(UInt8(ascii: ",")) }
+                        out.quoted(name)
+                        out.byte(UInt8(ascii: ":"))
+                        out.millis(nanos)
+                    }
+                    out.byte(UInt8(ascii: "}"))
+                }
+            }
+            out.byte(UInt8(ascii: "}"))
         }
-        out.append(UInt8(ascii: "}"))
     }
 
     /// `127.0.0.1 - alice [27/Nov/2026:14:05:07 +0000] "GET /a?b=c HTTP/1.1" 200 512 "-" "curl/8.0"`
     /// (the referer is not kept: `-`).
-    private func combined(_ r: AccessRecord, into out: inout [UInt8]) {
-        out.append(contentsOf: r.clientIP.utf8)
-        out.append(contentsOf: " - ".utf8)
-        out.append(contentsOf: (r.consumer ?? "-").utf8.map { $0 == 0x20 ? UInt8(ascii: "_") : $0 })
-        out.append(contentsOf: " [".utf8)
-        Bytes.commonLogTime(millis: r.timestampMillis, into: &out)
-        out.append(contentsOf: "] \"".utf8)
-        Bytes.escaped(r.method, into: &out)
-        out.append(0x20)
-        Bytes.escaped(r.query.map { r.path + "?" + redacted($0) } ?? r.target, into: &out)
-        out.append(0x20)
-        out.append(contentsOf: r.httpVersion.utf8)
-        out.append(contentsOf: "\" ".utf8)
-        Bytes.integer(r.status, into: &out)
-        out.append(0x20)
-        Bytes.integer(r.bytesOut, into: &out)
-        out.append(contentsOf: " \"-\" \"".utf8)
-        Bytes.escaped(r.userAgent ?? "-", into: &out)
-        out.append(UInt8(ascii: "\""))
+    private func combined(_ context: RequestContext, _ summary: RequestSummary, _ nowMillis: Int64,
+                          timestamps: inout TimestampCache, into out: inout LineWriter) {
+        let head = summary.head
+        out.text(context.clientIP)
+        out.ascii(" - ")
+        if let name = context.consumer?.name {
+            out.text(String(name.map { $0 == " " ? "_" : $0 }))
+        } else {
+            out.byte(UInt8(ascii: "-"))
+        }
+        out.ascii(" [")
+        timestamps.common(millis: Self.startMillis(summary, nowMillis: nowMillis), into: &out)
+        out.ascii("] \"")
+        out.escaped(summary.method)
+        out.byte(0x20)
+        out.escaped(summary.query.map { summary.path + "?" + redacted($0) } ?? summary.target)
+        out.byte(0x20)
+        out.ascii(head.minorVersion == 0 ? "HTTP/1.0" : "HTTP/1.1")
+        out.ascii("\" ")
+        out.integer(summary.status)
+        out.byte(0x20)
+        out.integer(summary.bytesSent)
+        out.ascii(" \"-\" \"")
+        out.escaped(head.userAgent ?? "-")
+        out.byte(0x22)
     }
 
     /// The query with the values of redacted parameters replaced.
@@ -180,24 +237,58 @@ public enum Bytes {
         }
     }
 
-    /// A JSON string literal.
-    public static func quote<S: StringProtocol>(_ text: S, into out: inout [UInt8]) {
+    /// A JSON string literal: copied in one piece when nothing needs escaping (the common case).
+    public static func quote(_ text: String, into out: inout [UInt8]) {
+        var text = text
+        text.withUTF8 { quote(UnsafeRawBufferPointer($0), into: &out) }
+    }
+
+    public static func quote(_ text: Substring, into out: inout [UInt8]) {
+        quote(String(text), into: &out)
+    }
+
+    public static func quote(_ bytes: UnsafeRawBufferPointer, into out: inout [UInt8]) {
         out.append(UInt8(ascii: "\""))
-        for byte in text.utf8 {
-            switch byte {
-            case UInt8(ascii: "\""): out.append(contentsOf: "\\\"".utf8)
-            case UInt8(ascii: "\\"): out.append(contentsOf: "\\\\".utf8)
-            case 0x0A: out.append(contentsOf: "\\n".utf8)
-            case 0x0D: out.append(contentsOf: "\\r".utf8)
-            case 0x09: out.append(contentsOf: "\\t".utf8)
-            case 0..<0x20, 0x7F:
-                out.append(contentsOf: "\\u00".utf8)
-                out.append(hexDigit(byte >> 4))
-                out.append(hexDigit(byte & 0xF))
-            default: out.append(byte)
+        var clean = true
+        for byte in bytes where byte < 0x20 || byte == 0x22 || byte == 0x5C || byte == 0x7F {
+            clean = false
+            break
+        }
+        if clean {
+            out.append(contentsOf: bytes)
+        } else {
+            for byte in bytes {
+                switch byte {
+                case UInt8(ascii: "\""): out.append(contentsOf: [0x5C, 0x22])
+                case UInt8(ascii: "\\"): out.append(contentsOf: [0x5C, 0x5C])
+                case 0x0A: out.append(contentsOf: [0x5C, UInt8(ascii: "n")])
+                case 0x0D: out.append(contentsOf: [0x5C, UInt8(ascii: "r")])
+                case 0x09: out.append(contentsOf: [0x5C, UInt8(ascii: "t")])
+                case 0..<0x20, 0x7F:
+                    out.append(contentsOf: [0x5C, UInt8(ascii: "u"), 0x30, 0x30, hexDigit(byte >> 4), hexDigit(byte & 0xF)])
+                default: out.append(byte)
+                }
             }
         }
         out.append(UInt8(ascii: "\""))
+    }
+
+    static func quoteOrNull(_ text: String?, into out: inout [UInt8]) {
+        if let text { quote(text, into: &out) } else { out.append(contentsOf: [0x6E, 0x75, 0x6C, 0x6C]) }
+    }
+
+    /// A field's value, quoted, from the head's bytes.
+    static func quoteValue(of index: Int, _ head: RawHead, into out: inout [UInt8]) {
+        let field = head.fields[index]
+        head.withBytes { quote(UnsafeRawBufferPointer(rebasing: $0[Int(field.valueStart)..<Int(field.valueEnd)]), into: &out) }
+    }
+
+    /// 16 lowercase hex digits.
+    public static func hex(_ value: UInt64, into out: inout [UInt8]) {
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 16) { buffer in
+            TraceContext.writeHex(value, into: buffer, at: 0)
+            out.append(contentsOf: buffer)
+        }
     }
 
     /// Text inside a quoted combined-log field: `"` and control bytes as `\xHH` (as nginx escapes).

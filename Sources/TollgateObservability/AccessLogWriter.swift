@@ -8,70 +8,150 @@ import Darwin
 import DequeModule
 import Dispatch
 import Logging
+import NIOCore
 import Synchronization
 import TollgateCore
 
-/// Where access-log records go. `submit` never blocks and never waits for I/O: records queue in a
-/// bounded buffer (the oldest are dropped, and counted, when it is full) and a writer off the event
-/// loops formats and writes them.
-public protocol AccessLogSink: AnyObject, Sendable {
-    func submit(_ record: AccessRecord)
-    /// Records dropped because the buffer was full or the destination failed.
+/// Formatted access-log lines on their way out: a chunk of whole lines (each ending in a newline).
+public struct LineChunk: Sendable {
+    public var bytes: [UInt8]
+    public var lines: Int
+
+    public init(bytes: [UInt8], lines: Int) {
+        self.bytes = bytes
+        self.lines = lines
+    }
+}
+
+/// Where chunks of lines go: a file or standard output, or an HTTP receiver. `deliver` never blocks
+/// and never waits for I/O; what does not fit the destination's bounded buffer is dropped (the
+/// oldest first) and counted.
+public protocol LineDestination: AnyObject, Sendable {
+    func deliver(_ chunk: LineChunk)
+    /// Lines dropped because the buffer was full or the destination failed.
     var dropped: Int { get }
     /// A short name for metrics: `stdout`, `file`, `http`.
     var kind: String { get }
 }
 
-/// A bounded first-in-first-out buffer of records that drops the oldest when full.
-struct RecordBuffer {
-    var records = Deque<AccessRecord>()
-    let capacity: Int
-    var dropped = 0
+/// The access log of one plugin instance: each event-loop thread formats its lines into a batch of
+/// its own (no lock, no allocation per line), and hands the batch to the destination when it holds
+/// 64 KiB or 100 ms after its first line. Only the hand-off takes a lock, once per batch.
+public final class AccessLog: Sendable {
+    public let format: AccessLogFormat
+    public let destination: any LineDestination
+    private let slot = ThreadSlot<LineBatch>()
+    private let batches = Mutex<[LineBatch]>([])
+    static let batchBytes = 64 << 10
+    static let batchDelay = TimeAmount.milliseconds(100)
 
-    init(capacity: Int) { self.capacity = capacity }
-
-    mutating func append(_ record: AccessRecord) {
-        if records.count >= capacity {
-            records.removeFirst()
-            dropped += 1
-        }
-        records.append(record)
+    public init(format: AccessLogFormat, destination: any LineDestination) {
+        self.format = format
+        self.destination = destination
+        AccessLogs.shared.register(self)
     }
 
-    mutating func take(max: Int = .max) -> [AccessRecord] {
-        let count = min(max, records.count)
-        let taken = Array(records.prefix(count))
-        records.removeFirst(count)
-        return taken
+    /// Formats the request's line on the calling (event-loop) thread.
+    public func log(context: RequestContext, summary: RequestSummary) {
+        let batch = self.batch()
+        var out = LineWriter(base: batch.memory, capacity: LineBatch.capacity, count: batch.count)
+        format.write(context: context, summary: summary, nowMillis: WallClock.milliseconds(), timestamps: &batch.timestamps, into: &out)
+        batch.count = out.count
+        batch.lines += 1
+        if batch.count >= Self.batchBytes {
+            handOff(batch)
+        } else if !batch.flushScheduled {
+            guard let loop = context.eventLoop else { return handOff(batch) }
+            batch.flushScheduled = true
+            loop.scheduleTask(in: Self.batchDelay) { [self] in
+                batch.flushScheduled = false
+                handOff(batch)
+            }
+        }
+    }
+
+    @inline(__always)
+    private func batch() -> LineBatch {
+        if let batch = slot.get() { return batch }
+        let batch = LineBatch()
+        batches.withLock { $0.append(batch) }
+        slot.set(batch)
+        return batch
+    }
+
+    private func handOff(_ batch: LineBatch) {
+        guard batch.lines > 0 else { return }
+        let chunk = LineChunk(bytes: Array(UnsafeBufferPointer(start: batch.memory, count: batch.count)), lines: batch.lines)
+        batch.count = 0
+        batch.lines = 0
+        destination.deliver(chunk)
+    }
+
+    /// Hands this thread's batch over now (a server draining on each of its loops).
+    public func flushCurrentThread() {
+        if let batch = slot.get() { handOff(batch) }
+    }
+}
+
+/// One thread's lines not yet handed over, in memory of its own (a batch plus room for the longest
+/// line). Touched only by its thread.
+final class LineBatch: @unchecked Sendable {
+    static let capacity = AccessLog.batchBytes + AccessLogFormat.maxLineBytes + 1024
+    let memory = UnsafeMutablePointer<UInt8>.allocate(capacity: LineBatch.capacity)
+    var count = 0
+    var lines = 0
+    var flushScheduled = false
+    var timestamps = TimestampCache()
+
+    deinit { memory.deallocate() }
+}
+
+/// Every access log of the process, for a drain to flush each loop's batches.
+public final class AccessLogs: Sendable {
+    public static let shared = AccessLogs()
+    private struct Weak { weak var log: AccessLog? }
+    private let logs = Mutex<[Weak]>([])
+
+    func register(_ log: AccessLog) {
+        logs.withLock { list in
+            list.removeAll { $0.log == nil }
+            list.append(Weak(log: log))
+        }
+    }
+
+    /// Hands over the calling thread's batches of every access log.
+    public func flushCurrentThread() {
+        for log in logs.withLock({ $0.compactMap(\.log) }) { log.flushCurrentThread() }
     }
 }
 
 /// Writes lines to standard output or a file, from a serial dispatch queue. A file is reopened (by
 /// path) after `reopen()`, which SIGUSR1 calls, so logrotate can move it away.
-public final class StreamLogSink: AccessLogSink {
+public final class StreamLogSink: LineDestination {
     public enum Destination: Sendable, Equatable {
         case stdout
         case file(String)
     }
 
     public let destination: Destination
-    let format: AccessLogFormat
     private struct State {
-        var buffer: RecordBuffer
+        var pending = Deque<LineChunk>()
+        var pendingBytes = 0
+        var dropped = 0
         var draining = false
-        var failed = 0
     }
-    private let state: Mutex<State>
+    private let state = Mutex(State())
+    /// The most bytes waiting to be written; beyond it the oldest chunks are dropped.
+    let capacityBytes: Int
     private let queue = DispatchQueue(label: "tollgate.access-log")
     /// The open file (touched only on `queue`), and whether to reopen it before the next write.
     private nonisolated(unsafe) var descriptor: Int32 = -1
     private let reopenRequested = Atomic<Bool>(false)
     private static let logger = Logger(label: "tollgate.access-log")
 
-    public init(destination: Destination, format: AccessLogFormat, capacity: Int = 65_536) {
+    public init(destination: Destination, capacityBytes: Int = 64 << 20) {
         self.destination = destination
-        self.format = format
-        self.state = Mutex(State(buffer: RecordBuffer(capacity: capacity)))
+        self.capacityBytes = capacityBytes
         if case .stdout = destination { descriptor = STDOUT_FILENO }
         OpenLogFiles.shared.register(self)
     }
@@ -85,11 +165,16 @@ public final class StreamLogSink: AccessLogSink {
         return "stdout"
     }
 
-    public var dropped: Int { state.withLock { $0.buffer.dropped + $0.failed } }
+    public var dropped: Int { state.withLock { $0.dropped } }
 
-    public func submit(_ record: AccessRecord) {
+    public func deliver(_ chunk: LineChunk) {
         let schedule = state.withLock { state -> Bool in
-            state.buffer.append(record)
+            state.pending.append(chunk)
+            state.pendingBytes += chunk.bytes.count
+            while state.pendingBytes > capacityBytes, let oldest = state.pending.popFirst() {
+                state.pendingBytes -= oldest.bytes.count
+                state.dropped += oldest.lines
+            }
             if state.draining { return false }
             state.draining = true
             return true
@@ -103,15 +188,17 @@ public final class StreamLogSink: AccessLogSink {
         queue.async { self.drain() }
     }
 
-    /// Waits until everything submitted so far is written (tests, shutdown).
+    /// Waits until everything delivered so far is written (tests, shutdown).
     public func flush() {
         queue.sync { self.drain() }
     }
 
     private func drain() {
         while true {
-            let records = state.withLock { state -> [AccessRecord] in
-                let taken = state.buffer.take()
+            let chunks = state.withLock { state -> Deque<LineChunk> in
+                let taken = state.pending
+                state.pending.removeAll()
+                state.pendingBytes = 0
                 if taken.isEmpty { state.draining = false }
                 return taken
             }
@@ -119,11 +206,10 @@ public final class StreamLogSink: AccessLogSink {
                 close(descriptor)
                 descriptor = -1
             }
-            if records.isEmpty { return }
-            var bytes: [UInt8] = []
-            bytes.reserveCapacity(records.count * 400)
-            for record in records { format.line(record, into: &bytes) }
-            if !write(bytes) { state.withLock { $0.failed += records.count } }
+            if chunks.isEmpty { return }
+            for chunk in chunks where !write(chunk.bytes) {
+                state.withLock { $0.dropped += chunk.lines }
+            }
         }
     }
 

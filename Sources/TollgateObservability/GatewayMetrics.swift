@@ -37,7 +37,7 @@ public final class GatewayMetrics: Sendable {
     public let factory: PrometheusMetricsFactory
 
     private let shards = Mutex<[RequestShard]>([])
-    private let slot = ThreadSlot()
+    private let slot = ThreadSlot<RequestShard>()
     private let collectors = Mutex<[(id: Int, collect: @Sendable () -> [Sample])]>([])
     private let nextCollector = Atomic<Int>(0)
     /// Consumers given their own label (when per-consumer metrics are enabled), up to the cap.
@@ -45,8 +45,8 @@ public final class GatewayMetrics: Sendable {
 
     public init(version: String = TollgateVersion.current) {
         self.factory = PrometheusMetricsFactory(registry: registry)
-        registry.makeGauge(name: "tollgate_build_info", labels: [("version", version)],
-                           help: "Tollgate's version; always 1").set(to: 1.0)
+        registry.makeGauge(descriptor: MetricNameDescriptor(metricName: "tollgate_build", unitName: "info", helpText: "Tollgate's version; always 1"),
+                           labels: [("version", version)]).set(to: 1.0)
     }
 
     // MARK: events (swift-metrics)
@@ -157,9 +157,13 @@ public final class GatewayMetrics: Sendable {
 
 /// What the log phase tells the metrics about one request.
 public struct RequestObservation: Sendable {
+    /// The matched route's identity (nil: no route matched): series are found by it, not by hashing
+    /// names. `route` and `service` are its labels.
+    public var routeKey: ObjectIdentifier?
     public var route: String
     public var service: String
-    public var method: String
+    /// One of `methods` (a client cannot mint label values).
+    public var method: UInt8
     public var status: Int
     public var latencyNanos: UInt64
     public var upstreamNanos: UInt64?
@@ -169,12 +173,15 @@ public struct RequestObservation: Sendable {
     public var authFailure: String?
     public var cache: String?
     public var consumer: String?
-    /// (plugin name, nanoseconds), when plugin timing is on.
-    public var pluginTimings: [(String, UInt64)]
+    /// Nanoseconds per plugin of the route's chain, and the plugins' names, when plugin timing is on.
+    public var pluginTimings: [UInt64]?
+    public var pluginNames: [String] = []
 
-    public init(route: String, service: String, method: String, status: Int, latencyNanos: UInt64, upstreamNanos: UInt64?,
-                bytesIn: Int, bytesOut: Int, rateLimit: String? = nil, authFailure: String? = nil, cache: String? = nil,
-                consumer: String? = nil, pluginTimings: [(String, UInt64)] = []) {
+    public init(routeKey: ObjectIdentifier? = nil, route: String, service: String, method: UInt8, status: Int,
+                latencyNanos: UInt64, upstreamNanos: UInt64?, bytesIn: Int, bytesOut: Int, rateLimit: String? = nil,
+                authFailure: String? = nil, cache: String? = nil, consumer: String? = nil, pluginTimings: [UInt64]? = nil,
+                pluginNames: [String] = []) {
+        self.routeKey = routeKey
         self.route = route
         self.service = service
         self.method = method
@@ -188,14 +195,31 @@ public struct RequestObservation: Sendable {
         self.cache = cache
         self.consumer = consumer
         self.pluginTimings = pluginTimings
+        self.pluginNames = pluginNames
     }
 
-    /// Methods outside the standard ones are counted as `OTHER` (a client cannot mint label values).
-    static func methodLabel(_ method: String) -> String {
+    /// The method labels; methods outside the standard ones are counted as `OTHER`.
+    public static let methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE", "OTHER"]
+
+    /// The label index of a request's method, from its head (no string for the common methods).
+    public static func methodIndex(_ head: RawHead) -> UInt8 {
+        guard let method = head.method else { return 9 }
         switch method {
-        case "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE": return method
-        default: return "OTHER"
+        case .get: return 0
+        case .post: return 1
+        case .put: return 2
+        case .delete: return 3
+        case .patch: return 4
+        case .head: return 5
+        case .options: return 6
+        case .connect: return 7
+        case .trace: return 8
+        default: return 9
         }
+    }
+
+    public static func methodIndex(_ name: String) -> UInt8 {
+        UInt8(methods.firstIndex(of: name) ?? 9)
     }
 }
 
@@ -223,22 +247,140 @@ struct Histogram {
     }
 }
 
-/// One thread's per-request metrics.
+/// One thread's per-request metrics. Series are kept per route (found by the route's identity, the
+/// last one remembered), per method and status class in a flat array: recording hashes nothing in
+/// the common case.
 final class RequestShard: @unchecked Sendable {
-    // @unchecked: `totals` is only touched under `lock`.
-    struct SeriesKey: Hashable {
-        var route: String
-        var service: String
-        var method: String
-        var statusClass: Int
-    }
-
+    // @unchecked: every member is only touched under `lock`.
     struct Series {
         var requests: UInt64 = 0
         var latency = Histogram(bounds: GatewayMetrics.latencyBounds.count)
         var upstream = Histogram(bounds: GatewayMetrics.latencyBounds.count)
         var bytesIn: UInt64 = 0
         var bytesOut: UInt64 = 0
+
+        @inline(__always)
+        mutating func record(_ r: RequestObservation) {
+            requests &+= 1
+            latency.observe(r.latencyNanos, bounds: GatewayMetrics.latencyBounds)
+            if let upstreamNanos = r.upstreamNanos { upstream.observe(upstreamNanos, bounds: GatewayMetrics.latencyBounds) }
+            bytesIn &+= UInt64(r.bytesIn)
+            bytesOut &+= UInt64(r.bytesOut)
+        }
+
+        mutating func merge(_ other: Series) {
+            requests &+= other.requests
+            latency.merge(other.latency)
+            upstream.merge(other.upstream)
+            bytesIn &+= other.bytesIn
+            bytesOut &+= other.bytesOut
+        }
+    }
+
+    /// One route's series on this thread.
+    final class RouteSeries {
+        let route: String
+        let service: String
+        /// By method index × 5 + status class - 1.
+        var series: [Series?] = Array(repeating: nil, count: RequestObservation.methods.count * 5)
+        /// Short lists, searched linearly (a handful of static outcome strings).
+        var rateLimit: [(String, UInt64)] = []
+        var authFailures: [(String, UInt64)] = []
+        var cache: [(String, UInt64)] = []
+        var pluginNames: [String] = []
+        var plugins: [Histogram] = []
+
+        init(route: String, service: String) {
+            self.route = route
+            self.service = service
+        }
+    }
+
+    private let lock = NIOLock()
+    private var routes: [ObjectIdentifier: RouteSeries] = [:]
+    private var unmatched: [String: RouteSeries] = [:]
+    private var lastKey: ObjectIdentifier?
+    private var last: RouteSeries?
+    private var consumers: [String: UInt64] = [:]
+
+    private func routeSeries(_ r: RequestObservation) -> RouteSeries {
+        if let key = r.routeKey {
+            if key == lastKey, let last, last.route == r.route, last.service == r.service { return last }
+            if let found = routes[key], found.route == r.route, found.service == r.service {
+                lastKey = key
+                last = found
+                return found
+            }
+            let made = RouteSeries(route: r.route, service: r.service)
+            routes[key] = made
+            lastKey = key
+            last = made
+            return made
+        }
+        if let found = unmatched[r.route] { return found }
+        let made = RouteSeries(route: r.route, service: r.service)
+        unmatched[r.route] = made
+        return made
+    }
+
+    @inline(__always)
+    private static func count(_ value: String, in list: inout [(String, UInt64)]) {
+        for index in list.indices where list[index].0 == value {
+            list[index].1 &+= 1
+            return
+        }
+        list.append((value, 1))
+    }
+
+    func record(_ r: RequestObservation) {
+        let slot = Int(min(r.method, 9)) * 5 + max(1, min(5, r.status / 100)) - 1
+        lock.withLockVoid {
+            let series = routeSeries(r)
+            if series.series[slot] == nil { series.series[slot] = Series() }
+            series.series[slot]!.record(r)
+            if let outcome = r.rateLimit { Self.count(outcome, in: &series.rateLimit) }
+            if let reason = r.authFailure { Self.count(reason, in: &series.authFailures) }
+            if let cache = r.cache { Self.count(cache, in: &series.cache) }
+            if let consumer = r.consumer { consumers[consumer, default: 0] &+= 1 }
+            if let timings = r.pluginTimings {
+                if series.pluginNames != r.pluginNames {
+                    series.pluginNames = r.pluginNames
+                    series.plugins = r.pluginNames.map { _ in Histogram(bounds: GatewayMetrics.pluginBounds.count) }
+                }
+                for (index, nanos) in timings.enumerated() where index < series.plugins.count {
+                    series.plugins[index].observe(nanos, bounds: GatewayMetrics.pluginBounds)
+                }
+            }
+        }
+    }
+
+    /// This shard's counts, by label values.
+    func snapshot() -> Totals {
+        lock.withLock {
+            var totals = Totals()
+            for series in routes.values.map({ $0 }) + unmatched.values.map({ $0 }) {
+                for (slot, value) in series.series.enumerated() {
+                    guard let value else { continue }
+                    let key = SeriesKey(route: series.route, service: series.service, method: UInt8(slot / 5), statusClass: slot % 5 + 1)
+                    totals.series[key, default: Series()].merge(value)
+                }
+                for (outcome, count) in series.rateLimit { totals.rateLimit[PairKey(route: series.route, value: outcome), default: 0] &+= count }
+                for (reason, count) in series.authFailures { totals.authFailures[PairKey(route: series.route, value: reason), default: 0] &+= count }
+                for (status, count) in series.cache { totals.cache[PairKey(route: series.route, value: status), default: 0] &+= count }
+                for (name, histogram) in zip(series.pluginNames, series.plugins) {
+                    totals.plugins[name, default: Histogram(bounds: GatewayMetrics.pluginBounds.count)].merge(histogram)
+                }
+            }
+            totals.consumers = consumers
+            return totals
+        }
+    }
+
+    struct SeriesKey: Hashable {
+        var route: String
+        var service: String
+        var method: UInt8
+        var statusClass: Int
     }
 
     struct PairKey: Hashable {
@@ -246,6 +388,7 @@ final class RequestShard: @unchecked Sendable {
         var value: String
     }
 
+    /// Counts by label values, merged over shards at scrape time.
     struct Totals {
         var series: [SeriesKey: Series] = [:]
         var rateLimit: [PairKey: UInt64] = [:]
@@ -255,13 +398,7 @@ final class RequestShard: @unchecked Sendable {
         var plugins: [String: Histogram] = [:]
 
         mutating func merge(_ other: Totals) {
-            for (key, value) in other.series {
-                series[key, default: Series()].requests &+= value.requests
-                series[key]!.latency.merge(value.latency)
-                series[key]!.upstream.merge(value.upstream)
-                series[key]!.bytesIn &+= value.bytesIn
-                series[key]!.bytesOut &+= value.bytesOut
-            }
+            for (key, value) in other.series { series[key, default: Series()].merge(value) }
             rateLimit.merge(other.rateLimit, uniquingKeysWith: &+)
             authFailures.merge(other.authFailures, uniquingKeysWith: &+)
             cache.merge(other.cache, uniquingKeysWith: &+)
@@ -271,45 +408,14 @@ final class RequestShard: @unchecked Sendable {
             }
         }
     }
-
-    private let lock = NIOLock()
-    private var totals = Totals()
-
-    func record(_ r: RequestObservation) {
-        let key = SeriesKey(route: r.route, service: r.service, method: RequestObservation.methodLabel(r.method),
-                            statusClass: max(1, min(5, r.status / 100)))
-        lock.withLockVoid {
-            totals.series[key, default: Series()].record(r)
-            if let outcome = r.rateLimit { totals.rateLimit[PairKey(route: r.route, value: outcome), default: 0] &+= 1 }
-            if let reason = r.authFailure { totals.authFailures[PairKey(route: r.route, value: reason), default: 0] &+= 1 }
-            if let cache = r.cache { totals.cache[PairKey(route: r.route, value: cache), default: 0] &+= 1 }
-            if let consumer = r.consumer { totals.consumers[consumer, default: 0] &+= 1 }
-            for (name, nanos) in r.pluginTimings {
-                totals.plugins[name, default: Histogram(bounds: GatewayMetrics.pluginBounds.count)]
-                    .observe(nanos, bounds: GatewayMetrics.pluginBounds)
-            }
-        }
-    }
-
-    func snapshot() -> Totals { lock.withLock { totals } }
-}
-
-extension RequestShard.Series {
-    @inline(__always)
-    mutating func record(_ r: RequestObservation) {
-        requests &+= 1
-        latency.observe(r.latencyNanos, bounds: GatewayMetrics.latencyBounds)
-        if let upstreamNanos = r.upstreamNanos { upstream.observe(upstreamNanos, bounds: GatewayMetrics.latencyBounds) }
-        bytesIn &+= UInt64(r.bytesIn)
-        bytesOut &+= UInt64(r.bytesOut)
-    }
 }
 
 extension RequestShard.Totals {
     func render(into out: inout [UInt8]) {
         let keys = series.keys.sorted { ($0.route, $0.service, $0.method, $0.statusClass) < ($1.route, $1.service, $1.method, $1.statusClass) }
         func labels(_ key: RequestShard.SeriesKey) -> [(String, String)] {
-            [("route", key.route), ("service", key.service), ("method", key.method), ("status_class", "\(key.statusClass)xx")]
+            [("route", key.route), ("service", key.service), ("method", RequestObservation.methods[Int(key.method)]),
+             ("status_class", "\(key.statusClass)xx")]
         }
         PrometheusText.header("tollgate_requests_total", type: "counter", help: "Requests by route, service, method and status class", into: &out)
         for key in keys { PrometheusText.sample("tollgate_requests_total", labels: labels(key), value: Double(series[key]!.requests), into: &out) }
@@ -334,7 +440,7 @@ extension RequestShard.Totals {
                 PrometheusText.sample(name, labels: [("route", key.route), (label, key.value)], value: Double(counts[key]!), into: &out)
             }
         }
-        pairs("tollgate_rate_limit_decisions_total", "Rate-limit decisions by outcome (rejected, delayed, allowed, fail_open, unavailable)", "outcome", rateLimit)
+        pairs("tollgate_rate_limit_decisions_total", "Rate-limit decisions by outcome (allowed, rejected, delayed, fail_open, unavailable)", "outcome", rateLimit)
         pairs("tollgate_auth_failures_total", "Requests refused by authentication or authorization, by reason", "reason", authFailures)
         pairs("tollgate_cache_requests_total", "Cache lookups by result (HIT, MISS, STALE, BYPASS, REVALIDATED)", "cache_status", cache)
         if !consumers.isEmpty {
@@ -398,24 +504,5 @@ enum PrometheusText {
         sample(name + "_bucket", labels: labels + [("le", "+Inf")], value: Double(cumulative), into: &out)
         sample(name + "_sum", labels: labels, value: Double(histogram.sumNanos) / 1e9, into: &out)
         sample(name + "_count", labels: labels, value: Double(histogram.count), into: &out)
-    }
-}
-
-/// A per-thread pointer to this thread's shard (pthread TLS, without NIO's boxed dynamic cast). The
-/// shards themselves are kept alive by `GatewayMetrics.shards`; the key dies with its owner.
-final class ThreadSlot: @unchecked Sendable {
-    private var key = pthread_key_t()
-
-    init() { pthread_key_create(&key, nil) }
-    deinit { pthread_key_delete(key) }
-
-    @inline(__always)
-    func get() -> RequestShard? {
-        guard let raw = pthread_getspecific(key) else { return nil }
-        return Unmanaged<RequestShard>.fromOpaque(raw).takeUnretainedValue()
-    }
-
-    func set(_ shard: RequestShard) {
-        pthread_setspecific(key, Unmanaged.passUnretained(shard).toOpaque())
     }
 }

@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import DequeModule
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -10,7 +11,7 @@ import TollgateCore
 /// batch is retried with exponential backoff up to `maxRetries`, then dropped. While the receiver is
 /// down new records wait in a bounded buffer that drops the oldest: the gateway never blocks on it and
 /// memory never grows past `buffer` records.
-public final class HTTPLogShipper: AccessLogSink {
+public final class HTTPLogShipper: LineDestination {
     public struct Settings: Sendable, Equatable {
         public enum Format: String, Sendable { case elasticsearchBulk = "elasticsearch_bulk", logstash, ndjson }
         public var url: String
@@ -37,22 +38,25 @@ public final class HTTPLogShipper: AccessLogSink {
     }
 
     public let settings: Settings
-    let format: AccessLogFormat
     private struct State {
-        var buffer: RecordBuffer
+        /// Chunks delivered and not yet split into lines, and the lines waiting for a batch.
+        var incoming = Deque<LineChunk>()
+        var incomingLines = 0
+        var lines = Deque<ArraySlice<UInt8>>()
         var lastSend: ContinuousClock.Instant
-        var failed = 0
+        var dropped = 0
         var sent = 0
+
+        var waiting: Int { incomingLines + lines.count }
     }
     private let state: Mutex<State>
     private let client: HTTPClient
     private let task = Mutex<Task<Void, Never>?>(nil)
     private static let logger = Logger(label: "tollgate.access-log")
 
-    public init(settings: Settings, format: AccessLogFormat) {
+    public init(settings: Settings) {
         self.settings = settings
-        self.format = format
-        self.state = Mutex(State(buffer: RecordBuffer(capacity: settings.buffer), lastSend: .now))
+        self.state = Mutex(State(lastSend: .now))
         self.client = HTTPClient(eventLoopGroupProvider: .singleton)
         start()
     }
@@ -63,12 +67,28 @@ public final class HTTPLogShipper: AccessLogSink {
     }
 
     public var kind: String { "http" }
-    public var dropped: Int { state.withLock { $0.buffer.dropped + $0.failed } }
-    /// Records delivered (the receiver answered 2xx).
+    public var dropped: Int { state.withLock { $0.dropped } }
+    /// Lines delivered (the receiver answered 2xx).
     public var sent: Int { state.withLock { $0.sent } }
 
-    public func submit(_ record: AccessRecord) {
-        state.withLock { $0.buffer.append(record) }
+    /// Keeps at most `buffer` lines: the oldest waiting ones make room.
+    public func deliver(_ chunk: LineChunk) {
+        state.withLock { state in
+            state.incoming.append(chunk)
+            state.incomingLines += chunk.lines
+            var excess = state.waiting - settings.buffer
+            while excess > 0, !state.lines.isEmpty {
+                state.lines.removeFirst()
+                state.dropped += 1
+                excess -= 1
+            }
+            while excess > 0, let oldest = state.incoming.first, oldest.lines <= excess {
+                state.incoming.removeFirst()
+                state.incomingLines -= oldest.lines
+                state.dropped += oldest.lines
+                excess -= oldest.lines
+            }
+        }
     }
 
     private func start() {
@@ -87,20 +107,31 @@ public final class HTTPLogShipper: AccessLogSink {
     /// Sends every full batch, and a partial one once `flush` has passed since the last send.
     private func shipDue() async {
         while true {
-            let batch = state.withLock { state -> [AccessRecord] in
-                let full = state.buffer.records.count >= settings.batch
-                let due = !state.buffer.records.isEmpty && ContinuousClock.now - state.lastSend >= settings.flush
+            let batch = state.withLock { state -> [ArraySlice<UInt8>] in
+                // Split what arrived into lines (here, off the event loops).
+                while let chunk = state.incoming.popFirst() {
+                    state.incomingLines -= chunk.lines
+                    for line in chunk.bytes.split(separator: 0x0A) { state.lines.append(line) }
+                }
+                while state.lines.count > settings.buffer {
+                    state.lines.removeFirst()
+                    state.dropped += 1
+                }
+                let full = state.lines.count >= settings.batch
+                let due = !state.lines.isEmpty && ContinuousClock.now - state.lastSend >= settings.flush
                 guard full || due else { return [] }
                 state.lastSend = .now
-                return state.buffer.take(max: settings.batch)
+                let count = min(settings.batch, state.lines.count)
+                defer { state.lines.removeFirst(count) }
+                return Array(state.lines.prefix(count))
             }
             if batch.isEmpty { return }
             await send(batch)
         }
     }
 
-    private func send(_ batch: [AccessRecord]) async {
-        let body = self.body(batch)
+    private func send(_ batch: [ArraySlice<UInt8>]) async {
+        let body = self.body(batch, now: WallClock.milliseconds())
         var backoff = settings.initialBackoff
         for attempt in 0...settings.maxRetries {
             if Task.isCancelled { return }
@@ -110,6 +141,8 @@ public final class HTTPLogShipper: AccessLogSink {
                 request.headers.add(name: "Content-Type", value: settings.format == .logstash ? "application/json" : "application/x-ndjson")
                 for (name, value) in settings.headers { request.headers.add(name: name, value: value) }
                 request.body = .bytes(ByteBuffer(bytes: body))
+                // The client waits for a connection until this deadline: a receiver that is down
+                // costs one timeout per attempt, never more.
                 let response = try await client.execute(request, timeout: .nanoseconds(Int64(settings.timeout.unsignedNanoseconds)))
                 _ = try? await response.body.collect(upTo: 1 << 20)
                 if (200..<300).contains(response.status.code) {
@@ -126,41 +159,55 @@ public final class HTTPLogShipper: AccessLogSink {
             try? await Task.sleep(for: backoff)
             backoff = min(backoff * 2, settings.maxBackoff)
         }
-        state.withLock { $0.failed += batch.count }
-        Self.logger.warning("access-log batch dropped after retries", metadata: ["records": "\(batch.count)", "url": "\(settings.url)"])
+        state.withLock { $0.dropped += batch.count }
+        Self.logger.warning("access-log batch dropped after retries", metadata: ["lines": "\(batch.count)", "url": "\(settings.url)"])
     }
 
-    func body(_ batch: [AccessRecord]) -> [UInt8] {
+    /// The request body for a batch of JSON lines. For `_bulk`, each document gets an action line
+    /// naming its index, dated by the document's `timestamp` when it starts with one (the default
+    /// fields), else by `now`.
+    func body(_ batch: [ArraySlice<UInt8>], now: Int64) -> [UInt8] {
         var out: [UInt8] = []
-        out.reserveCapacity(batch.count * 450)
+        out.reserveCapacity(batch.reduce(0) { $0 + $1.count + 64 })
         switch settings.format {
         case .elasticsearchBulk:
-            for record in batch {
+            let fallback = Bytes.rfc3339(millis: now)
+            for line in batch {
                 out.append(contentsOf: #"{"index":{"_index":"#.utf8)
-                Bytes.quote(index(for: record), into: &out)
+                Bytes.quote(index(date: Self.date(of: line) ?? Substring(fallback.prefix(10))), into: &out)
                 out.append(contentsOf: "}}\n".utf8)
-                format.line(record, into: &out)
+                out.append(contentsOf: line)
+                out.append(0x0A)
             }
         case .ndjson:
-            for record in batch { format.line(record, into: &out) }
+            for line in batch {
+                out.append(contentsOf: line)
+                out.append(0x0A)
+            }
         case .logstash:
             out.append(UInt8(ascii: "["))
-            for (position, record) in batch.enumerated() {
+            for (position, line) in batch.enumerated() {
                 if position > 0 { out.append(UInt8(ascii: ",")) }
-                format.line(record, into: &out)
-                out.removeLast()   // the newline
+                out.append(contentsOf: line)
             }
             out.append(UInt8(ascii: "]"))
         }
         return out
     }
 
-    /// The index name with `%Y`, `%m` and `%d` replaced by the record's UTC date.
-    func index(for record: AccessRecord) -> String {
+    /// `2026-11-27` from a line that starts `{"timestamp":"2026-11-27T`.
+    static func date(of line: ArraySlice<UInt8>) -> Substring? {
+        let prefix = Array(#"{"timestamp":""#.utf8)
+        guard line.count > prefix.count + 10, line.prefix(prefix.count).elementsEqual(prefix) else { return nil }
+        let start = line.startIndex + prefix.count
+        return Substring(String(decoding: line[start..<start + 10], as: UTF8.self))
+    }
+
+    /// The index name with `%Y`, `%m` and `%d` replaced from a `YYYY-MM-DD` date.
+    func index(date: Substring) -> String {
         guard settings.index.contains("%") else { return settings.index }
-        let date = Bytes.rfc3339(millis: record.timestampMillis)
         let parts = date.split(separator: "-")
-        return settings.index.replacing("%Y", with: parts[0]).replacing("%m", with: parts[1])
-            .replacing("%d", with: parts[2].prefix(2))
+        guard parts.count == 3 else { return settings.index }
+        return settings.index.replacing("%Y", with: parts[0]).replacing("%m", with: parts[1]).replacing("%d", with: parts[2])
     }
 }

@@ -6,28 +6,46 @@ import Synchronization
 import TollgateCore
 import Tracing
 
-/// W3C Trace Context (`traceparent`), parsed and made without allocating more than the id strings.
+/// W3C Trace Context (`traceparent`), parsed without allocating.
 public enum TraceParent {
+    public struct Parsed: Sendable, Equatable {
+        public var traceIDHigh: UInt64
+        public var traceIDLow: UInt64
+        public var parentID: UInt64
+        public var sampled: Bool
+    }
+
     /// The trace id, parent span id and sampled flag of a valid `traceparent` (version 00, or a later
-    /// version read as 00 as the spec asks); nil for anything malformed or all-zero ids.
-    public static func parse(_ value: String) -> (traceID: String, parentID: String, sampled: Bool)? {
-        let bytes = Array(value.utf8)
-        guard bytes.count >= 55 else { return nil }
-        guard bytes[2] == UInt8(ascii: "-"), bytes[35] == UInt8(ascii: "-"), bytes[52] == UInt8(ascii: "-") else { return nil }
-        func isHex(_ range: Range<Int>) -> Bool {
-            bytes[range].allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }
+    /// version read as 00 as the spec asks); nil for anything malformed or all-zero ids. Uppercase hex
+    /// is refused, as the spec says.
+    public static func parse(_ value: String) -> Parsed? {
+        var value = value
+        return value.withUTF8 { bytes -> Parsed? in
+            guard bytes.count >= 55, bytes[2] == 0x2D, bytes[35] == 0x2D, bytes[52] == 0x2D else { return nil }
+            func hex(_ range: Range<Int>) -> UInt64? {
+                var result: UInt64 = 0
+                for index in range {
+                    let byte = bytes[index]
+                    let digit: UInt8
+                    switch byte {
+                    case 0x30...0x39: digit = byte - 0x30
+                    case 0x61...0x66: digit = byte - 0x57
+                    default: return nil
+                    }
+                    result = result << 4 | UInt64(digit)
+                }
+                return result
+            }
+            guard let version = hex(0..<2), version != 0xFF else { return nil }
+            if version == 0 {
+                guard bytes.count == 55 else { return nil }
+            } else if bytes.count > 55 && bytes[55] != 0x2D {
+                return nil
+            }
+            guard let high = hex(3..<19), let low = hex(19..<35), let parent = hex(36..<52), let flags = hex(53..<55),
+                  high != 0 || low != 0, parent != 0 else { return nil }
+            return Parsed(traceIDHigh: high, traceIDLow: low, parentID: parent, sampled: flags & 1 == 1)
         }
-        guard isHex(0..<2), isHex(3..<35), isHex(36..<52), isHex(53..<55) else { return nil }
-        let version = bytes[0..<2]
-        guard !(version.elementsEqual("ff".utf8)) else { return nil }
-        if version.elementsEqual("00".utf8) {
-            guard bytes.count == 55 else { return nil }
-        } else if bytes.count > 55 && bytes[55] != UInt8(ascii: "-") {
-            return nil
-        }
-        guard !bytes[3..<35].allSatisfy({ $0 == 0x30 }), !bytes[36..<52].allSatisfy({ $0 == 0x30 }) else { return nil }
-        let flags = (Bytes.hexValue(bytes[53])! << 4) | Bytes.hexValue(bytes[54])!
-        return (String(decoding: bytes[3..<35], as: UTF8.self), String(decoding: bytes[36..<52], as: UTF8.self), flags & 1 == 1)
     }
 }
 
@@ -39,37 +57,18 @@ public final class TraceIDGenerator: Sendable {
         state = Atomic(seed)
     }
 
+    /// A random non-zero id.
     public func next() -> UInt64 {
         let s = state.wrappingAdd(0xA076_1D64_78BD_642F, ordering: .relaxed).newValue
         let product = s.multipliedFullWidth(by: s ^ 0xE703_7ED1_A0B4_28DB)
         let mixed = product.high ^ product.low
         return mixed == 0 ? 1 : mixed
     }
-
-    public static func hex(_ value: UInt64, into out: inout [UInt8]) {
-        for shift in stride(from: 60, through: 0, by: -4) { out.append(Bytes.hexDigit(UInt8((value >> UInt64(shift)) & 0xF))) }
-    }
-
-    public func spanID() -> String {
-        var out: [UInt8] = []
-        out.reserveCapacity(16)
-        Self.hex(next(), into: &out)
-        return String(decoding: out, as: UTF8.self)
-    }
-
-    /// A new trace id, and the 56 random bits a ratio sampler compares.
-    public func traceID() -> (id: String, randomness: UInt64) {
-        let high = next(), low = next()
-        var out: [UInt8] = []
-        out.reserveCapacity(32)
-        Self.hex(high, into: &out)
-        Self.hex(low, into: &out)
-        return (String(decoding: out, as: UTF8.self), low & 0x00FF_FFFF_FFFF_FFFF)
-    }
 }
 
 /// Parent-based ratio sampling: a request with a valid `traceparent` follows its sampled flag; a new
-/// trace is sampled when its id's random bits fall under the ratio (OpenTelemetry's TraceIdRatioBased).
+/// trace is sampled when the low 56 bits of its id fall under the ratio (OpenTelemetry's
+/// TraceIdRatioBased, so every node decides the same for the same trace).
 public struct TraceSampler: Sendable {
     public let ratio: Double
     let threshold: UInt64
@@ -79,7 +78,7 @@ public struct TraceSampler: Sendable {
         self.threshold = ratio >= 1 ? UInt64(1) << 56 : UInt64(ratio * Double(UInt64(1) << 56))
     }
 
-    public func samples(randomness: UInt64) -> Bool { randomness < threshold }
+    public func samples(traceIDLow: UInt64) -> Bool { traceIDLow & 0x00FF_FFFF_FFFF_FFFF < threshold }
 }
 
 /// A wall-clock instant for spans whose start and end were measured on the monotonic clock.

@@ -65,9 +65,14 @@ extension ProxyHandler {
         exchange.context.route = route
         exchange.context.pathParameters = match.parameters
         exchange.service = state.routeServices[route.index]
+        if let tracer = route.chain.tracer {
+            tracer.begin(traceparent: head.traceparentIndex.map(head.value), tracestate: head.tracestateIndex.map(head.value),
+                         context: &exchange.context)
+        }
         if route.chain.hasLogHooks {
             exchange.timesUpstream = true
-            exchange.keepsAttempts = route.chain.recordsUpstreamAttempts
+            // Attempts are kept for trace spans, so only for sampled requests.
+            exchange.keepsAttempts = route.chain.recordsUpstreamAttempts && exchange.context.trace?.sampled == true
         }
         if let service = exchange.service {
             prepareBalancing(exchange, service: service, route: route, method: method, query: query)
@@ -393,7 +398,7 @@ extension ProxyHandler {
             connection.writeHead(toHeadRequest: head.isHeadMethod) { out in
                 HeadWriter.writeRequest(head, target: exchange.upstreamTarget, host: host, forwarding: forwarding,
                                         requestID: exchange.context.requestID, edits: exchange.context.upstreamFieldEdits,
-                                        into: &out)
+                                        trace: exchange.context.trace, into: &out)
             }
         }
         // The head plugins produced, or (no plugins) the client's own.

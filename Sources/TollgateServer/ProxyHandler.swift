@@ -422,17 +422,17 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
             status: status, bytesReceived: exchange.requestBodyBytes, bytesSent: exchange.bytesSent,
             startNanos: exchange.context.startNanos, endNanos: now, upstream: exchange.target?.authority,
             errorReason: exchange.errorReason)
-        let head = exchange.head
-        summary.method = head.methodString
-        summary.target = head.target
-        summary.httpVersion = head.minorVersion == 0 ? "HTTP/1.0" : "HTTP/1.1"
-        summary.host = head.host
-        summary.userAgent = head.userAgent
+        summary.head = exchange.head
         summary.upstreamNanos = exchange.upstreamNanos
         summary.attempts = exchange.attempts
         summary.routeName = exchange.route?.name
         summary.serviceName = exchange.route?.serviceName
-        chain.runLog(context: exchange.context, summary: summary)
+        // The context is moved out for the hooks and back after: reading it from the exchange (a
+        // class) would copy it, retaining every string and array in it.
+        var context = RequestContext(requestID: "", clientIP: "")
+        swap(&context, &exchange.context)
+        chain.runLog(context: context, summary: summary)
+        swap(&context, &exchange.context)
     }
 
     /// Both directions are done: take the next pipelined request, or wait for one.

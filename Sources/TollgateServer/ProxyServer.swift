@@ -281,7 +281,10 @@ public final class ProxyServer: Service, Sendable {
         if left > 0 { logger.warning("drain timeout: closing connections", metadata: ["open": "\(left)"]) }
         connections.closeAll()
         for loop in loops.values {
-            try? await loop.eventLoop.submit { loop.pool.closeIdle() }.get()
+            try? await loop.eventLoop.submit {
+                loop.pool.closeIdle()
+                AccessLogs.shared.flushCurrentThread()   // lines still batched on this loop
+            }.get()
         }
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 import Logging
 import Synchronization
 import Testing
@@ -6,29 +7,41 @@ import TollgateCore
 @testable import TollgateObservability
 
 @Suite struct AccessLogFormatTests {
-    static func record(target: String = "/users/7?token=abc&page=2", consumer: String? = "alice") -> AccessRecord {
+    static let now: Int64 = 1_795_788_307_500   // 2026-11-27T14:05:07.500Z, when the response ended
+
+    static func head(_ text: String) -> RawHead {
+        var head = RawHead()
+        let buffer = ByteBuffer(string: text)
+        guard case .complete = HeadParser(kind: .request).parse(buffer, into: &head) else { fatalError("bad head") }
+        return head
+    }
+
+    static func request(target: String = "/users/7?token=abc&page=2", consumer: String? = "alice")
+        -> (context: RequestContext, summary: RequestSummary) {
         var context = RequestContext(requestID: "req-1", clientIP: "10.0.0.9")
         if let consumer { context.consumer = Consumer(name: consumer, id: "c-1") }
         context.rateLimitOutcome = "allowed"
-        context.trace = TraceContext(traceID: "4bf92f3577b34da6a3ce929d0e0e4736", spanID: "00f067aa0ba902b7", parentSpanID: nil,
-                                     sampled: false, traceState: nil)
+        context.trace = TraceContext(traceIDHigh: 0x4bf9_2f35_77b3_4da6, traceIDLow: 0xa3ce_929d_0e0e_4736, spanID: 0x00f0_67aa_0ba9_02b7,
+                                     sampled: false)
         context.pluginTimings = [1_500_000, 250_000]
         var summary = RequestSummary(status: 200, bytesReceived: 12, bytesSent: 345, startNanos: 1_000_000_000,
                                      endNanos: 1_012_345_678, upstream: "127.0.0.1:9001", errorReason: nil)
-        summary.method = "GET"
-        summary.target = target
-        summary.host = "api.test"
-        summary.userAgent = "curl/8.0 \"quoted\""
+        summary.head = head("GET \(target) HTTP/1.1\r\nHost: api.test\r\nUser-Agent: curl/8.0 \"quoted\"\r\n\r\n")
         summary.upstreamNanos = 10_000_000
         summary.routeName = "users"
         summary.serviceName = "app"
-        // 2026-11-27T14:05:07.500Z when the response ended; the request started 12 ms earlier.
-        return AccessRecord(context: context, summary: summary, nowMillis: 1_795_788_307_500, pluginNames: ["jwt", "rate-limiting"])
+        return (context, summary)
+    }
+
+    static func line(_ format: AccessLogFormat, target: String = "/users/7?token=abc&page=2", consumer: String? = "alice",
+                     names: [String]? = nil) -> String {
+        let (context, summary) = request(target: target, consumer: consumer)
+        return format.line(context: context, summary: summary, nowMillis: now, pluginNames: names)
     }
 
     @Test func jsonHasEveryFieldInOrder() throws {
         let format = AccessLogFormat(redactedParameters: ["TOKEN"])
-        let line = format.line(Self.record())
+        let line = Self.line(format)
         #expect(line.hasSuffix("}\n"))
         #expect(line.hasPrefix(#"{"timestamp":"2026-11-27T14:05:07.488Z","request_id":"req-1","trace_id":"4bf92f3577b34da6a3ce929d0e0e4736","client_ip":"10.0.0.9","method":"GET","host":"api.test","path":"/users/7","query":"token=REDACTED&page=2","protocol":"HTTP/1.1","status":200,"bytes_in":12,"bytes_out":345,"latency_ms":12.345,"upstream_latency_ms":10.000,"gateway_overhead_ms":2.345,"route":"users","service":"app","upstream":"127.0.0.1:9001","consumer":"alice","rate_limit":"allowed","cache":null,"user_agent":"curl/8.0 \"quoted\"","error":null}"#))
         let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
@@ -37,13 +50,13 @@ import TollgateCore
 
     @Test func selectedFieldsAndPluginTimings() {
         let format = AccessLogFormat(fields: [.status, .pluginTimings, .path])
-        #expect(format.line(Self.record()) == #"{"status":200,"plugin_timings_ms":{"jwt":1.500,"rate-limiting":0.250},"path":"/users/7"}"# + "\n")
+        #expect(Self.line(format, names: ["jwt", "rate-limiting"]) == #"{"status":200,"plugin_timings_ms":{"jwt":1.500,"rate-limiting":0.250},"path":"/users/7"}"# + "\n")
     }
 
     @Test func combinedLogFormat() {
         let format = AccessLogFormat(style: .combined, redactedParameters: ["token"])
-        #expect(format.line(Self.record()) == #"10.0.0.9 - alice [27/Nov/2026:14:05:07 +0000] "GET /users/7?token=REDACTED&page=2 HTTP/1.1" 200 345 "-" "curl/8.0 \x22quoted\x22""# + "\n")
-        #expect(format.line(Self.record(target: "/", consumer: nil)).hasPrefix(#"10.0.0.9 - - [27/Nov/2026:14:05:07 +0000] "GET / HTTP/1.1" 200"#))
+        #expect(Self.line(format) == #"10.0.0.9 - alice [27/Nov/2026:14:05:07 +0000] "GET /users/7?token=REDACTED&page=2 HTTP/1.1" 200 345 "-" "curl/8.0 \x22quoted\x22""# + "\n")
+        #expect(Self.line(format, target: "/", consumer: nil).hasPrefix(#"10.0.0.9 - - [27/Nov/2026:14:05:07 +0000] "GET / HTTP/1.1" 200"#))
     }
 
     @Test func redactionMatchesEncodedNamesAndKeepsTheRest() {
@@ -57,6 +70,36 @@ import TollgateCore
         Bytes.quote("a\u{1}b\n\u{7F}é", into: &out)
         #expect(String(decoding: out, as: UTF8.self) == #""a\u0001b\n\u007fé""#)
         #expect(try JSONSerialization.jsonObject(with: Data(out), options: .fragmentsAllowed) as? String == "a\u{1}b\n\u{7F}é")
+    }
+
+    @Test func lineWriterCopiesEveryLength() {
+        let source = (0..<100).map { UInt8($0 + 1) }
+        for length in 0...100 {
+            let memory = UnsafeMutablePointer<UInt8>.allocate(capacity: 256)
+            defer { memory.deallocate() }
+            memory.initialize(repeating: 0xEE, count: 256)
+            var out = LineWriter(base: memory, capacity: 256, count: 3)
+            source.withUnsafeBytes { out.bytes(UnsafeRawBufferPointer(rebasing: $0[0..<length])) }
+            #expect(out.count == 3 + length)
+            #expect(Array(UnsafeBufferPointer(start: memory + 3, count: length)) == Array(source[0..<length]))
+            #expect(memory[2] == 0xEE && memory[3 + length] == 0xEE)
+        }
+        var small = LineWriter(base: UnsafeMutablePointer<UInt8>.allocate(capacity: 4), capacity: 4, count: 0)
+        small.ascii("12345")
+        #expect(small.overflowed && small.count == 0)
+        small.base.deallocate()
+    }
+
+    @Test func escapingCheckAgreesWithTheNaiveOne() {
+        var generator = SystemRandomNumberGenerator()
+        let alphabet: [UInt8] = Array("abcXYZ019 /?&=-_.~".utf8) + [0x00, 0x09, 0x0A, 0x1F, 0x20, 0x22, 0x5C, 0x7E, 0x7F, 0x80, 0xC3, 0xA9, 0xFF]
+        for length in 0..<40 {
+            for _ in 0..<200 {
+                let bytes = (0..<length).map { _ in alphabet[Int(generator.next() % UInt64(alphabet.count))] }
+                let naive = bytes.contains { $0 < 0x20 || $0 == 0x22 || $0 == 0x5C || $0 == 0x7F }
+                #expect(bytes.withUnsafeBytes { LineWriter.needsEscaping($0) } == naive, "\(bytes)")
+            }
+        }
     }
 
     @Test func timestampsWithoutFoundation() {
@@ -74,35 +117,42 @@ import TollgateCore
         #expect(String(decoding: out, as: UTF8.self) == "12.3450.000")
     }
 
-    @Test func recordBufferDropsTheOldest() {
-        var buffer = RecordBuffer(capacity: 2)
-        for target in ["/1", "/2", "/3"] { buffer.append(Self.record(target: target)) }
-        #expect(buffer.dropped == 1)
-        #expect(buffer.take(max: 1).map(\.target) == ["/2"])
-        #expect(buffer.take().map(\.target) == ["/3"])
-    }
-
     @Test func bulkBodies() {
-        let shipper = HTTPLogShipper(settings: { var s = HTTPLogShipper.Settings(url: "http://127.0.0.1:1/_bulk"); s.index = "logs-%Y.%m.%d"; return s }(),
-                                     format: AccessLogFormat(fields: [.status]))
-        let records = [Self.record(), Self.record()]
-        #expect(String(decoding: shipper.body(records), as: UTF8.self) == """
+        let shipper = HTTPLogShipper(settings: { var s = HTTPLogShipper.Settings(url: "http://127.0.0.1:1/_bulk"); s.index = "logs-%Y.%m.%d"; return s }())
+        let lines: [ArraySlice<UInt8>] = [ArraySlice(Self.line(AccessLogFormat(fields: [.timestamp, .status])).utf8.dropLast()),
+                                          ArraySlice(#"{"status":200}"#.utf8)]
+        #expect(String(decoding: shipper.body(lines, now: 1_000_000_000_000), as: UTF8.self) == """
             {"index":{"_index":"logs-2026.11.27"}}
-            {"status":200}
-            {"index":{"_index":"logs-2026.11.27"}}
+            {"timestamp":"2026-11-27T14:05:07.488Z","status":200}
+            {"index":{"_index":"logs-2001.09.09"}}
             {"status":200}
 
             """)
-        let logstash = HTTPLogShipper(settings: { var s = HTTPLogShipper.Settings(url: "http://127.0.0.1:1/"); s.format = .logstash; return s }(),
-                                      format: AccessLogFormat(fields: [.status]))
-        #expect(String(decoding: logstash.body(records), as: UTF8.self) == #"[{"status":200},{"status":200}]"#)
+        let logstash = HTTPLogShipper(settings: { var s = HTTPLogShipper.Settings(url: "http://127.0.0.1:1/"); s.format = .logstash; return s }())
+        #expect(String(decoding: logstash.body(lines, now: 0), as: UTF8.self) == #"[{"timestamp":"2026-11-27T14:05:07.488Z","status":200},{"status":200}]"#)
+    }
+
+    @Test func fileSinkDropsTheOldestBeyondItsBuffer() async throws {
+        let path = NSTemporaryDirectory() + "tollgate-sink-\(UUID().uuidString).log"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let sink = StreamLogSink(destination: .file(path), capacityBytes: 10)
+        sink.flush()
+        for line in ["a\n", "b\n", "c\n"] { sink.deliver(LineChunk(bytes: Array(line.utf8), lines: 1)) }
+        sink.flush()
+        let written = try String(contentsOfFile: path, encoding: .utf8)
+        #expect(written.hasSuffix("c\n"))
+        #expect(sink.dropped + written.split(separator: "\n").count == 3)
     }
 }
 
 @Suite struct TraceContextTests {
     @Test func parsesValidTraceparents() throws {
         let parsed = try #require(TraceParent.parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"))
-        #expect(parsed.traceID == "4bf92f3577b34da6a3ce929d0e0e4736" && parsed.parentID == "00f067aa0ba902b7" && parsed.sampled)
+        #expect(parsed == TraceParent.Parsed(traceIDHigh: 0x4bf9_2f35_77b3_4da6, traceIDLow: 0xa3ce_929d_0e0e_4736,
+                                             parentID: 0x00f0_67aa_0ba9_02b7, sampled: true))
+        let context = TraceContext(traceIDHigh: parsed.traceIDHigh, traceIDLow: parsed.traceIDLow, spanID: 0xab, sampled: true)
+        #expect(context.traceparent == "00-4bf92f3577b34da6a3ce929d0e0e4736-00000000000000ab-01")
+        #expect(context.traceID == "4bf92f3577b34da6a3ce929d0e0e4736" && context.spanIDHex == "00000000000000ab")
         #expect(TraceParent.parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00")?.sampled == false)
         #expect(TraceParent.parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03")?.sampled == true)
         // A later version may append fields; it is read as version 00.
@@ -118,23 +168,23 @@ import TollgateCore
         }
     }
 
-    @Test func generatedIDsAreHexAndDistinct() {
+    @Test func generatedIDsAreDistinctAndRoundTrip() {
         let ids = TraceIDGenerator(seed: 42)
-        var seen = Set<String>()
+        var seen = Set<UInt64>()
         for _ in 0..<1_000 {
-            let trace = ids.traceID().id
-            #expect(trace.count == 32 && trace.allSatisfy(\.isHexDigit) && trace == trace.lowercased())
-            seen.insert(trace)
+            let context = TraceContext(traceIDHigh: ids.next(), traceIDLow: ids.next(), spanID: ids.next(), sampled: false)
+            seen.insert(context.traceIDLow)
+            let parsed = TraceParent.parse(context.traceparent)
+            #expect(parsed?.traceIDHigh == context.traceIDHigh && parsed?.traceIDLow == context.traceIDLow && parsed?.parentID == context.spanID)
         }
         #expect(seen.count == 1_000)
-        #expect(TraceParent.parse("00-\(ids.traceID().id)-\(ids.spanID())-01") != nil)
     }
 
     @Test func samplerFollowsItsRatio() {
         let ids = TraceIDGenerator(seed: 7)
         for ratio in [0.0, 0.01, 0.25, 1.0] {
             let sampler = TraceSampler(ratio: ratio)
-            let sampled = (0..<20_000).filter { _ in sampler.samples(randomness: ids.traceID().randomness) }.count
+            let sampled = (0..<20_000).filter { _ in sampler.samples(traceIDLow: ids.next()) }.count
             #expect(abs(Double(sampled) / 20_000 - ratio) < 0.01, "ratio \(ratio): \(sampled)")
         }
     }
@@ -188,7 +238,7 @@ import TollgateCore
                     let done = Mutex(false)
                     let worker = Thread {
                         for index in 0..<1_000 {
-                            metrics.record(RequestObservation(route: "r", service: "s", method: index % 2 == 0 ? "GET" : "MKCOL",
+                            metrics.record(RequestObservation(route: "r", service: "s", method: index % 2 == 0 ? 0 : RequestObservation.methodIndex("MKCOL"),
                                                               status: 200 + thread, latencyNanos: UInt64(index) * 100_000,
                                                               upstreamNanos: nil, bytesIn: 1, bytesOut: 2))
                         }
@@ -212,7 +262,7 @@ import TollgateCore
 
     @Test func labelValuesAreEscaped() {
         let metrics = GatewayMetrics(version: "1")
-        metrics.record(RequestObservation(route: "a\"b\\c\nd", service: "", method: "GET", status: 503, latencyNanos: 1,
+        metrics.record(RequestObservation(route: "a\"b\\c\nd", service: "", method: 0, status: 503, latencyNanos: 1,
                                           upstreamNanos: 1, bytesIn: 0, bytesOut: 0))
         #expect(metrics.render().contains(#"tollgate_requests_total{route="a\"b\\c\nd",service="",method="GET",status_class="5xx"} 1"#))
     }

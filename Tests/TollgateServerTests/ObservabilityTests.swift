@@ -371,7 +371,7 @@ import TollgateTesting
               app: {targets: [{url: "$UPSTREAM0"}]}
               flaky: {targets: [{url: "http://127.0.0.1:\(closed.port)"}, {url: "$UPSTREAM0"}], balancer: round_robin, retries: {attempts: 2, on: [connect_error]}}
             routes:
-              - {name: users, match: {paths: ["/users/{id}"]}, service: app}
+              - {name: users, match: {paths: ["/users/{id}"]}, service: app, plugins: [{name: rate-limiting, config: {limits: ["1000/s"]}}]}
               - {name: flaky, match: {paths: ["/flaky"]}, service: flaky}
             plugins: [{name: opentelemetry, config: {endpoint: "\(collector.url)", sampling: 1, service_name: gw-test, batch_delay: 50ms, slow_plugin: 0ms}}]
             """) { harness in
@@ -414,8 +414,9 @@ import TollgateTesting
             let upstream = try #require(children.first { $0["kind"] as? Int == 3 })
             #expect(upstream["trace"] as? String == "4bf92f3577b34da6a3ce929d0e0e4736")
             #expect((upstream["start"] as! Int) >= (server["start"] as! Int) && (upstream["end"] as! Int) <= (server["end"] as! Int))
-            // slow_plugin: 0ms gives every plugin a span.
-            #expect(children.contains { $0["name"] as? String == "plugin opentelemetry" && $0["kind"] as? Int == 1 })
+            // slow_plugin: 0ms gives every plugin with a hook a span.
+            #expect(children.contains { $0["name"] as? String == "plugin rate-limiting" && $0["kind"] as? Int == 1 })
+            #expect(attributes["tollgate.rate_limit"] as? String == "allowed")
 
             // One client span per attempt; a failed attempt is an error and the retry follows it.
             var retries = 0

@@ -273,6 +273,12 @@ public struct HeadParser: Sendable {
             if head.requestIDIndex == nil { head.requestIDIndex = index }
         case .upgrade:
             head.upgradeIndex = index
+        case .userAgent:
+            if head.userAgentIndex == nil { head.userAgentIndex = index }
+        case .traceparent:
+            if head.traceparentIndex == nil { head.traceparentIndex = index }
+        case .tracestate:
+            if head.tracestateIndex == nil { head.tracestateIndex = index }
         case .contentLength:
             head.contentLengthFields += 1
             guard let length = Self.decimal(value) else {
@@ -363,7 +369,10 @@ public struct HeadParser: Sendable {
         case 9: kind = Self.equalsLowercase(name, "forwarded") ? .forwarded : .other
         case 10:
             kind = Self.equalsLowercase(name, "connection") ? .connection
-                : Self.equalsLowercase(name, "keep-alive") ? .keepAlive : .other
+                : Self.equalsLowercase(name, "keep-alive") ? .keepAlive
+                : Self.equalsLowercase(name, "user-agent") ? .userAgent
+                : Self.equalsLowercase(name, "tracestate") ? .tracestate : .other
+        case 11: kind = Self.equalsLowercase(name, "traceparent") ? .traceparent : .other
         case 14: kind = Self.equalsLowercase(name, "content-length") ? .contentLength : .other
         case 15: kind = Self.equalsLowercase(name, "x-forwarded-for") ? .xForwardedFor : .other
         case 16:

@@ -37,7 +37,9 @@ public enum HeadWriter {
     /// The head sent upstream: the client's method, `target`, the client's fields minus hop-by-hop
     /// ones and the forwarding fields, then Host and the forwarding fields with this hop appended.
     public static func writeRequest(_ head: RawHead, target: String, host: String, forwarding: ForwardingValues,
-                                    requestID: String, edits: FieldEdits? = nil, into out: inout ByteBuffer) {
+                                    requestID: String, edits: FieldEdits? = nil, trace: TraceContext? = nil,
+                                    into out: inout ByteBuffer) {
+        let trace = trace?.propagate == true ? trace : nil
         let hostLength = head.hostIndex.map { Int(head.fields[$0].valueEnd - head.fields[$0].valueStart) } ?? 0
         var bound = head.bytes.readableBytes + target.utf8.count + host.utf8.count + forwarding.clientIP.utf8.count
             + forwarding.forwardedElement.utf8.count + forwarding.via.utf8.count + forwarding.requestIDName.utf8.count
@@ -46,6 +48,7 @@ public enum HeadWriter {
         if let edits {
             for field in edits.added { bound += field.name.rawName.utf8.count + field.value.utf8.count + 4 }
         }
+        if let trace { bound += 72 + (trace.traceState?.utf8.count ?? 0) + 16 }
         _ = head.withBytes { p in
             out.writeWithUnsafeMutableBytes(minimumWritableBytes: bound) { memory in
                 var o = HeadOutput(memory)
@@ -61,7 +64,9 @@ public enum HeadWriter {
                 for index in head.fields.indices {
                     let field = head.fields[index]
                     switch field.kind {
-                    case .other:
+                    case .traceparent where trace != nil, .tracestate where trace != nil:
+                        run.flush(p, into: &o)   // replaced by the gateway's own below
+                    case .other, .userAgent, .traceparent, .tracestate:
                         if checkListed && head.isListedInConnection(index) || !removed.isEmpty && field.name(in: removed, p) != nil {
                             run.flush(p, into: &o)
                         } else {
@@ -114,6 +119,12 @@ public enum HeadWriter {
                 o.put(forwarding.via)
                 o.put("\r\n")
                 if head.requestIDIndex == nil { o.putField(forwarding.requestIDName, requestID) }
+                if let trace {
+                    o.put("traceparent: ")
+                    trace.withTraceparent { o.put($0) }
+                    o.put("\r\n")
+                    if let state = trace.traceState { o.putField("tracestate", state) }
+                }
                 if let edits {
                     for field in edits.added { o.putField(field.name.rawName, field.value) }
                 }

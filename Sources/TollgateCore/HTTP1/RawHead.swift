@@ -23,6 +23,10 @@ public enum FieldKind: UInt8, Sendable {
     case xForwardedProto
     /// The configured request-id header (`X-Request-ID` by default).
     case requestID
+    /// End-to-end fields found by the parser for the log and trace context (copied as any other).
+    case userAgent
+    case traceparent
+    case tracestate
 
     /// RFC 9110 section 7.6.1, plus the old Proxy-Connection and Keep-Alive.
     @inlinable
@@ -107,6 +111,9 @@ public struct RawHead: Sendable {
     public var hostIndex: Int?
     public var requestIDIndex: Int?
     public var upgradeIndex: Int?
+    public var userAgentIndex: Int?
+    public var traceparentIndex: Int?
+    public var tracestateIndex: Int?
     /// The Content-Length (all fields agreed), or nil.
     public var contentLength: Int?
     public var contentLengthFields = 0
@@ -144,6 +151,9 @@ public struct RawHead: Sendable {
         hostIndex = nil
         requestIDIndex = nil
         upgradeIndex = nil
+        userAgentIndex = nil
+        traceparentIndex = nil
+        tracestateIndex = nil
         contentLength = nil
         contentLengthFields = 0
         transferEncodingFields = 0
@@ -178,16 +188,7 @@ public struct RawHead: Sendable {
     public var reason: String { string(reasonStart, reasonEnd) }
     public var host: String? { hostIndex.map(value) }
 
-    /// The `User-Agent` field's value (found by scanning: only the log phase asks).
-    public var userAgent: String? {
-        withBytes { p -> String? in
-            for index in fields.indices where fields[index].nameEnd - fields[index].start == 10 {
-                let name = UnsafeRawBufferPointer(rebasing: p[Int(fields[index].start)..<Int(fields[index].nameEnd)])
-                if name.elementsEqual("user-agent".utf8, by: { $0 | 0x20 == $1 | 0x20 }) { return value(index) }
-            }
-            return nil
-        }
-    }
+    public var userAgent: String? { userAgentIndex.map(value) }
 
     /// The method, without building a String for the common ones.
     public var method: HTTPRequest.Method? {

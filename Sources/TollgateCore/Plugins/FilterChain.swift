@@ -18,8 +18,10 @@ public struct FilterChain: Sendable {
     public let hasRequestHooks: Bool
     /// A log hook reads per-plugin timings: every hook is timed.
     public let timesPlugins: Bool
-    /// A log hook reads the upstream attempts.
+    /// A log hook reads the upstream attempts (of sampled requests).
     public let recordsUpstreamAttempts: Bool
+    /// What starts each request's trace context (the tracing plugin), if the route has one.
+    public let tracer: (any RequestTracer)?
     /// When every hook that reads fields reads only named ones (and none changes the request): those
     /// names. Nil: all fields.
     public let requestFieldNames: [HTTPField.Name]?
@@ -45,7 +47,10 @@ public struct FilterChain: Sendable {
         self.readsRequestFields = ordered.contains { $0.plugin.mayChangeRequest || $0.plugin.readsRequestFields }
         self.hasLogHooks = ordered.contains { $0.plugin.hasLogHook }
         self.hasRequestHooks = ordered.contains { $0.plugin.hasRequestHook }
+        // Timing only matters where some hook runs.
         self.timesPlugins = ordered.contains { $0.plugin.wantsPluginTimings }
+            && ordered.contains { $0.plugin.hasRequestHook || $0.plugin.hasResponseHook }
+        self.tracer = ordered.lazy.compactMap(\.plugin.requestTracer).first
         self.recordsUpstreamAttempts = ordered.contains { $0.plugin.wantsUpstreamAttempts }
         self.loggers = ordered.map(\.plugin).filter(\.hasLogHook)
         self.responderIndices = ordered.indices.reversed().filter { ordered[$0].plugin.hasResponseHook }

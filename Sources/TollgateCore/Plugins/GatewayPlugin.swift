@@ -67,6 +67,8 @@ public protocol GatewayPlugin: Sendable {
     var wantsPluginTimings: Bool { get }
     /// Whether the log hook reads the upstream attempts (`RequestSummary.attempts`, for trace spans).
     var wantsUpstreamAttempts: Bool { get }
+    /// The plugin that starts each request's trace context, if this is one (the tracing plugin).
+    var requestTracer: (any RequestTracer)? { get }
     /// For plugins whose response hook only adds fields: the fields it adds, without an
     /// `HTTPResponse` to add them to. The default runs `onResponse` on an empty response.
     func responseFieldsToAdd(context: inout RequestContext) -> [HTTPField]
@@ -84,6 +86,7 @@ extension GatewayPlugin {
     public var hasRequestHook: Bool { true }
     public var wantsPluginTimings: Bool { false }
     public var wantsUpstreamAttempts: Bool { false }
+    public var requestTracer: (any RequestTracer)? { nil }
     public func responseFieldsToAdd(context: inout RequestContext) -> [HTTPField] {
         var response = HTTPResponse(status: .ok)
         onResponse(&response, context: &context)
@@ -154,12 +157,9 @@ public struct RequestSummary: Sendable {
     /// The upstream target of the last attempt (`host:port`), nil when none was tried.
     public var upstream: String?
     public var errorReason: String?
-    /// The request line as the client sent it: method, target (path and query), `HTTP/1.1`.
-    public var method: String = ""
-    public var target: String = ""
-    public var httpVersion: String = "HTTP/1.1"
-    public var host: String?
-    public var userAgent: String?
+    /// The client's request head as it arrived (its bytes are shared, not copied): the request line
+    /// and fields, read on demand.
+    public var head = RawHead()
     /// Time spent on upstream attempts (connect to last byte, summed over retries); nil when the
     /// request never went upstream.
     public var upstreamNanos: UInt64?
@@ -179,6 +179,13 @@ public struct RequestSummary: Sendable {
         self.upstream = upstream
         self.errorReason = errorReason
     }
+
+    public var method: String { head.methodString }
+    /// The target as the client sent it (path and query).
+    public var target: String { head.target }
+    public var httpVersion: String { head.minorVersion == 0 ? "HTTP/1.0" : "HTTP/1.1" }
+    public var host: String? { head.host }
+    public var userAgent: String? { head.userAgent }
 
     /// The path part of `target`.
     public var path: Substring {

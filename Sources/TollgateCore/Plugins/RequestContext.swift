@@ -96,28 +96,83 @@ public struct RequestContext: Sendable {
 }
 
 /// A request's place in a distributed trace (W3C Trace Context): the trace, this gateway's span for
-/// the request, its parent in the caller, and whether it is sampled.
+/// the request, its parent in the caller, and whether it is sampled. Ids are kept as numbers and
+/// written as hex only where they are shown (the upstream's `traceparent`, a log line).
 public struct TraceContext: Sendable {
-    /// 32 lowercase hex digits.
-    public var traceID: String
-    /// 16 lowercase hex digits: the span the upstream request is a child of.
-    public var spanID: String
-    public var parentSpanID: String?
+    public var traceIDHigh: UInt64
+    public var traceIDLow: UInt64
+    /// The span the upstream request is a child of.
+    public var spanID: UInt64
+    /// The caller's span (0: none).
+    public var parentSpanID: UInt64
     public var sampled: Bool
     public var traceState: String?
+    /// Whether the upstream request carries `traceparent` (and `tracestate`).
+    public var propagate = true
     /// What the sampled request's span is, for the tracing plugin (opaque here).
     public var span: (any Sendable)?
 
-    public init(traceID: String, spanID: String, parentSpanID: String?, sampled: Bool, traceState: String?) {
-        self.traceID = traceID
+    public init(traceIDHigh: UInt64, traceIDLow: UInt64, spanID: UInt64, parentSpanID: UInt64 = 0, sampled: Bool,
+                traceState: String? = nil) {
+        self.traceIDHigh = traceIDHigh
+        self.traceIDLow = traceIDLow
         self.spanID = spanID
         self.parentSpanID = parentSpanID
         self.sampled = sampled
         self.traceState = traceState
     }
 
-    /// `00-<trace>-<span>-<flags>`.
-    public var traceparent: String { "00-\(traceID)-\(spanID)-\(sampled ? "01" : "00")" }
+    /// 32 lowercase hex digits.
+    public var traceID: String { Self.hex([traceIDHigh, traceIDLow]) }
+    /// 16 lowercase hex digits.
+    public var spanIDHex: String { Self.hex([spanID]) }
+
+    /// `00-<trace>-<span>-<flags>`, written into a stack buffer.
+    public func withTraceparent<Result>(_ body: (UnsafeRawBufferPointer) -> Result) -> Result {
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 55) { buffer in
+            buffer[0] = 0x30; buffer[1] = 0x30; buffer[2] = 0x2D
+            Self.writeHex(traceIDHigh, into: buffer, at: 3)
+            Self.writeHex(traceIDLow, into: buffer, at: 19)
+            buffer[35] = 0x2D
+            Self.writeHex(spanID, into: buffer, at: 36)
+            buffer[52] = 0x2D; buffer[53] = 0x30; buffer[54] = sampled ? 0x31 : 0x30
+            return body(UnsafeRawBufferPointer(buffer))
+        }
+    }
+
+    public var traceparent: String { withTraceparent { String(decoding: $0, as: UTF8.self) } }
+
+    /// Two hex digits per byte value, as one little-endian UInt16 ("0f" is 0x6630).
+    private static let hexPairs: [UInt16] = (0..<256).map { value in
+        let digits = Array("0123456789abcdef".utf8)
+        return UInt16(digits[value >> 4]) | UInt16(digits[value & 0xF]) << 8
+    }
+
+    @inline(__always)
+    public static func writeHex(_ value: UInt64, into buffer: UnsafeMutableBufferPointer<UInt8>, at offset: Int) {
+        let destination = UnsafeMutableRawPointer(buffer.baseAddress! + offset)
+        hexPairs.withUnsafeBufferPointer { pairs in
+            var shift: UInt64 = 56
+            for index in 0..<8 {
+                destination.storeBytes(of: pairs[Int((value >> shift) & 0xFF)], toByteOffset: index * 2, as: UInt16.self)
+                shift &-= 8
+            }
+        }
+    }
+
+    static func hex(_ values: [UInt64]) -> String {
+        String(unsafeUninitializedCapacity: values.count * 16) { buffer in
+            for (index, value) in values.enumerated() { writeHex(value, into: buffer, at: index * 16) }
+            return values.count * 16
+        }
+    }
+}
+
+/// What starts a request's trace context: given the caller's `traceparent` and `tracestate` (when it
+/// sent them), sets `context.trace`. The server calls it right after routing, from the raw head (no
+/// request hook, no header conversion), and writes the propagated fields itself.
+public protocol RequestTracer: Sendable {
+    func begin(traceparent: String?, tracestate: String?, context: inout RequestContext)
 }
 
 /// What a plugin may know of a client certificate (verified by the TLS layer).

@@ -115,8 +115,9 @@ public struct AuthChainPlugin: GatewayPlugin {
             case .pending(let future):
                 let next = index + 1
                 let plugin = self
+                let sofar = progress
                 return .pending(future.flatMap { outcome -> EventLoopFuture<Progress> in
-                    var resumed = progress
+                    var resumed = sofar
                     switch outcome {
                     case .authenticated(let identity): resumed.identities.append(identity)
                     case .invalid(let reason, let credential): resumed.failure = resumed.failure ?? (reason, credential)

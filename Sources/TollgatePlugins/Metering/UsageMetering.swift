@@ -125,7 +125,7 @@ public final class UsageLedger: Sendable {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             for (day, lines) in byDay {
                 let path = "\(directory)/usage-\(day).ndjson"
-                if !FileManager.default.fileExists(atPath: path) { FileManager.default.createFile(atPath: path, contents: nil) }
+                if !FileManager.default.fileExists(atPath: path) { _ = FileManager.default.createFile(atPath: path, contents: nil) }
                 let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
                 try handle.seekToEnd()
                 try handle.write(contentsOf: Data(lines.utf8))

@@ -26,7 +26,8 @@ public struct AccessLogPlugin: GatewayPlugin {
     public struct Configuration: PluginConfiguration {
         public var format = AccessLogFormat()
         public var sink = Sink.stdout
-        public var buffer = 65_536
+        /// Bytes of lines waiting for a file or standard output (the oldest are dropped beyond it).
+        public var buffer = 64 << 20
         public var state = PluginStateRegistry.shared
 
         public init(from config: ConfigNode) {
@@ -49,7 +50,9 @@ public struct AccessLogPlugin: GatewayPlugin {
                 if format.style == .combined { config["fields"].error("fields apply to format json only") }
             }
             if let names = config["redact_query"].strings() { format.redactedParameters = Set(names.map { $0.lowercased() }) }
-            if let size = config["buffer"].int(range: 1...10_000_000) { buffer = size }
+            if let size = config["buffer"].size() {
+                if size < 64 << 10 { config["buffer"].error("must be at least 64KB") } else { buffer = size }
+            }
             let sinkNode = config["sink"]
             if case .scalar = sinkNode.node, sinkNode.isPresent {
                 if sinkNode.string() == "stdout" { sink = .stdout } else { sinkNode.error("expected stdout, {file: PATH} or {http: {url: ...}}") }
@@ -97,33 +100,33 @@ public struct AccessLogPlugin: GatewayPlugin {
     }
 
     let configuration: Configuration
-    public let sink: any AccessLogSink
+    public let log: AccessLog
 
     public init(configuration: Configuration) {
         self.configuration = configuration
         let format = configuration.format
-        let key = "access-log|\(configuration.sink)|\(format.style)|\(format.fields)|\(format.redactedParameters.sorted())|\(configuration.buffer)"
         // Made before: the state registry is locked while `make` runs.
         let metrics = GatewayMetrics.of(configuration.state)
-        self.sink = configuration.state.value(for: key) { () -> any AccessLogSink in
-            let sink: any AccessLogSink
+        // Kept across reloads that keep the settings (the open file, the queued lines).
+        let key = "access-log|\(configuration.sink)|\(format.style)|\(format.fields)|\(format.redactedParameters.sorted())|\(configuration.buffer)"
+        self.log = configuration.state.value(for: key) { () -> AccessLog in
+            let destination: any LineDestination
             switch configuration.sink {
-            case .stdout: sink = StreamLogSink(destination: .stdout, format: format, capacity: configuration.buffer)
-            case .file(let path): sink = StreamLogSink(destination: .file(path), format: format, capacity: configuration.buffer)
-            case .http(let settings): sink = HTTPLogShipper(settings: settings, format: format)
+            case .stdout: destination = StreamLogSink(destination: .stdout, capacityBytes: configuration.buffer)
+            case .file(let path): destination = StreamLogSink(destination: .file(path), capacityBytes: configuration.buffer)
+            case .http(let settings): destination = HTTPLogShipper(settings: settings)
             }
-            let kind = sink.kind
-            metrics.addCollector { [weak sink] in
-                guard let sink else { return [] }
-                return [GatewayMetrics.Sample(name: "tollgate_access_log_dropped_total", help: "Access-log records dropped (buffer full or sink down)",
-                                              labels: [("sink", kind)], value: Double(sink.dropped), type: "counter")]
+            let kind = destination.kind
+            metrics.addCollector { [weak destination] in
+                guard let destination else { return [] }
+                return [GatewayMetrics.Sample(name: "tollgate_access_log_dropped_total", help: "Access-log lines dropped (buffer full or sink down)",
+                                              labels: [("sink", kind)], value: Double(destination.dropped), type: "counter")]
             }
-            return sink
+            return AccessLog(format: format, destination: destination)
         }
     }
 
     public func onLog(context: RequestContext, summary: RequestSummary) {
-        let names = configuration.format.includesPluginTimings ? context.route?.chain.names : nil
-        sink.submit(AccessRecord(context: context, summary: summary, nowMillis: WallClock.milliseconds(), pluginNames: names))
+        log.log(context: context, summary: summary)
     }
 }

@@ -11,20 +11,18 @@ import Tracing
 /// parent-based: a caller's sampled flag is followed; new traces are sampled at `sampling`. Only
 /// sampled requests touch the exporter: one server span per request, a client span per upstream
 /// attempt, and a span per plugin slower than `slow_plugin`, exported in batches by swift-otel.
-public struct OpenTelemetryPlugin: GatewayPlugin {
+public struct OpenTelemetryPlugin: GatewayPlugin, RequestTracer {
     public static let name = "opentelemetry"
     public static let phase = PluginPhase.rewrite
     public static let priority = 100_000
     public static let changesRequest = false
     public static let responseHookOnlyAdds = true
-    public var readsRequestFields: Bool { true }
-    public var requestFieldNames: [HTTPField.Name]? { [Self.traceparentName, Self.tracestateName] }
+    public var readsRequestFields: Bool { false }
+    public var hasRequestHook: Bool { false }
     public var hasResponseHook: Bool { false }
     public var wantsUpstreamAttempts: Bool { true }
     public var wantsPluginTimings: Bool { configuration.slowPluginNanos != nil }
-
-    static let traceparentName = HTTPField.Name("traceparent")!
-    static let tracestateName = HTTPField.Name("tracestate")!
+    public var requestTracer: (any RequestTracer)? { self }
 
     public struct Configuration: PluginConfiguration {
         public var exporter = TracingBackend.Settings(endpoint: "http://127.0.0.1:4318")
@@ -94,42 +92,36 @@ public struct OpenTelemetryPlugin: GatewayPlugin {
         }.backend
     }
 
-    public func onRequest(_ request: inout HTTPRequest, context: inout RequestContext) -> RequestDecision {
-        let incoming = request.headerFields[Self.traceparentName]
-        let parent = incoming.flatMap(TraceParent.parse)
-        // tracestate belongs to a valid parent only (W3C: discard it with a bad traceparent).
-        let state = parent == nil ? nil : request.headerFields[Self.tracestateName]
-        var trace: TraceContext
-        let generated = parent == nil ? ids.traceID() : nil
-        let sampled = parent?.sampled ?? sampler.samples(randomness: generated!.randomness)
-        if sampled, let backend {
+    /// Called by the server right after routing, with the caller's fields as they came.
+    public func begin(traceparent: String?, tracestate: String?, context: inout RequestContext) {
+        let parent = traceparent.flatMap(TraceParent.parse)
+        // tracestate belongs to a valid parent only (W3C: drop it with a bad traceparent).
+        let state = parent == nil ? nil : tracestate
+        var trace = TraceContext(traceIDHigh: parent?.traceIDHigh ?? ids.next(), traceIDLow: parent?.traceIDLow ?? ids.next(),
+                                 spanID: ids.next(), parentSpanID: parent?.parentID ?? 0, sampled: false, traceState: state)
+        trace.sampled = parent?.sampled ?? sampler.samples(traceIDLow: trace.traceIDLow)
+        trace.propagate = configuration.propagate
+        if trace.sampled, let backend {
+            // Only sampled requests reach the exporter: their span is made now, so the upstream's
+            // parent id is the span's own.
             let startWall = WallClock.nanoseconds() &- (MonotonicClock.nanoseconds() &- context.startNanos)
-            let name = "\(request.method.rawValue) \(context.route?.name ?? "unmatched")"
-            let span = backend.startRequestSpan(name: name, traceparent: parent == nil ? nil : incoming, tracestate: state,
-                                                startNanosSinceEpoch: startWall)
+            let span = backend.startRequestSpan(name: context.route?.name ?? "unmatched", traceparent: parent == nil ? nil : traceparent,
+                                                tracestate: state, startNanosSinceEpoch: startWall)
             let headers = backend.headers(for: span)
-            let own = headers["traceparent"].flatMap(TraceParent.parse)
-            trace = TraceContext(traceID: own?.traceID ?? parent?.traceID ?? generated!.id, spanID: own?.parentID ?? ids.spanID(),
-                                 parentSpanID: parent?.parentID, sampled: true, traceState: headers["tracestate"] ?? state)
+            if let own = headers["traceparent"].flatMap(TraceParent.parse) {
+                trace.traceIDHigh = own.traceIDHigh
+                trace.traceIDLow = own.traceIDLow
+                trace.spanID = own.parentID
+            }
+            trace.traceState = headers["tracestate"] ?? state
             trace.span = span
-        } else {
-            // Not sampled here (or no exporter): the caller's decision still travels on.
-            trace = TraceContext(traceID: parent?.traceID ?? generated!.id, spanID: ids.spanID(), parentSpanID: parent?.parentID,
-                                 sampled: sampled, traceState: state)
         }
         context.trace = trace
-        if configuration.propagate {
-            let traceparent = trace.traceparent
-            context.editUpstreamFields { edits in
-                edits.set(Self.traceparentName, traceparent)
-                if let state = trace.traceState { edits.set(Self.tracestateName, state) } else { edits.remove(Self.tracestateName) }
-            }
-        }
-        return .proceed
     }
 
     public func onLog(context: RequestContext, summary: RequestSummary) {
         guard let trace = context.trace, trace.sampled, let span = trace.span as? any Span, let backend else { return }
+        span.operationName = "\(summary.method) \(summary.routeName ?? "unmatched")"
         // Monotonic times become wall-clock ones through one common offset.
         let offset = WallClock.nanoseconds() &- MonotonicClock.nanoseconds()
         span.attributes["http.request.method"] = summary.method

@@ -41,16 +41,14 @@ public struct PrometheusPlugin: GatewayPlugin {
     }
 
     public func onLog(context: RequestContext, summary: RequestSummary) {
-        var timings: [(String, UInt64)] = []
-        if configuration.pluginTiming, let nanos = context.pluginTimings, let names = context.route?.chain.names {
-            timings.reserveCapacity(names.count)
-            for (name, value) in zip(names, nanos) where name != Self.name { timings.append((name, value)) }
-        }
         let consumer = configuration.perConsumer ? context.consumer.map { metrics.consumerLabel($0.name, cap: configuration.maxConsumers) } : nil
+        let route = context.route
         metrics.record(RequestObservation(
-            route: summary.routeName ?? "unmatched", service: summary.serviceName ?? "", method: summary.method,
-            status: summary.status, latencyNanos: summary.endNanos &- summary.startNanos, upstreamNanos: summary.upstreamNanos,
+            routeKey: route.map(ObjectIdentifier.init), route: route?.name ?? "unmatched", service: route?.serviceName ?? "",
+            method: RequestObservation.methodIndex(summary.head), status: summary.status,
+            latencyNanos: summary.endNanos &- summary.startNanos, upstreamNanos: summary.upstreamNanos,
             bytesIn: summary.bytesReceived, bytesOut: summary.bytesSent, rateLimit: context.rateLimitOutcome,
-            authFailure: context.authFailure, cache: context.cacheStatus, consumer: consumer, pluginTimings: timings))
+            authFailure: context.authFailure, cache: context.cacheStatus, consumer: consumer,
+            pluginTimings: configuration.pluginTiming ? context.pluginTimings : nil, pluginNames: route?.chain.names ?? []))
     }
 }

@@ -1,0 +1,26 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A per-thread pointer (pthread TLS, without NIO's boxed dynamic cast). The objects themselves are
+/// kept alive by their owner; the key dies with this slot.
+final class ThreadSlot<Value: AnyObject>: @unchecked Sendable {
+    private var key = pthread_key_t()
+
+    init() { pthread_key_create(&key, nil) }
+    deinit { pthread_key_delete(key) }
+
+    @inline(__always)
+    func get() -> Value? {
+        guard let raw = pthread_getspecific(key) else { return nil }
+        return Unmanaged<Value>.fromOpaque(raw).takeUnretainedValue()
+    }
+
+    func set(_ value: Value) {
+        pthread_setspecific(key, Unmanaged.passUnretained(value).toOpaque())
+    }
+}
