@@ -1,9 +1,10 @@
 /// The config `tollgate demo` runs, kept here so the test suite can check that it loads.
 public enum DemoConfig {
-    public static func yaml(port: Int, usersURL: String, usersV2URL: String) -> String {
+    public static func yaml(port: Int, usersURL: String, usersV2URL: String, adminPort: Int = 0) -> String {
         """
         listen:
           - address: "127.0.0.1:\(port)"
+        admin: {address: "127.0.0.1:\(adminPort)"}
         versioning:
           path: "/v{version}"
           header: API-Version
@@ -31,6 +32,8 @@ public enum DemoConfig {
               key_auth: [{key: "demo-key-bob-456789"}]
         plugins:
           - name: request-id
+          - name: prometheus
+          - {name: access-log, config: {fields: [timestamp, request_id, method, path, status, latency_ms, upstream_latency_ms, route, consumer, rate_limit]}}
         routes:
           - name: users-v1
             match: {paths: ["/users/{id}"], methods: [GET], version: "1"}

@@ -30,7 +30,8 @@ struct Demo: AsyncParsableCommand {
             let route = request.head.headers["x-route"].first ?? ""
             return StubResponse(body: .bytes(#"{"service":"users-v2","id":"\#(id)","given_name":"Ada","family_name":"Lovelace","x_route":"\#(route)"}"#))
         }
-        let yaml = DemoConfig.yaml(port: port, usersURL: users.url, usersV2URL: usersV2.url)
+        let adminPort = port == 0 ? 0 : port - 79   // 8001 beside 8080
+        let yaml = DemoConfig.yaml(port: port, usersURL: users.url, usersV2URL: usersV2.url, adminPort: adminPort)
         let snapshot = try ConfigLoader.load(yaml: yaml, environment: [:], registry: BuiltinPlugins.registry)
         let server = try ProxyServer(snapshot: snapshot, group: group, logger: logger)
         print("""
@@ -59,6 +60,8 @@ struct Demo: AsyncParsableCommand {
             request-termination (maintenance):
               curl -i http://127.0.0.1:\(port)/v1/reports
             No route: curl -i http://127.0.0.1:\(port)/nothing
+            Every request above printed a JSON access-log line here; the metrics they made:
+              curl -s http://127.0.0.1:\(adminPort)/metrics | grep -E '^tollgate_(requests_total|rate_limit|auth_failures)'
 
             """)
         let serviceGroup = ServiceGroup(configuration: .init(

@@ -276,6 +276,21 @@ import TollgateTesting
             #expect((value("tollgate_plugin_duration_seconds_count", ["plugin": "rate-limiting"]) ?? 0) == 4)
             #expect(value("tollgate_upstream_target_up", ["service": "app"]) == 1)
             #expect(value("tollgate_build_info", ["version": TollgateVersion.current]) == 1)
+            // Every metric shown is documented, and the Grafana dashboard uses documented names only.
+            let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            let docs = try String(contentsOf: root.appendingPathComponent("docs/observability.md"), encoding: .utf8)
+            for name in Set(samples.map(\.name)) {
+                let base = ["_bucket", "_count", "_sum"].reduce(name) { $0.hasSuffix($1) ? String($0.dropLast($1.count)) : $0 }
+                #expect(docs.contains("`\(base)`"), "undocumented metric \(base)")
+            }
+            let dashboard = try String(contentsOf: root.appendingPathComponent("docs/grafana/tollgate.json"), encoding: .utf8)
+            _ = try JSONSerialization.jsonObject(with: Data(dashboard.utf8))
+            let used = dashboard.split(whereSeparator: { !($0.isLetter || $0 == "_") }).filter { $0.hasPrefix("tollgate_") }
+            #expect(used.count > 10)
+            for name in Set(used.map(String.init)) {
+                let base = name.hasSuffix("_bucket") ? String(name.dropLast(7)) : name
+                #expect(docs.contains("`\(base)`"), "dashboard uses undocumented \(base)")
+            }
             // Raw paths never become labels.
             #expect(!samples.contains { $0.labels.values.contains("/none") || $0.labels.values.contains("/open") })
 
