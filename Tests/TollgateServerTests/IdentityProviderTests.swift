@@ -124,11 +124,15 @@ final class IdentityProvider: Sendable {
             idp.state.withLockedValue { $0.maxAge = 1 }
             try await Task.sleep(for: .milliseconds(350))   // past jwks_min_refetch: the flood may fetch once
             let before = idp.state.withLockedValue { $0.jwksFetches }
+            let floodStart = ContinuousClock.now
             for index in 0..<20 {
                 #expect(try await status(idp.token(kid: "random-\(index)", key: second)) == 401)
             }
             let fetched = idp.state.withLockedValue { $0.jwksFetches } - before
-            #expect(fetched >= 1 && fetched <= 2, "\(fetched) fetches")
+            // At most one fetch per jwks_min_refetch (300 ms) of the flood's duration (a loaded CI
+            // machine may take longer than one window for the 20 requests), never one per kid.
+            let windows = Int((ContinuousClock.now - floodStart) / .milliseconds(300))
+            #expect(fetched >= 1 && fetched <= 2 + windows, "\(fetched) fetches in \(windows + 1) windows")
             // The endpoint goes down: cached keys keep working...
             idp.state.withLockedValue { $0.down = true }
             #expect(try await status(idp.token(kid: "k1", key: first)) == 200)
