@@ -125,7 +125,7 @@ public final class AccessLogs: Sendable {
     }
 }
 
-/// Writes lines to standard output or a file, from a serial dispatch queue. A file is reopened (by
+/// Writes lines to standard output or a file, on the low-priority telemetry thread. A file is reopened (by
 /// path) after `reopen()`, which SIGUSR1 calls, so logrotate can move it away.
 public final class StreamLogSink: LineDestination {
     public enum Destination: Sendable, Equatable {
@@ -143,8 +143,8 @@ public final class StreamLogSink: LineDestination {
     private let state = Mutex(State())
     /// The most bytes waiting to be written; beyond it the oldest chunks are dropped.
     let capacityBytes: Int
-    private let queue = DispatchQueue(label: "tollgate.access-log")
-    /// The open file (touched only on `queue`), and whether to reopen it before the next write.
+    private let worker = BackgroundWorker.telemetry
+    /// The open file (touched only on the worker), and whether to reopen it before the next write.
     private nonisolated(unsafe) var descriptor: Int32 = -1
     private let reopenRequested = Atomic<Bool>(false)
     private static let logger = Logger(label: "tollgate.access-log")
@@ -179,18 +179,18 @@ public final class StreamLogSink: LineDestination {
             state.draining = true
             return true
         }
-        if schedule { queue.async { self.drain() } }
+        if schedule { worker.submit { self.drain() } }
     }
 
     /// Asks for the file to be opened again by path before the next write (logrotate's SIGUSR1).
     public func reopen() {
         reopenRequested.store(true, ordering: .releasing)
-        queue.async { self.drain() }
+        worker.submit { self.drain() }
     }
 
     /// Waits until everything delivered so far is written (tests, shutdown).
     public func flush() {
-        queue.sync { self.drain() }
+        worker.sync()
     }
 
     private func drain() {

@@ -132,7 +132,8 @@ public final class TracingBackend: Sendable {
         configuration.logs.enabled = false
         let (tracer, service) = try OTel.makeTracingBackend(configuration: configuration)
         self.tracer = tracer
-        self.task = Task {
+        // On the telemetry thread (nice 10): batching and encoding spans yields to the event loops.
+        self.task = Task(executorPreference: TelemetryExecutor.shared) {
             do {
                 try await service.run()
             } catch {

@@ -121,26 +121,67 @@ public struct OpenTelemetryPlugin: GatewayPlugin, RequestTracer {
 
     public func onLog(context: RequestContext, summary: RequestSummary) {
         guard let trace = context.trace, trace.sampled, let span = trace.span as? any Span, let backend else { return }
-        span.operationName = "\(summary.method) \(summary.routeName ?? "unmatched")"
+        // What the spans need, taken now; they are finished on the telemetry thread, off the loop.
+        let finished = FinishedRequest(context: context, summary: summary,
+                                       timings: configuration.slowPluginNanos == nil ? nil : context.pluginTimings)
+        let threshold = configuration.slowPluginNanos
+        BackgroundWorker.telemetry.submit {
+            Self.finish(span, finished, backend: backend, slowPluginNanos: threshold)
+        }
+    }
+
+    /// A sampled request's facts, for its spans.
+    struct FinishedRequest: Sendable {
+        var method, path, route, clientIP, requestID, httpVersion: String
+        var query, host, userAgent, service, consumer, rateLimit, error: String?
+        var status: Int
+        var startNanos, endNanos: UInt64
+        var attempts: [UpstreamAttempt]
+        var plugins: [(name: String, nanos: UInt64)]
+
+        init(context: RequestContext, summary: RequestSummary, timings: [UInt64]?) {
+            method = summary.method
+            path = String(summary.path)
+            query = summary.query.map(String.init)
+            route = summary.routeName ?? "unmatched"
+            host = summary.host
+            clientIP = context.clientIP
+            httpVersion = summary.httpVersion == "HTTP/1.0" ? "1.0" : "1.1"
+            userAgent = summary.userAgent
+            requestID = context.requestID
+            service = summary.serviceName
+            consumer = context.consumer?.name
+            rateLimit = context.rateLimitOutcome
+            error = summary.errorReason
+            status = summary.status
+            startNanos = summary.startNanos
+            endNanos = summary.endNanos
+            attempts = summary.attempts
+            plugins = timings.map { Array(zip(context.route?.chain.names ?? [], $0)).map { (name: $0.0, nanos: $0.1) } } ?? []
+        }
+    }
+
+    static func finish(_ span: any Span, _ r: FinishedRequest, backend: TracingBackend, slowPluginNanos: UInt64?) {
         // Monotonic times become wall-clock ones through one common offset.
         let offset = WallClock.nanoseconds() &- MonotonicClock.nanoseconds()
-        span.attributes["http.request.method"] = summary.method
-        span.attributes["url.path"] = String(summary.path)
-        if let query = summary.query { span.attributes["url.query"] = String(query) }
-        span.attributes["http.response.status_code"] = summary.status
-        span.attributes["http.route"] = summary.routeName ?? "unmatched"
-        if let host = summary.host { span.attributes["server.address"] = host }
-        span.attributes["client.address"] = context.clientIP
-        span.attributes["network.protocol.version"] = summary.httpVersion == "HTTP/1.0" ? "1.0" : "1.1"
-        if let agent = summary.userAgent { span.attributes["user_agent.original"] = agent }
-        span.attributes["tollgate.request_id"] = context.requestID
-        if let service = summary.serviceName { span.attributes["tollgate.service"] = service }
-        if let consumer = context.consumer { span.attributes["tollgate.consumer"] = consumer.name }
-        if let outcome = context.rateLimitOutcome { span.attributes["tollgate.rate_limit"] = outcome }
-        if summary.status >= 500 || summary.status == 499 {
-            span.setStatus(SpanStatus(code: .error, message: summary.errorReason))
+        span.operationName = "\(r.method) \(r.route)"
+        span.attributes["http.request.method"] = r.method
+        span.attributes["url.path"] = r.path
+        if let query = r.query { span.attributes["url.query"] = query }
+        span.attributes["http.response.status_code"] = r.status
+        span.attributes["http.route"] = r.route
+        if let host = r.host { span.attributes["server.address"] = host }
+        span.attributes["client.address"] = r.clientIP
+        span.attributes["network.protocol.version"] = r.httpVersion
+        if let agent = r.userAgent { span.attributes["user_agent.original"] = agent }
+        span.attributes["tollgate.request_id"] = r.requestID
+        if let service = r.service { span.attributes["tollgate.service"] = service }
+        if let consumer = r.consumer { span.attributes["tollgate.consumer"] = consumer }
+        if let outcome = r.rateLimit { span.attributes["tollgate.rate_limit"] = outcome }
+        if r.status >= 500 || r.status == 499 {
+            span.setStatus(SpanStatus(code: .error, message: r.error))
         }
-        for (index, attempt) in summary.attempts.enumerated() {
+        for (index, attempt) in r.attempts.enumerated() {
             let child = backend.startChild(of: span, name: "upstream \(attempt.target)", kind: .client,
                                            startNanosSinceEpoch: attempt.startNanos &+ offset)
             child.attributes["server.address"] = attempt.target
@@ -154,11 +195,11 @@ public struct OpenTelemetryPlugin: GatewayPlugin, RequestTracer {
             }
             child.end(at: SpanInstant(nanosecondsSinceEpoch: attempt.endNanos &+ offset))
         }
-        if let threshold = configuration.slowPluginNanos, let timings = context.pluginTimings, let names = context.route?.chain.names {
+        if let threshold = slowPluginNanos {
             // Request hooks run one after another from the start: a plugin's span starts where the
             // previous ones' time ends (response-hook time is folded in).
-            var at = summary.startNanos &+ offset
-            for (name, nanos) in zip(names, timings) {
+            var at = r.startNanos &+ offset
+            for (name, nanos) in r.plugins {
                 if nanos >= threshold {
                     let child = backend.startChild(of: span, name: "plugin \(name)", kind: .internal, startNanosSinceEpoch: at)
                     child.attributes["tollgate.plugin"] = name
@@ -167,7 +208,7 @@ public struct OpenTelemetryPlugin: GatewayPlugin, RequestTracer {
                 at &+= nanos
             }
         }
-        span.end(at: SpanInstant(nanosecondsSinceEpoch: summary.endNanos &+ offset))
+        span.end(at: SpanInstant(nanosecondsSinceEpoch: r.endNanos &+ offset))
     }
 }
 

@@ -1,0 +1,71 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Dispatch
+import Foundation
+import Synchronization
+
+/// A thread of its own for telemetry work that must not run on an event loop (writing log files,
+/// finishing trace spans), at a lower scheduling priority (nice 10): when it competes with the event
+/// loops for a core, the loops win, so telemetry does not lengthen the requests' tail latency.
+public final class BackgroundWorker: Sendable {
+    private final class Queue: Sendable {
+        let jobs = Mutex<[@Sendable () -> Void]>([])
+        let wakeup = DispatchSemaphore(value: 0)
+    }
+    private let queue = Queue()
+    public let name: String
+
+    public init(name: String, nice: Int32 = 10) {
+        self.name = name
+        let queue = self.queue
+        let thread = Thread {
+            // On Linux the nice value is per thread: this lowers only the worker.
+            _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, nice)
+            while true {
+                queue.wakeup.wait()
+                let batch = queue.jobs.withLock { jobs -> [@Sendable () -> Void] in
+                    defer { jobs.removeAll(keepingCapacity: true) }
+                    return jobs
+                }
+                for job in batch { job() }
+            }
+        }
+        thread.name = name
+        thread.start()
+    }
+
+    /// Runs `job` on the worker, after the jobs submitted before it.
+    public func submit(_ job: @escaping @Sendable () -> Void) {
+        queue.jobs.withLock { $0.append(job) }
+        queue.wakeup.signal()
+    }
+
+    /// Waits until every job submitted so far has run (tests, shutdown).
+    public func sync() {
+        let done = DispatchSemaphore(value: 0)
+        submit { done.signal() }
+        done.wait()
+    }
+
+    /// One worker for the process's telemetry (its thread lives as long as the process).
+    public static let telemetry = BackgroundWorker(name: "tollgate-telemetry")
+}
+
+/// Swift concurrency jobs run on the low-priority telemetry thread: the trace exporter's tasks (span
+/// batching, protobuf encoding) take this preference, so they never compete with the event loops as
+/// equals.
+public final class TelemetryExecutor: TaskExecutor {
+    public static let shared = TelemetryExecutor()
+    private let worker = BackgroundWorker.telemetry
+
+    public func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        let executor = asUnownedTaskExecutor()
+        worker.submit { job.runSynchronously(on: executor) }
+    }
+}
