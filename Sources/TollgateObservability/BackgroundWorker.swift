@@ -52,6 +52,13 @@ public final class BackgroundWorker: Sendable {
         done.wait()
     }
 
+    /// Returns once every job submitted so far has run, without blocking a thread.
+    public func drained() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            submit { continuation.resume() }
+        }
+    }
+
     /// One worker for the process's telemetry (its thread lives as long as the process).
     public static let telemetry = BackgroundWorker(name: "tollgate-telemetry")
 }

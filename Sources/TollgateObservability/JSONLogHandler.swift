@@ -111,8 +111,11 @@ public struct JSONLogHandler: LogHandler {
         }
     }
 
-    /// One `write(2)` per line, so lines from several threads never interleave.
+    /// One `write(2)` per line, so lines from several threads never interleave, made on the telemetry
+    /// thread: an event loop that logs never waits for a slow terminal or pipe.
     public static let standardError: @Sendable ([UInt8]) -> Void = { bytes in
-        bytes.withUnsafeBytes { buffer in _ = Glibc.write(STDERR_FILENO, buffer.baseAddress, buffer.count) }
+        BackgroundWorker.telemetry.submit {
+            bytes.withUnsafeBytes { buffer in _ = Glibc.write(STDERR_FILENO, buffer.baseAddress, buffer.count) }
+        }
     }
 }

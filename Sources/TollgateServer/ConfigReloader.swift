@@ -33,7 +33,9 @@ public final class ConfigReloader: Service, Sendable {
     public func reloadNow(reason: String) async -> [ConfigError] {
         let next = generation.increment()
         do {
-            let snapshot = try ConfigLoader.load(path: path, environment: environment, registry: registry, generation: next)
+            // The running gateway's plugin state: counters, caches and metrics carry over.
+            let snapshot = try ConfigLoader.load(path: path, environment: environment, registry: registry, generation: next,
+                                                 state: server.snapshot.state)
             if snapshot.config.listen != server.snapshot.config.listen {
                 logger.warning("listen addresses changed; they take effect on restart")
             }

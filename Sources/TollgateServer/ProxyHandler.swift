@@ -345,6 +345,13 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func respondError(_ status: HTTPResponse.Status, _ message: String, exchange: Exchange,
                       extra: [(String, String)] = []) {
         exchange.errorReason = message
+        if status.code >= 500 {
+            loop.logger.warning("request failed", metadata: [
+                "request_id": "\(exchange.context.requestID)", "route": "\(exchange.route?.name ?? "-")",
+                "service": "\(exchange.service?.config.name ?? "-")", "target": "\(exchange.target?.authority ?? "-")",
+                "status": "\(status.code)", "error": "\(message)",
+            ])
+        }
         respondLocally(.error(status, message, requestID: exchange.context.requestID, extra: extra), exchange: exchange)
     }
 

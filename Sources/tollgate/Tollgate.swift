@@ -57,6 +57,7 @@ struct Run: AsyncParsableCommand {
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger))
         try await group.run()
+        await BackgroundWorker.telemetry.drained()   // the last log lines and access-log writes
     }
 }
 

@@ -3,6 +3,7 @@ import NIOCore
 import NIOPosix
 import Testing
 import TollgateCore
+import TollgateObservability
 import TollgatePlugins
 import TollgateServer
 import TollgateTesting
@@ -78,6 +79,9 @@ func reloadConfig(_ upstream: String, tag: String) -> String {
             try reloadConfig(harness.upstreams[0].url, tag: "new").write(toFile: path, atomically: true, encoding: .utf8)
             #expect(await reloader.reloadNow(reason: "test").isEmpty)
             #expect(try await harness.get("/users/1").text.header("x-generation") == "new")
+            let metrics = GatewayMetrics.of(harness.server.snapshot.state).render()
+            #expect(metrics.contains(#"tollgate_config_reloads_total{result="failure"} 1"#))
+            #expect(metrics.contains(#"tollgate_config_reloads_total{result="success"} 1"#))
         }
     }
 

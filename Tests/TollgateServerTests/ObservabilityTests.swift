@@ -300,6 +300,35 @@ import TollgateTesting
         }
     }
 
+    @Test func upstreamEventsAreCountedAndTheStatusListenerServesMetrics() async throws {
+        let closed = ClosedPort()
+        try await Harness.with("""
+            admin: {address: "127.0.0.1:0", status_address: "127.0.0.1:0"}
+            services:
+              flaky:
+                targets: [{url: "http://127.0.0.1:\(closed.port)"}, {url: "$UPSTREAM0"}]
+                balancer: round_robin
+                retries: {attempts: 2, on: [connect_error]}
+                health: {passive: {consecutive_errors: 1, base_ejection_time: 30s}}
+            routes: [{name: flaky, match: {paths: ["/x"]}, service: flaky}]
+            plugins: [{name: prometheus}]
+            """, threads: 1) { harness in
+            for _ in 0..<3 { #expect(try await harness.get("/x").status == 200) }
+            #expect(harness.server.adminAddresses.count == 2)
+            let port = harness.server.adminAddresses[1].port!
+            let status = try await RawClient.exchange("GET /metrics HTTP/1.1\r\nHost: s\r\nConnection: close\r\n\r\n",
+                                                      port: port, group: harness.group)
+            #expect(status.status == 200)
+            let metrics = status.body
+            #expect(Self.value(in: metrics, #"tollgate_upstream_retries_total{service="flaky"}"#) == 1)
+            #expect(Self.value(in: metrics, #"tollgate_circuit_breaker_opens_total{service="flaky",reason="outlier_ejection"}"#) == 1)
+            #expect(Self.value(in: metrics, #"tollgate_upstream_target_up{service="flaky",target="127.0.0.1:\#(closed.port)"}"#) == 0)
+            #expect(Self.value(in: metrics, #"tollgate_upstream_target_up{service="flaky",target="\#(harness.upstreams[0].url.dropFirst(7))"}"#) == 1)
+            #expect(Self.value(in: metrics, #"tollgate_requests_total{route="flaky",service="flaky",method="GET",status_class="2xx"}"#) == 3)
+            #expect((Self.value(in: metrics, "tollgate_connections_active") ?? -1) >= 0)
+        }
+    }
+
     @Test func perConsumerMetricsAreCapped() async throws {
         try await Harness.with("""
             admin: {address: "127.0.0.1:0"}
