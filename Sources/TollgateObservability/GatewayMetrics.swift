@@ -118,8 +118,22 @@ public final class GatewayMetrics: Sendable {
     }
 
     /// Records one finished request.
-    public func record(_ request: RequestObservation) {
-        shard().record(request)
+    public func record(_ r: RequestObservation) {
+        shard().record(routeKey: r.routeKey, route: r.route, service: r.service, method: r.method, status: r.status,
+                       latencyNanos: r.latencyNanos, upstreamNanos: r.upstreamNanos, bytesIn: r.bytesIn, bytesOut: r.bytesOut,
+                       rateLimit: r.rateLimit, authFailure: r.authFailure, cache: r.cache, consumer: r.consumer,
+                       pluginTimings: r.pluginTimings, pluginNames: r.pluginNames)
+    }
+
+    /// Records one finished request straight from the log phase's values (no intermediate struct).
+    public func record(context: RequestContext, summary: RequestSummary, consumer: String?, pluginTimings: Bool) {
+        let route = context.route
+        shard().record(routeKey: route.map(ObjectIdentifier.init), route: route?.name ?? "unmatched", service: route?.serviceName ?? "",
+                       method: RequestObservation.methodIndex(summary.head), status: summary.status,
+                       latencyNanos: summary.endNanos &- summary.startNanos, upstreamNanos: summary.upstreamNanos,
+                       bytesIn: summary.bytesReceived, bytesOut: summary.bytesSent, rateLimit: context.rateLimitOutcome,
+                       authFailure: context.authFailure, cache: context.cacheStatus, consumer: consumer,
+                       pluginTimings: pluginTimings ? context.pluginTimings : nil, pluginNames: route?.chain.names ?? [])
     }
 
     /// The label a consumer gets: its name while fewer than `cap` consumers have one, else `other`.
@@ -260,12 +274,12 @@ final class RequestShard: @unchecked Sendable {
         var bytesOut: UInt64 = 0
 
         @inline(__always)
-        mutating func record(_ r: RequestObservation) {
+        mutating func record(latencyNanos: UInt64, upstreamNanos: UInt64?, bytesIn received: Int, bytesOut sent: Int) {
             requests &+= 1
-            latency.observe(r.latencyNanos, bounds: GatewayMetrics.latencyBounds)
-            if let upstreamNanos = r.upstreamNanos { upstream.observe(upstreamNanos, bounds: GatewayMetrics.latencyBounds) }
-            bytesIn &+= UInt64(r.bytesIn)
-            bytesOut &+= UInt64(r.bytesOut)
+            latency.observe(latencyNanos, bounds: GatewayMetrics.latencyBounds)
+            if let upstreamNanos { upstream.observe(upstreamNanos, bounds: GatewayMetrics.latencyBounds) }
+            bytesIn &+= UInt64(received)
+            bytesOut &+= UInt64(sent)
         }
 
         mutating func merge(_ other: Series) {
@@ -303,23 +317,23 @@ final class RequestShard: @unchecked Sendable {
     private var last: RouteSeries?
     private var consumers: [String: UInt64] = [:]
 
-    private func routeSeries(_ r: RequestObservation) -> RouteSeries {
-        if let key = r.routeKey {
-            if key == lastKey, let last, last.route == r.route, last.service == r.service { return last }
-            if let found = routes[key], found.route == r.route, found.service == r.service {
+    private func routeSeries(_ routeKey: ObjectIdentifier?, route: String, service: String) -> RouteSeries {
+        if let key = routeKey {
+            if key == lastKey, let last, last.route == route, last.service == service { return last }
+            if let found = routes[key], found.route == route, found.service == service {
                 lastKey = key
                 last = found
                 return found
             }
-            let made = RouteSeries(route: r.route, service: r.service)
+            let made = RouteSeries(route: route, service: service)
             routes[key] = made
             lastKey = key
             last = made
             return made
         }
-        if let found = unmatched[r.route] { return found }
-        let made = RouteSeries(route: r.route, service: r.service)
-        unmatched[r.route] = made
+        if let found = unmatched[route] { return found }
+        let made = RouteSeries(route: route, service: service)
+        unmatched[route] = made
         return made
     }
 
@@ -332,24 +346,26 @@ final class RequestShard: @unchecked Sendable {
         list.append((value, 1))
     }
 
-    func record(_ r: RequestObservation) {
-        let slot = Int(min(r.method, 9)) * 5 + max(1, min(5, r.status / 100)) - 1
-        lock.withLockVoid {
-            let series = routeSeries(r)
-            if series.series[slot] == nil { series.series[slot] = Series() }
-            series.series[slot]!.record(r)
-            if let outcome = r.rateLimit { Self.count(outcome, in: &series.rateLimit) }
-            if let reason = r.authFailure { Self.count(reason, in: &series.authFailures) }
-            if let cache = r.cache { Self.count(cache, in: &series.cache) }
-            if let consumer = r.consumer { consumers[consumer, default: 0] &+= 1 }
-            if let timings = r.pluginTimings {
-                if series.pluginNames != r.pluginNames {
-                    series.pluginNames = r.pluginNames
-                    series.plugins = r.pluginNames.map { _ in Histogram(bounds: GatewayMetrics.pluginBounds.count) }
-                }
-                for (index, nanos) in timings.enumerated() where index < series.plugins.count {
-                    series.plugins[index].observe(nanos, bounds: GatewayMetrics.pluginBounds)
-                }
+    func record(routeKey: ObjectIdentifier?, route: String, service: String, method: UInt8, status: Int, latencyNanos: UInt64,
+                upstreamNanos: UInt64?, bytesIn: Int, bytesOut: Int, rateLimit: String?, authFailure: String?, cache: String?,
+                consumer: String?, pluginTimings: [UInt64]?, pluginNames: [String]) {
+        let slot = Int(min(method, 9)) * 5 + max(1, min(5, status / 100)) - 1
+        lock.lock()
+        defer { lock.unlock() }
+        let series = routeSeries(routeKey, route: route, service: service)
+        if series.series[slot] == nil { series.series[slot] = Series() }
+        series.series[slot]!.record(latencyNanos: latencyNanos, upstreamNanos: upstreamNanos, bytesIn: bytesIn, bytesOut: bytesOut)
+        if let outcome = rateLimit { Self.count(outcome, in: &series.rateLimit) }
+        if let reason = authFailure { Self.count(reason, in: &series.authFailures) }
+        if let cache { Self.count(cache, in: &series.cache) }
+        if let consumer { consumers[consumer, default: 0] &+= 1 }
+        if let timings = pluginTimings {
+            if series.pluginNames != pluginNames {
+                series.pluginNames = pluginNames
+                series.plugins = pluginNames.map { _ in Histogram(bounds: GatewayMetrics.pluginBounds.count) }
+            }
+            for (index, nanos) in timings.enumerated() where index < series.plugins.count {
+                series.plugins[index].observe(nanos, bounds: GatewayMetrics.pluginBounds)
             }
         }
     }

@@ -428,18 +428,14 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
         var summary = RequestSummary(
             status: status, bytesReceived: exchange.requestBodyBytes, bytesSent: exchange.bytesSent,
             startNanos: exchange.context.startNanos, endNanos: now, upstream: exchange.target?.authority,
-            errorReason: exchange.errorReason)
-        summary.head = exchange.head
+            errorReason: exchange.errorReason, head: exchange.head)
         summary.upstreamNanos = exchange.upstreamNanos
         summary.attempts = exchange.attempts
         summary.routeName = exchange.route?.name
         summary.serviceName = exchange.route?.serviceName
-        // The context is moved out for the hooks and back after: reading it from the exchange (a
-        // class) would copy it, retaining every string and array in it.
-        var context = RequestContext(requestID: "", clientIP: "")
-        swap(&context, &exchange.context)
-        chain.runLog(context: context, summary: summary)
-        swap(&context, &exchange.context)
+        // Passed in place: reading the context from the exchange (a class) would copy it, retaining
+        // every string and array in it.
+        chain.runLog(context: &exchange.context, summary: summary)
     }
 
     /// Both directions are done: take the next pipelined request, or wait for one.

@@ -160,7 +160,9 @@ public struct FilterChain: Sendable {
         return added
     }
 
-    public func runLog(context: RequestContext, summary: RequestSummary) {
+    /// Runs the log hooks. `context` is inout only so a caller holding it in a class passes it without
+    /// a copy; the hooks cannot change it.
+    public func runLog(context: inout RequestContext, summary: RequestSummary) {
         for plugin in loggers { plugin.onLog(context: context, summary: summary) }
     }
 }

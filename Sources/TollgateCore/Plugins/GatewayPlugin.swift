@@ -159,7 +159,7 @@ public struct RequestSummary: Sendable {
     public var errorReason: String?
     /// The client's request head as it arrived (its bytes are shared, not copied): the request line
     /// and fields, read on demand.
-    public var head = RawHead()
+    public var head: RawHead
     /// Time spent on upstream attempts (connect to last byte, summed over retries); nil when the
     /// request never went upstream.
     public var upstreamNanos: UInt64?
@@ -170,7 +170,8 @@ public struct RequestSummary: Sendable {
     public var serviceName: String?
 
     public init(status: Int, bytesReceived: Int, bytesSent: Int, startNanos: UInt64, endNanos: UInt64,
-                upstream: String?, errorReason: String?) {
+                upstream: String?, errorReason: String?, head: RawHead = RawHead()) {
+        self.head = head
         self.status = status
         self.bytesReceived = bytesReceived
         self.bytesSent = bytesSent

@@ -106,11 +106,22 @@ public struct TraceContext: Sendable {
     /// The caller's span (0: none).
     public var parentSpanID: UInt64
     public var sampled: Bool
-    public var traceState: String?
     /// Whether the upstream request carries `traceparent` (and `tracestate`).
     public var propagate = true
+    /// The rarer parts, boxed so that copying a trace context copies one reference at most.
+    public var extras: TraceExtras?
+
+    /// The caller's `tracestate`, passed on.
+    public var traceState: String? {
+        get { extras?.traceState }
+        set { extras = TraceExtras(traceState: newValue, span: extras?.span) }
+    }
+
     /// What the sampled request's span is, for the tracing plugin (opaque here).
-    public var span: (any Sendable)?
+    public var span: (any Sendable)? {
+        get { extras?.span }
+        set { extras = TraceExtras(traceState: extras?.traceState, span: newValue) }
+    }
 
     public init(traceIDHigh: UInt64, traceIDLow: UInt64, spanID: UInt64, parentSpanID: UInt64 = 0, sampled: Bool,
                 traceState: String? = nil) {
@@ -119,7 +130,7 @@ public struct TraceContext: Sendable {
         self.spanID = spanID
         self.parentSpanID = parentSpanID
         self.sampled = sampled
-        self.traceState = traceState
+        if let traceState { self.extras = TraceExtras(traceState: traceState, span: nil) }
     }
 
     /// 32 lowercase hex digits.
@@ -165,6 +176,17 @@ public struct TraceContext: Sendable {
             for (index, value) in values.enumerated() { writeHex(value, into: buffer, at: index * 16) }
             return values.count * 16
         }
+    }
+}
+
+/// A trace context's `tracestate` and span, when it has either.
+public final class TraceExtras: Sendable {
+    public let traceState: String?
+    public let span: (any Sendable)?
+
+    public init(traceState: String?, span: (any Sendable)?) {
+        self.traceState = traceState
+        self.span = span
     }
 }
 

@@ -42,13 +42,6 @@ public struct PrometheusPlugin: GatewayPlugin {
 
     public func onLog(context: RequestContext, summary: RequestSummary) {
         let consumer = configuration.perConsumer ? context.consumer.map { metrics.consumerLabel($0.name, cap: configuration.maxConsumers) } : nil
-        let route = context.route
-        metrics.record(RequestObservation(
-            routeKey: route.map(ObjectIdentifier.init), route: route?.name ?? "unmatched", service: route?.serviceName ?? "",
-            method: RequestObservation.methodIndex(summary.head), status: summary.status,
-            latencyNanos: summary.endNanos &- summary.startNanos, upstreamNanos: summary.upstreamNanos,
-            bytesIn: summary.bytesReceived, bytesOut: summary.bytesSent, rateLimit: context.rateLimitOutcome,
-            authFailure: context.authFailure, cache: context.cacheStatus, consumer: consumer,
-            pluginTimings: configuration.pluginTiming ? context.pluginTimings : nil, pluginNames: route?.chain.names ?? []))
+        metrics.record(context: context, summary: summary, consumer: consumer, pluginTimings: configuration.pluginTiming)
     }
 }
