@@ -109,20 +109,7 @@ struct LineWriter {
         if !Self.needsEscaping(p) {
             bytes(p)
         } else {
-            for b in p {
-                switch b {
-                case 0x22: byte(0x5C); byte(0x22)
-                case 0x5C: byte(0x5C); byte(0x5C)
-                case 0x0A: byte(0x5C); byte(UInt8(ascii: "n"))
-                case 0x0D: byte(0x5C); byte(UInt8(ascii: "r"))
-                case 0x09: byte(0x5C); byte(UInt8(ascii: "t"))
-                case 0..<0x20, 0x7F:
-                    ascii("\\u00")
-                    byte(Bytes.hexDigit(b >> 4))
-                    byte(Bytes.hexDigit(b & 0xF))
-                default: byte(b)
-                }
-            }
+            for b in p { JSONEscape.escape(b) { byte($0) } }
         }
         byte(0x22)
     }

@@ -25,7 +25,7 @@ public enum RawClient {
         /// The status of the first response (0 when none arrived).
         public var status: Int { statuses.first ?? 0 }
 
-        /// The body of the last response (after its blank line).
+        /// `lastBody`.
         public var body: String { lastBody }
 
         /// The body of the last response (after its blank line).

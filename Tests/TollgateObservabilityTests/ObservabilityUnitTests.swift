@@ -111,10 +111,18 @@ import TollgateCore
         for millis: Int64 in [1_795_788_307_123, 4_102_444_799_999, 1_234_567_890_001] {
             #expect(Bytes.rfc3339(millis: millis) == formatter.string(from: Date(timeIntervalSince1970: Double(millis) / 1000)))
         }
-        var out: [UInt8] = []
-        Bytes.millis(12_345_678, into: &out)
-        Bytes.millis(999, into: &out)
-        #expect(String(decoding: out, as: UTF8.self) == "12.3450.000")
+        let memory = UnsafeMutablePointer<UInt8>.allocate(capacity: 256)
+        defer { memory.deallocate() }
+        var out = LineWriter(base: memory, capacity: 256, count: 0)
+        out.millis(12_345_678)
+        out.millis(999)
+        out.integer(-42)
+        out.unsigned(18_446_744_073_709_551_615)
+        var cache = TimestampCache()
+        cache.rfc3339(millis: 1_795_788_307_123, into: &out)
+        cache.rfc3339(millis: 1_795_788_307_999, into: &out)
+        #expect(String(decoding: UnsafeBufferPointer(start: memory, count: out.count), as: UTF8.self)
+                == "12.3450.000-4218446744073709551615" + "2026-11-27T14:05:07.123Z2026-11-27T14:05:07.999Z")
     }
 
     @Test func bulkBodies() {

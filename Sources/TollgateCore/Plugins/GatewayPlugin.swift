@@ -165,7 +165,8 @@ public struct RequestSummary: Sendable {
     public var upstreamNanos: UInt64?
     /// Each upstream attempt, when a log hook asked for them (`wantsUpstreamAttempts`).
     public var attempts: [UpstreamAttempt] = []
-    /// Whether a route matched (unmatched requests run only the global plugins' log hooks).
+    /// The matched route's name and its service; nil when no route matched (those requests run only
+    /// the global plugins' log hooks).
     public var routeName: String?
     public var serviceName: String?
 

@@ -33,7 +33,6 @@ public struct OpenTelemetryPlugin: GatewayPlugin, RequestTracer {
         /// Send `traceparent` upstream.
         public var propagate = true
         public var state = PluginStateRegistry.shared
-        var valid = true
 
         public init(from config: ConfigNode) {
             config.expectMapping(keys: ["endpoint", "sampling", "service_name", "headers", "batch_delay", "max_queue",
@@ -44,7 +43,6 @@ public struct OpenTelemetryPlugin: GatewayPlugin, RequestTracer {
                     exporter.endpoint = endpoint
                 } else {
                     config["endpoint"].error("expected an http:// or https:// URL of an OTLP/HTTP collector")
-                    valid = false
                 }
             }
             if let text = config["sampling"].string() {
