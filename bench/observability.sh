@@ -31,18 +31,25 @@ measure() { # port -> "req/s p99_ms"
   awk '/Requests\/sec/ {rps=$2} $1=="99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; p=v}
        END {printf "%s %.3f\n", rps, p}' "$work/wrk.out"
 }
-printf "%-6s %-6s %12s %10s\n" round mode req/s p99_ms
+# CPU time per request (utime + stime of the whole process, every thread): steadier than req/s on a
+# shared machine, since it does not count the time other programs take the core away.
+cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+printf "%-6s %-6s %12s %10s %12s\n" round mode req/s p99_ms "cpu us/req"
 for round in $(seq 1 "$rounds"); do
   for mode in off on; do
     port=$off; [ $mode = on ] && port=$on
+    pid=$(cat "$work/$mode.pid")
+    before=$(cpu_ticks "$pid")
     read -r rps p99 < <(measure $port)
-    printf "%-6s %-6s %12s %10s\n" "$round" "$mode" "$rps" "$p99"
-    echo "$round $mode $rps $p99" >> "$work/results"
+    after=$(cpu_ticks "$pid")
+    cpu=$(awk -v a="$after" -v b="$before" -v r="$rps" -v s="$seconds" -v hz="$(getconf CLK_TCK)" 'BEGIN{ printf "%.2f", (a-b)/hz*1e6/(r*(s+3)) }')
+    printf "%-6s %-6s %12s %10s %12s\n" "$round" "$mode" "$rps" "$p99" "$cpu"
+    echo "$round $mode $rps $p99 $cpu" >> "$work/results"
   done
 done
 median() { awk -v t="$1" -v c="$2" '$2==t {print $c}' "$work/results" | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
-r0=$(median off 3); r1=$(median on 3); p0=$(median off 4); p1=$(median on 4)
+r0=$(median off 3); r1=$(median on 3); p0=$(median off 4); p1=$(median on 4); c0=$(median off 5); c1=$(median on 5)
 lines=0; [ -f "$work/access.log" ] && lines=$(wc -l < "$work/access.log")
-awk -v r0="$r0" -v r1="$r1" -v p0="$p0" -v p1="$p1" -v l="$lines" 'BEGIN {
-  printf "\nmedian req/s: off %s, on %s (%.1f%% cost); p99: off %s ms, on %s ms (%.2fx); %d access-log lines written\n",
-    r0, r1, (1 - r1 / r0) * 100, p0, p1, p1 / p0, l }'
+awk -v r0="$r0" -v r1="$r1" -v p0="$p0" -v p1="$p1" -v c0="$c0" -v c1="$c1" -v l="$lines" 'BEGIN {
+  printf "\nmedian req/s: off %s, on %s (%.1f%% cost); p99: off %s ms, on %s ms (%.2fx); CPU per request: off %s us, on %s us (+%.1f%%); %d access-log lines written\n",
+    r0, r1, (1 - r1 / r0) * 100, p0, p1, p1 / p0, c0, c1, (c1 / c0 - 1) * 100, l }'
