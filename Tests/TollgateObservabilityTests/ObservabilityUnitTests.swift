@@ -90,6 +90,23 @@ import TollgateCore
         small.base.deallocate()
     }
 
+    @Test func anOverlongLineIsReplacedByAShortOne() throws {
+        var (context, summary) = Self.request()
+        var head = RawHead()
+        let agent = String(repeating: "\"", count: 40_000)   // 80 000 bytes once escaped
+        guard case .complete = HeadParser(kind: .request, maxHeaderSize: 64 << 10)
+            .parse(ByteBuffer(string: "GET / HTTP/1.1\r\nHost: a\r\nUser-Agent: \(agent)\r\n\r\n"), into: &head) else {
+            Issue.record("head not parsed")
+            return
+        }
+        summary.head = head
+        let line = AccessLogFormat().line(context: context, summary: summary, nowMillis: Self.now)
+        #expect(line == #"{"error":"access-log line longer than 64KB","request_id":"req-1","status":200}"# + "\n")
+        context.requestID = "next"
+        summary.head = Self.head("GET /ok HTTP/1.1\r\nHost: a\r\n\r\n")
+        #expect(AccessLogFormat(fields: [.path]).line(context: context, summary: summary, nowMillis: Self.now) == #"{"path":"/ok"}"# + "\n")
+    }
+
     @Test func escapingCheckAgreesWithTheNaiveOne() {
         var generator = SystemRandomNumberGenerator()
         let alphabet: [UInt8] = Array("abcXYZ019 /?&=-_.~".utf8) + [0x00, 0x09, 0x0A, 0x1F, 0x20, 0x22, 0x5C, 0x7E, 0x7F, 0x80, 0xC3, 0xA9, 0xFF]

@@ -297,6 +297,9 @@ import TollgateTesting
             let health = try await Self.adminGet(harness, "/health")
             #expect(health.hasPrefix("HTTP/1.1 200") && health.contains(#""status":"ok""#))
             #expect(try await Self.adminGet(harness, "/secret").hasPrefix("HTTP/1.1 404"))
+            let post = try await RawClient.exchange("POST /metrics HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                                                    port: harness.server.adminAddresses[0].port!, group: harness.group)
+            #expect(post.status == 405 && post.body.contains(#""error":"method not allowed""#))
         }
     }
 
