@@ -50,20 +50,20 @@ public final class HTTPLogShipper: LineDestination {
         var waiting: Int { incomingLines + lines.count }
     }
     private let state: Mutex<State>
-    private let client: HTTPClient
     private let task = Mutex<Task<Void, Never>?>(nil)
     private static let logger = Logger(label: "tollgate.access-log")
 
     public init(settings: Settings) {
         self.settings = settings
         self.state = Mutex(State(lastSend: .now))
-        self.client = HTTPClient(eventLoopGroupProvider: .singleton)
         start()
     }
 
+    // The process-wide client: nothing to shut down here. (A client of its own would need a
+    // blocking shutdown wherever the last reference happens to go: on an event loop, or a pool thread
+    // the shutdown's own callback then waits for.)
     deinit {
         task.withLock { $0?.cancel() }
-        try? client.syncShutdown()
     }
 
     public var kind: String { "http" }
@@ -143,7 +143,7 @@ public final class HTTPLogShipper: LineDestination {
                 request.body = .bytes(ByteBuffer(bytes: body))
                 // The client waits for a connection until this deadline: a receiver that is down
                 // costs one timeout per attempt, never more.
-                let response = try await client.execute(request, timeout: .nanoseconds(Int64(settings.timeout.unsignedNanoseconds)))
+                let response = try await HTTPClient.shared.execute(request, timeout: .nanoseconds(Int64(settings.timeout.unsignedNanoseconds)))
                 _ = try? await response.body.collect(upTo: 1 << 20)
                 if (200..<300).contains(response.status.code) {
                     state.withLock { $0.sent += batch.count }

@@ -1,7 +1,8 @@
 import Foundation
 
 /// Runs a Python 3 script (the Prometheus parser, the OTLP protobuf decoder) with `input` on standard
-/// input, on a Dispatch thread: waiting for a process must not hold a cooperative-pool thread.
+/// input, on a thread of its own: waiting for a process must hold neither a cooperative-pool thread
+/// nor a Dispatch worker (on Linux the pool runs on them).
 public enum Python {
     public struct Failure: Error, CustomStringConvertible {
         public var status: Int32
@@ -11,9 +12,9 @@ public enum Python {
 
     public static func run(_ script: String, input: Data = Data()) async throws -> String {
         try await withCheckedThrowingContinuation { continuation in
-            DispatchQueue.global().async {
+            Thread {
                 continuation.resume(with: Result { try runBlocking(script, input: input) })
-            }
+            }.start()
         }
     }
 
