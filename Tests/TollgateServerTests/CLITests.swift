@@ -121,6 +121,76 @@ import TollgateTesting
         try await group.shutdownGracefully()
     }
 
+    /// The real process: SIGUSR1 reopens a rotated access log, SIGTERM writes what was still batched,
+    /// and the application log is JSON lines on stderr.
+    @Test func sigusr1ReopensTheAccessLogAndTheAppLogIsJSON() async throws {
+        try #require(FileManager.default.fileExists(atPath: Self.binary.path), "build the tollgate product first")
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let upstream = try await StubUpstream(group: group)
+        let port = try freePort()
+        let directory = NSTemporaryDirectory() + "tollgate-cli-log-\(UUID())"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let log = directory + "/access.log"
+        try """
+            listen: [{address: "127.0.0.1:\(port)"}]
+            server: {threads: 1, drain_timeout: 5s}
+            logging: {level: info}
+            services: {api: {targets: [{url: "\(upstream.url)"}]}}
+            routes: [{match: {paths: ["/*"]}, service: api}]
+            plugins: [{name: access-log, config: {format: combined, sink: {file: "\(log)"}}}]
+            """.write(toFile: directory + "/tollgate.yaml", atomically: true, encoding: .utf8)
+        let process = Process()
+        process.executableURL = Self.binary
+        process.arguments = ["run", "--config", directory + "/tollgate.yaml"]
+        let stderr = Pipe()
+        process.standardError = stderr
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        defer { if process.isRunning { process.terminate() } }
+
+        func get(_ path: String) async -> Int {
+            let response = try? await RawClient.exchange("GET \(path) HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                                                          port: port, group: group, timeout: .seconds(2))
+            return response?.status ?? 0
+        }
+        func lines(_ path: String, atLeast count: Int) async -> [String] {
+            for _ in 0..<100 {
+                let found = ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+                if found.count >= count { return found }
+                try? await Task.sleep(for: .milliseconds(50))
+            }
+            return []
+        }
+        var started = false
+        for _ in 0..<100 where !started {
+            started = await get("/a") == 200
+            if !started { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        #expect(started)
+        #expect(await lines(log, atLeast: 1).last?.contains("\"GET /a HTTP/1.1\" 200") == true)
+        try FileManager.default.moveItem(atPath: log, toPath: log + ".1")
+        #expect(await get("/b") == 200)
+        #expect(await lines(log + ".1", atLeast: 2).last?.contains("/b") == true)   // still the open file
+        kill(process.processIdentifier, SIGUSR1)
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(await get("/c") == 200)
+        #expect(await lines(log, atLeast: 1).first?.contains("/c") == true)      // a new file by the same path
+        #expect(await get("/d") == 200)
+        kill(process.processIdentifier, SIGTERM)                                 // /d may still be batched
+        for _ in 0..<100 where process.isRunning { try await Task.sleep(for: .milliseconds(50)) }
+        try #require(!process.isRunning)
+        #expect(process.terminationStatus == 0)
+        #expect(await lines(log, atLeast: 2).contains { $0.contains("/d") })
+
+        let output = String(decoding: stderr.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let objects = output.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        #expect(!objects.isEmpty && objects.count == output.split(separator: "\n").count, "\(output)")
+        #expect(objects.contains { $0["message"] as? String == "listening" && $0["level"] as? String == "info" && $0["logger"] as? String == "tollgate" })
+        try await upstream.close()
+        try await group.shutdownGracefully()
+    }
+
     /// A port the kernel just handed out and released (the gateway binds it right after).
     func freePort() throws -> Int {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
