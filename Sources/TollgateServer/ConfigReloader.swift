@@ -39,6 +39,9 @@ public final class ConfigReloader: Service, Sendable {
             if snapshot.config.listen != server.snapshot.config.listen {
                 logger.warning("listen addresses changed; they take effect on restart")
             }
+            if snapshot.config.admin != server.snapshot.config.admin {
+                logger.warning("admin addresses changed; they take effect on restart")
+            }
             try await server.reload(snapshot)
             GatewayMetrics.of(snapshot.state).configReloaded(success: true)
             JSONLogHandler.Levels.shared.update(snapshot.config.logging)
