@@ -18,23 +18,28 @@ public enum Python {
         }
     }
 
+    /// Standard input, output and error go through temporary files, not pipes: a pipe's write end
+    /// can leak into a child another test spawns at the same moment, and reading to its end would
+    /// then wait for that child.
     static func runBlocking(_ script: String, input: Data) throws -> String {
+        let base = NSTemporaryDirectory() + "tollgate-python-\(UUID().uuidString)"
+        let paths = (input: base + ".in", output: base + ".out", errors: base + ".err")
+        defer { for path in [paths.input, paths.output, paths.errors] { try? FileManager.default.removeItem(atPath: path) } }
+        try input.write(to: URL(fileURLWithPath: paths.input))
+        for path in [paths.output, paths.errors] { _ = FileManager.default.createFile(atPath: path, contents: nil) }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["python3", "-c", script]
-        let stdin = Pipe(), stdout = Pipe(), stderr = Pipe()
-        process.standardInput = stdin
-        process.standardOutput = stdout
-        process.standardError = stderr
+        process.standardInput = FileHandle(forReadingAtPath: paths.input)
+        process.standardOutput = FileHandle(forWritingAtPath: paths.output)
+        process.standardError = FileHandle(forWritingAtPath: paths.errors)
         try process.run()
-        stdin.fileHandleForWriting.write(input)
-        try stdin.fileHandleForWriting.close()
-        let output = stdout.fileHandleForReading.readDataToEndOfFile()
-        let errors = stderr.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
+        let output = (try? String(contentsOfFile: paths.output, encoding: .utf8)) ?? ""
         guard process.terminationStatus == 0 else {
-            throw Failure(status: process.terminationStatus, output: String(decoding: output + errors, as: UTF8.self))
+            let errors = (try? String(contentsOfFile: paths.errors, encoding: .utf8)) ?? ""
+            throw Failure(status: process.terminationStatus, output: output + errors)
         }
-        return String(decoding: output, as: UTF8.self)
+        return output
     }
 }

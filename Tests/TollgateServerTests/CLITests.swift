@@ -143,8 +143,11 @@ import TollgateTesting
         let process = Process()
         process.executableURL = Self.binary
         process.arguments = ["run", "--config", directory + "/tollgate.yaml"]
-        let stderr = Pipe()
-        process.standardError = stderr
+        // A file, not a pipe: a pipe's write end can leak into a child another test spawns at the same
+        // moment, and reading to its end would then wait for that child.
+        let stderrPath = directory + "/stderr.log"
+        _ = FileManager.default.createFile(atPath: stderrPath, contents: nil)
+        process.standardError = FileHandle(forWritingAtPath: stderrPath)
         process.standardOutput = FileHandle.nullDevice
         try process.run()
         defer { if process.isRunning { process.terminate() } }
@@ -183,7 +186,7 @@ import TollgateTesting
         #expect(process.terminationStatus == 0)
         #expect(await lines(log, atLeast: 2).contains { $0.contains("/d") })
 
-        let output = String(decoding: stderr.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let output = (try? String(contentsOfFile: stderrPath, encoding: .utf8)) ?? ""
         let objects = output.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
         #expect(!objects.isEmpty && objects.count == output.split(separator: "\n").count, "\(output)")
         #expect(objects.contains { $0["message"] as? String == "listening" && $0["level"] as? String == "info" && $0["logger"] as? String == "tollgate" })
