@@ -45,7 +45,6 @@ public final class HTTPLogShipper: LineDestination {
         var lines = Deque<ArraySlice<UInt8>>()
         var lastSend: ContinuousClock.Instant
         var dropped = 0
-        var sent = 0
 
         var waiting: Int { incomingLines + lines.count }
     }
@@ -68,8 +67,6 @@ public final class HTTPLogShipper: LineDestination {
 
     public var kind: String { "http" }
     public var dropped: Int { state.withLock { $0.dropped } }
-    /// Lines delivered (the receiver answered 2xx).
-    public var sent: Int { state.withLock { $0.sent } }
 
     /// Keeps at most `buffer` lines: the oldest waiting ones make room.
     public func deliver(_ chunk: LineChunk) {
@@ -145,10 +142,7 @@ public final class HTTPLogShipper: LineDestination {
                 // costs one timeout per attempt, never more.
                 let response = try await HTTPClient.shared.execute(request, timeout: .nanoseconds(Int64(settings.timeout.unsignedNanoseconds)))
                 _ = try? await response.body.collect(upTo: 1 << 20)
-                if (200..<300).contains(response.status.code) {
-                    state.withLock { $0.sent += batch.count }
-                    return
-                }
+                if (200..<300).contains(response.status.code) { return }
                 // A 4xx other than 429 will not get better by sending the same bytes again.
                 if response.status.code != 429 && response.status.code < 500 { break }
                 Self.logger.debug("log receiver refused a batch", metadata: ["status": "\(response.status.code)", "attempt": "\(attempt)"])
