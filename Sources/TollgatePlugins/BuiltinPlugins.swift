@@ -24,6 +24,7 @@ public enum BuiltinPlugins {
             PluginFactory(AccessLogPlugin.self),
             PluginFactory(PrometheusPlugin.self),
             PluginFactory(OpenTelemetryPlugin.self),
+            PluginFactory(ProxyCachePlugin.self),
         ])
         registry.registerCredential(kind: "key_auth", parser: KeyCredential.parse)
         registry.registerCredential(kind: "basic_auth", parser: BasicCredential.parse)

@@ -45,6 +45,16 @@ public enum RESP {
         }
     }
 
+    /// The same, for arguments that are bytes (binary values).
+    public static func writeCommand(_ arguments: [ByteBuffer], into out: inout ByteBuffer) {
+        out.writeString("*\(arguments.count)\r\n")
+        for argument in arguments {
+            out.writeString("$\(argument.readableBytes)\r\n")
+            out.writeImmutableBuffer(argument)
+            out.writeStaticString("\r\n")
+        }
+    }
+
     /// Bulk strings and arrays may be at most this long (Redis's own limit is 512 MB; a gateway's
     /// replies are small).
     static let maxLength = 64 << 20

@@ -114,6 +114,20 @@ public final class RedisClient: Sendable {
         }
     }
 
+    /// One command whose arguments are bytes (binary values such as a cached response).
+    public func send(bytes arguments: [ByteBuffer]) -> EventLoopFuture<RESPValue> {
+        channel().flatMap { channel in
+            let promise = channel.eventLoop.makePromise(of: RESPValue.self)
+            var buffer = channel.allocator.buffer(capacity: arguments.reduce(16) { $0 + $1.readableBytes + 16 })
+            RESP.writeCommand(arguments, into: &buffer)
+            channel.write(RedisHandler.Command(bytes: buffer, promise: promise), promise: nil)
+            return promise.futureResult
+        }.flatMapThrowing { value in
+            if case .error(let message) = value { throw RedisError.server(message) }
+            return value
+        }
+    }
+
     /// Runs a Lua script atomically (EVALSHA), loading it when Redis does not know it.
     public func eval(_ script: String, keys: [String], arguments: [String]) -> EventLoopFuture<RESPValue> {
         let known = state.withLockedValue { $0.scripts[script] }

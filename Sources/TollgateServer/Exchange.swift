@@ -49,6 +49,8 @@ final class Exchange {
     var responseFraming = BodyFraming.none
     var status = 0
     var bytesSent = 0
+    /// What the response body passes through on its way to the client (from the response hooks).
+    var responseFilters: [any ResponseBodyFilter] = []
     var upstreamKeepAlive = true
     var errorReason: String?
     /// The log phase ran (it runs once, however the exchange ends).

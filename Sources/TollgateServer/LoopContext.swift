@@ -197,6 +197,8 @@ final class ServerState: Sendable {
     let routeServices: [ServiceRuntime?]
     /// Request heads are parsed with this snapshot's limits.
     let requestParser: HeadParser
+    /// What plugins send their own requests through (a cache's background refresh).
+    let subrequests: ServiceSubrequests
 
     /// When hostname targets must be resolved again (nil: there are none).
     let refreshAfter: Duration?
@@ -212,6 +214,7 @@ final class ServerState: Sendable {
         self.requestIDHeader = snapshot.config.server.requestIDHeader.rawName
         self.requestIDFieldName = snapshot.config.server.requestIDHeader
         self.routeServices = snapshot.routeTable.routes.map { route in route.serviceName.flatMap { services[$0] } }
+        self.subrequests = ServiceSubrequests(routeServices: routeServices)
         let limits = snapshot.config.limits
         self.requestParser = HeadParser(kind: .request, maxURILength: limits.maxURILength,
                                         maxHeaderSize: limits.maxHeaderSize, requestIDHeader: requestIDHeader)

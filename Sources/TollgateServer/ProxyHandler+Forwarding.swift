@@ -65,6 +65,7 @@ extension ProxyHandler {
         exchange.context.route = route
         exchange.context.pathParameters = match.parameters
         exchange.service = state.routeServices[route.index]
+        if route.chain.wantsSubrequests { exchange.context.subrequests = state.subrequests }
         if let tracer = route.chain.tracer {
             tracer.begin(traceparent: head.traceparentIndex.map(head.value), tracestate: head.tracestateIndex.map(head.value),
                          context: &exchange.context)

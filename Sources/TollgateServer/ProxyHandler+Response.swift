@@ -66,10 +66,32 @@ extension ProxyHandler: UpstreamOwner {
             var response = HTTPResponse(status: HTTPResponse.Status(code: code, reasonPhrase: head.reason), headerFields: fields)
             route.chain.runResponse(&response, context: &exchange.context)
             exchange.status = response.status.code
+            if !exchange.context.responseFilters.isEmpty && code != 101 {
+                // The body passes filters: framed by the Content-Length the hooks left (they vouch
+                // for it), else chunked (or until close, for HTTP/1.0).
+                exchange.responseFilters = exchange.context.responseFilters
+                response.headerFields[.transferEncoding] = nil
+                addChunked = false
+                let status = response.status.code
+                if exchange.isHeadRequest || status == 204 || status == 304 {
+                    clientFraming = .none
+                    if status == 304 { response.headerFields[.contentLength] = nil }
+                } else if let length = response.headerFields[.contentLength].flatMap({ Int($0) }) {
+                    clientFraming = length > 0 ? .length(length) : .none
+                } else if http10 {
+                    clientFraming = .untilClose
+                    exchange.keepAlive = false
+                } else {
+                    clientFraming = .chunked
+                    addChunked = true
+                }
+                exchange.responseFraming = clientFraming
+            }
+            let connection: ConnectionHeader = code == 101 ? .none : connectionHeader(exchange)
             output.render(context.channel.allocator) { out in
                 HeadWriter.writeResponse(minorVersion: exchange.clientMinorVersion, status: response.status,
                                          fields: response.headerFields, addChunked: addChunked,
-                                         connection: code == 101 ? .none : connection, into: &out)
+                                         connection: connection, into: &out)
             }
         } else {
             // The upstream's fields are copied as they came; hooks that only add fields run on an
@@ -92,6 +114,11 @@ extension ProxyHandler: UpstreamOwner {
 
     func upstreamBody(_ buffer: ByteBuffer) {
         guard let exchange, exchange.phase == .proxying, let context = channelContext else { return }
+        var buffer = buffer
+        if !exchange.responseFilters.isEmpty {
+            buffer = exchange.responseFilters.process(buffer, allocator: context.channel.allocator)
+            if buffer.readableBytes == 0 { return }
+        }
         exchange.bytesSent += buffer.readableBytes
         switch exchange.responseFraming {
         case .length, .untilClose: output.data(buffer, context: context)
@@ -103,6 +130,14 @@ extension ProxyHandler: UpstreamOwner {
 
     func upstreamEnd(trailers: ByteBuffer?) {
         guard let exchange, exchange.phase == .proxying, let context = channelContext else { return }
+        if !exchange.responseFilters.isEmpty {
+            let rest = exchange.responseFilters.finish(allocator: context.channel.allocator)
+            exchange.responseFilters = []
+            if rest.readableBytes > 0 && exchange.responseFraming != .none {
+                exchange.bytesSent += rest.readableBytes
+                if case .chunked = exchange.responseFraming { output.chunk(rest, context: context) } else { output.data(rest, context: context) }
+            }
+        }
         if case .chunked = exchange.responseFraming { output.lastChunk(trailers, context: context) }
         exchange.closeAttempt(status: exchange.status, error: nil)
         flush()

@@ -318,7 +318,8 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         var fields = response.headerFields
-        fields[.contentLength] = String(response.body.utf8.count)
+        var body = response.payload ?? context.channel.allocator.buffer(string: response.body)
+        fields[.contentLength] = String(body.readableBytes)
         if let name = exchange.state.requestIDFieldName { fields[name] = exchange.context.requestID }
         if !exchange.requestComplete && !exchange.remainingBodyIsSmall { exchange.keepAlive = false }
         var status = response.status
@@ -327,17 +328,25 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
             route.chain.runResponse(&message, context: &exchange.context)
             status = message.status
             fields = message.headerFields
+            if !exchange.context.responseFilters.isEmpty {
+                // The whole body is here: it passes the filters at once, and its length is known.
+                body = exchange.context.responseFilters.transform(body, allocator: context.channel.allocator)
+                exchange.context.responseFilters = []
+                fields[.transferEncoding] = nil
+                if fields[.contentLength] != nil || !exchange.isHeadRequest { fields[.contentLength] = String(body.readableBytes) }
+            }
         }
+        if status.code == 304 || status.code == 204 { fields[.contentLength] = nil }
         let connection = connectionHeader(exchange)
         exchange.status = status.code
         exchange.responseHeadSent = true
-        let withBody = !exchange.isHeadRequest
-        exchange.bytesSent = withBody ? response.body.utf8.count : 0
+        let withBody = !exchange.isHeadRequest && status.code != 204 && status.code != 304
+        exchange.bytesSent = withBody ? body.readableBytes : 0
         output.render(context.channel.allocator) { out in
             HeadWriter.writeResponse(minorVersion: exchange.clientMinorVersion, status: status, fields: fields,
                                      addChunked: false, connection: connection, into: &out)
-            if withBody { out.writeString(response.body) }
         }
+        if withBody { output.data(body, context: context) }
         flush()
         responseFinished(exchange)
     }

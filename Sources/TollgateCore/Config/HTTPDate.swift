@@ -36,6 +36,32 @@ public enum HTTPDate {
         return seconds
     }
 
+    /// An HTTP date (RFC 9110 section 5.6.7) to Unix seconds: IMF-fixdate (`Sun, 06 Nov 1994 08:49:37
+    /// GMT`), and the obsolete RFC 850 (`Sunday, 06-Nov-94 08:49:37 GMT`) and asctime (`Sun Nov  6
+    /// 08:49:37 1994`) forms. Nil for anything else.
+    public static func parse(_ text: some StringProtocol) -> Int64? {
+        let parts = String(text).split(whereSeparator: { (c: Character) in c == " " || c == "-" || c == "," }).map(String.init)
+        func month(_ name: String) -> Int? { months.firstIndex { $0.lowercased() == name.lowercased() }.map { $0 + 1 } }
+        func clock(_ text: String) -> (Int, Int, Int)? {
+            let fields = text.split(separator: ":").compactMap { Int($0) }
+            guard fields.count == 3, fields[0] < 24, fields[1] < 60, fields[2] < 61 else { return nil }
+            return (fields[0], fields[1], fields[2])
+        }
+        var year = 0, monthNumber = 0, day = 0
+        var time: (Int, Int, Int)?
+        if parts.count == 6, parts[5] == "GMT", let d = Int(parts[1]), let m = month(parts[2]), let y = Int(parts[3]) {
+            // IMF-fixdate, or RFC 850 with a two-digit year.
+            day = d; monthNumber = m
+            year = parts[3].count == 2 ? (y < 70 ? 2000 + y : 1900 + y) : y
+            time = clock(parts[4])
+        } else if parts.count == 5, let m = month(parts[1]), let d = Int(parts[2]), let y = Int(parts[4]) {
+            day = d; monthNumber = m; year = y
+            time = clock(parts[3])
+        }
+        guard let (hour, minute, second) = time, (1...31).contains(day), year >= 1900 else { return nil }
+        return Int64(days(year: year, month: monthNumber, day: day)) * 86_400 + Int64(hour * 3600 + minute * 60 + second)
+    }
+
     /// IMF-fixdate: `Sun, 06 Nov 1994 08:49:37 GMT`.
     public static func format(unixSeconds: Int64) -> String {
         let days = Int(unixSeconds >= 0 ? unixSeconds / 86_400 : (unixSeconds - 86_399) / 86_400)

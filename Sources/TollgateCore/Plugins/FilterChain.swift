@@ -20,6 +20,8 @@ public struct FilterChain: Sendable {
     public let timesPlugins: Bool
     /// A log hook reads the upstream attempts (of sampled requests).
     public let recordsUpstreamAttempts: Bool
+    /// Some hook sends requests of its own (`RequestContext.subrequests`).
+    public let wantsSubrequests: Bool
     /// What starts each request's trace context (the tracing plugin), if the route has one.
     public let tracer: (any RequestTracer)?
     /// When every hook that reads fields reads only named ones (and none changes the request): those
@@ -52,6 +54,7 @@ public struct FilterChain: Sendable {
             && ordered.contains { $0.plugin.hasRequestHook || $0.plugin.hasResponseHook }
         self.tracer = ordered.lazy.compactMap(\.plugin.requestTracer).first
         self.recordsUpstreamAttempts = ordered.contains { $0.plugin.wantsUpstreamAttempts }
+        self.wantsSubrequests = ordered.contains { $0.plugin.wantsSubrequests }
         self.loggers = ordered.map(\.plugin).filter(\.hasLogHook)
         self.responderIndices = ordered.indices.reversed().filter { ordered[$0].plugin.hasResponseHook }
         var names: [HTTPField.Name]? = []

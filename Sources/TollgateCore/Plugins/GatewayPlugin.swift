@@ -67,6 +67,8 @@ public protocol GatewayPlugin: Sendable {
     var wantsPluginTimings: Bool { get }
     /// Whether the log hook reads the upstream attempts (`RequestSummary.attempts`, for trace spans).
     var wantsUpstreamAttempts: Bool { get }
+    /// Whether the hooks send requests of their own (`RequestContext.subrequests` is then set).
+    var wantsSubrequests: Bool { get }
     /// The plugin that starts each request's trace context, if this is one (the tracing plugin).
     var requestTracer: (any RequestTracer)? { get }
     /// For plugins whose response hook only adds fields: the fields it adds, without an
@@ -86,6 +88,7 @@ extension GatewayPlugin {
     public var hasRequestHook: Bool { true }
     public var wantsPluginTimings: Bool { false }
     public var wantsUpstreamAttempts: Bool { false }
+    public var wantsSubrequests: Bool { false }
     public var requestTracer: (any RequestTracer)? { nil }
     public func responseFieldsToAdd(context: inout RequestContext) -> [HTTPField] {
         var response = HTTPResponse(status: .ok)
@@ -128,6 +131,8 @@ public struct LocalResponse: Sendable {
     public var status: HTTPResponse.Status
     public var headerFields: HTTPFields
     public var body: String
+    /// The body as bytes (a cached or binary body); when set it is sent instead of `body`.
+    public var payload: ByteBuffer?
 
     public init(status: HTTPResponse.Status, headerFields: HTTPFields = [:], body: String,
                 contentType: String = "application/json") {
@@ -136,6 +141,17 @@ public struct LocalResponse: Sendable {
         if self.headerFields[.contentType] == nil { self.headerFields[.contentType] = contentType }
         self.body = body
     }
+
+    /// A response with a body of bytes and the fields as given (no content type is added).
+    public init(status: HTTPResponse.Status, headerFields: HTTPFields, payload: ByteBuffer) {
+        self.status = status
+        self.headerFields = headerFields
+        self.body = ""
+        self.payload = payload
+    }
+
+    /// The body's bytes.
+    public var bodyBytes: ByteBuffer { payload ?? ByteBuffer(string: body) }
 
     /// `{"error": message, "request_id": id}`, the body of every error the gateway makes.
     public static func error(_ status: HTTPResponse.Status, _ message: String, requestID: String,

@@ -43,6 +43,11 @@ public struct RequestContext: Sendable {
     public var authFailure: String?
     /// `HIT`, `MISS`... once a cache plugin looked the request up.
     public var cacheStatus: String?
+    /// Stages the response body passes before it reaches the client (compression, the cache's
+    /// recorder), added by response hooks.
+    public var responseFilters: [any ResponseBodyFilter] = []
+    /// How plugins that asked (`wantsSubrequests`) send requests of their own to the route's service.
+    public var subrequests: (any SubrequestClient)?
     /// The W3C trace context of this request, once the tracing plugin read or made it.
     public var trace: TraceContext?
     /// Nanoseconds each plugin of the chain spent in its request and response hooks, by chain index;

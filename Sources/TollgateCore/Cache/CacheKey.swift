@@ -1,0 +1,137 @@
+import HTTPTypes
+
+/// How a cache names a request: which parts go into its key, and how the query is normalized.
+public struct CacheKeySpec: Sendable, Equatable {
+    public enum Part: Sendable, Equatable {
+        case method
+        case host
+        case path
+        case query
+        case header(HTTPField.Name)
+        case consumer
+    }
+
+    public var parts: [Part]
+    /// Only these query parameters count (nil: all but the ignored ones).
+    public var queryParameters: Set<String>?
+    public var ignoredQueryParameters: Set<String>
+
+    public init(parts: [Part] = [.method, .host, .path, .query], queryParameters: Set<String>? = nil,
+                ignoredQueryParameters: Set<String> = []) {
+        self.parts = parts
+        self.queryParameters = queryParameters
+        self.ignoredQueryParameters = ignoredQueryParameters
+    }
+
+    /// The key of a request. HEAD shares GET's key (a stored GET answers a HEAD).
+    public func key(method: HTTPRequest.Method, host: String?, path: String, query: Substring?, fields: HTTPFields,
+                    consumer: String?) -> String {
+        var key = ""
+        key.reserveCapacity(path.utf8.count + 32)
+        for part in parts {
+            if !key.isEmpty { key += "|" }
+            switch part {
+            case .method: key += method == .head ? "GET" : method.rawValue
+            case .host: key += (host.map(Self.normalizedHost) ?? "")
+            case .path: key += path
+            case .query: key += query.map { normalizedQuery($0) } ?? ""
+            case .header(let name): key += name.canonicalName + "=" + (fields[values: name].joined(separator: ","))
+            case .consumer: key += "c=" + (consumer ?? "")
+            }
+        }
+        return key
+    }
+
+    /// The query's parameters sorted (by name, then value), without empty ones, and filtered by the
+    /// include or ignore lists: `?b=2&a=1` and `?a=1&b=2` name the same response.
+    public func normalizedQuery(_ query: Substring) -> String {
+        var pairs: [(Substring, Substring)] = []
+        for item in query.split(separator: "&") where !item.isEmpty {
+            let name: Substring
+            let value: Substring
+            if let equals = item.firstIndex(of: "=") {
+                name = item[..<equals]
+                value = item[item.index(after: equals)...]
+            } else {
+                name = item
+                value = ""
+            }
+            if let only = queryParameters, !only.contains(String(name)) { continue }
+            if ignoredQueryParameters.contains(String(name)) { continue }
+            pairs.append((name, value))
+        }
+        if pairs.count > 1 { pairs.sort { $0.0 != $1.0 ? $0.0 < $1.0 : $0.1 < $1.1 } }
+        return pairs.map { $0.1.isEmpty ? String($0.0) : "\($0.0)=\($0.1)" }.joined(separator: "&")
+    }
+
+    static func normalizedHost(_ host: String) -> String {
+        var host = Substring(host)
+        if !host.hasPrefix("["), let colon = host.lastIndex(of: ":") { host = host[..<colon] }
+        return host.lowercased()
+    }
+
+    /// The key of one variant, for responses that vary by `names` (their `Vary`): the primary key
+    /// and the request's values of those fields, whitespace-normalized. `Accept-Encoding` counts as
+    /// the coding it selects (`br`, `gzip`, `deflate` or `identity`), so clients that accept the same
+    /// coding share a variant.
+    public static func variantKey(primary: String, names: [String], fields: HTTPFields) -> String {
+        var key = primary + "|vary"
+        for name in names {
+            key += "|" + name + "="
+            guard let fieldName = HTTPField.Name(name) else { continue }
+            if fieldName == .acceptEncoding {
+                key += AcceptEncoding.preferred(fields[values: .acceptEncoding], among: AcceptEncoding.cacheCodings)
+                continue
+            }
+            let value = fields[values: fieldName].joined(separator: ",")
+            key += value.split(whereSeparator: { $0 == " " || $0 == "\t" }).joined(separator: " ")
+        }
+        return key
+    }
+
+    /// The lowercased field names of a response's `Vary`, sorted (nil: it does not vary).
+    public static func varyNames(_ fields: HTTPFields) -> [String]? {
+        let names = fields[values: .vary].flatMap { $0.split(separator: ",") }.map { $0.trimmingSpaces.lowercased() }
+            .filter { !$0.isEmpty }
+        guard !names.isEmpty else { return nil }
+        return Array(Set(names)).sorted()
+    }
+}
+
+/// `Accept-Encoding` negotiation (RFC 9110 section 12.5.3).
+public enum AcceptEncoding {
+    /// The codings a cache tells apart.
+    public static let cacheCodings = ["br", "gzip", "deflate"]
+
+    /// The coding to use among `supported` (in the server's order of preference): the one with the
+    /// highest q-value the client gives (a `*` covers codings it does not name); `identity` when none is
+    /// acceptable or the header is absent.
+    public static func preferred(_ values: [String], among supported: [String]) -> String {
+        guard !values.isEmpty else { return "identity" }
+        var weights: [String: Double] = [:]
+        var wildcard: Double?
+        for value in values {
+            for item in value.split(separator: ",") {
+                let parts = item.split(separator: ";")
+                guard let first = parts.first else { continue }
+                let coding = first.trimmingSpaces.lowercased()
+                var q = 1.0
+                for parameter in parts.dropFirst() {
+                    let text = parameter.trimmingSpaces
+                    if text.lowercased().hasPrefix("q="), let parsed = Double(text.dropFirst(2)) { q = min(1, max(0, parsed)) }
+                }
+                if coding == "*" { wildcard = q } else if coding == "x-gzip" { weights["gzip"] = q } else { weights[coding] = q }
+            }
+        }
+        var best = "identity"
+        var bestQ = 0.0
+        for coding in supported {
+            let q = weights[coding] ?? wildcard ?? 0
+            if q > bestQ {
+                best = coding
+                bestQ = q
+            }
+        }
+        return best
+    }
+}

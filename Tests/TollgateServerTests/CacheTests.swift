@@ -1,0 +1,229 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import Testing
+import TollgateTesting
+
+/// The proxy-cache plugin through the proxy, with a real upstream whose answers say how to cache them.
+@Suite struct CacheTests {
+    static func config(_ plugin: String = "{}") -> String {
+        """
+        services:
+          api: {targets: [{url: "$UPSTREAM0"}]}
+        routes:
+          - match: {paths: ["/*"]}
+            service: api
+            plugins: [{name: proxy-cache, config: \(plugin)}]
+        """
+    }
+
+    /// Answers by path; bodies carry a per-path counter so a test can tell a cached answer from a new one.
+    static func origin() -> StubUpstream.Responder {
+        let counts = NIOLockedValueBox([String: Int]())
+        return { request in
+            let uri = request.head.uri
+            let path = String(uri.split(separator: "?").first ?? "")
+            let n = counts.withLockedValue { counts -> Int in
+                counts[path, default: 0] += 1
+                return counts[path]!
+            }
+            func answer(_ body: String, _ headers: [(String, String)], status: HTTPResponseStatus = .ok) -> StubResponse {
+                var fields = HTTPHeaders([("Content-Type", "text/plain")])
+                for (name, value) in headers { fields.add(name: name, value: value) }
+                return StubResponse(status: status, headers: fields, body: .bytes(body))
+            }
+            switch path {
+            case "/fresh":
+                return answer("fresh-\(n)", [("Cache-Control", "max-age=60"), ("ETag", "\"f\(n)\"")])
+            case "/vary":
+                let language = request.head.headers.first(name: "Accept-Language") ?? "none"
+                return answer("lang-\(language)-\(n)", [("Cache-Control", "max-age=60"), ("Vary", "Accept-Language")])
+            case "/etag":
+                if request.head.headers.first(name: "If-None-Match") == "\"v1\"" {
+                    return StubResponse(status: .notModified, headers: ["ETag": "\"v1\"", "Cache-Control": "max-age=0", "X-Refreshed": "\(n)"],
+                                        body: .bytes(""))
+                }
+                return answer("etag-body-\(n)", [("Cache-Control", "max-age=0"), ("ETag", "\"v1\"")])
+            case "/swr":
+                return answer("swr-\(n)", [("Cache-Control", "max-age=5, stale-while-revalidate=60"), ("Age", "10")])
+            case "/sie":
+                if n > 1 { return answer("broken", [], status: .internalServerError) }
+                return answer("sie-\(n)", [("Cache-Control", "max-age=5, stale-if-error=60"), ("Age", "10")])
+            case "/slow":
+                var fields = HTTPHeaders([("Content-Type", "text/plain"), ("Cache-Control", "max-age=60")])
+                fields.add(name: "X-N", value: "\(n)")
+                return StubResponse(headers: fields, body: .delayed(.milliseconds(400), "slow-\(n)"))
+            case "/tagged", "/tagged2":
+                return answer("\(path)-\(n)", [("Cache-Control", "max-age=60"), ("Surrogate-Key", "t1 t2")])
+            case "/nostore":
+                return answer("nostore-\(n)", [("Cache-Control", "no-store")])
+            case "/private":
+                return answer("private-\(n)", [("Cache-Control", "private, max-age=60")])
+            default:
+                return answer("other-\(n)", [("Cache-Control", "max-age=60")])
+            }
+        }
+    }
+
+    static func hits(_ harness: Harness, _ path: String) -> Int {
+        harness.upstreams[0].requests.filter { $0.head.uri.hasPrefix(path) }.count
+    }
+
+    @Test func missThenHitWithAge() async throws {
+        try await Harness.with(Self.config(), upstreams: [Self.origin()]) { harness in
+            let first = try await harness.get("/fresh")
+            let second = try await harness.get("/fresh")
+            #expect(first.text.header("x-cache") == "MISS")
+            #expect(second.text.header("x-cache") == "HIT")
+            #expect(first.lastBody == "fresh-1" && second.lastBody == "fresh-1")
+            #expect(second.text.header("age").flatMap(Int.init).map { $0 >= 0 && $0 < 5 } == true)
+            #expect(second.text.header("content-length") == "7")
+            #expect(second.text.header("etag") == "\"f1\"")
+            #expect(Self.hits(harness, "/fresh") == 1)
+            // HEAD is answered from the stored GET, without a body.
+            let head = try await harness.send("HEAD /fresh HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+            #expect(head.statuses == [200] && head.text.header("x-cache") == "HIT" && head.lastBody.isEmpty)
+            // The query is normalized: the same parameters in another order are the same response.
+            _ = try await harness.get("/other?b=2&a=1")
+            let reordered = try await harness.get("/other?a=1&b=2")
+            #expect(reordered.text.header("x-cache") == "HIT")
+            // A client's conditional request is answered from the cache.
+            let conditional = try await harness.get("/fresh", headers: ["If-None-Match: \"f1\""])
+            #expect(conditional.statuses == [304] && conditional.text.header("etag") == "\"f1\"")
+            #expect(conditional.text.header("content-length") == nil)
+            #expect(Self.hits(harness, "/fresh") == 1)
+        }
+    }
+
+    @Test func variantsPerVaryField() async throws {
+        try await Harness.with(Self.config(), upstreams: [Self.origin()]) { harness in
+            let de = try await harness.get("/vary", headers: ["Accept-Language: de"])
+            let en = try await harness.get("/vary", headers: ["Accept-Language: en"])
+            let deAgain = try await harness.get("/vary", headers: ["Accept-Language: de"])
+            let enAgain = try await harness.get("/vary", headers: ["Accept-Language: en"])
+            #expect(de.lastBody == "lang-de-1" && en.lastBody == "lang-en-2")
+            #expect(deAgain.lastBody == "lang-de-1" && deAgain.text.header("x-cache") == "HIT")
+            #expect(enAgain.lastBody == "lang-en-2" && enAgain.text.header("x-cache") == "HIT")
+            #expect(Self.hits(harness, "/vary") == 2)
+        }
+    }
+
+    @Test func revalidationWith304RefreshesTheStoredResponse() async throws {
+        try await Harness.with(Self.config(), upstreams: [Self.origin()]) { harness in
+            let first = try await harness.get("/etag")
+            let second = try await harness.get("/etag")
+            #expect(first.text.header("x-cache") == "MISS" && first.lastBody == "etag-body-1")
+            #expect(second.statuses == [200])
+            #expect(second.text.header("x-cache") == "REVALIDATED")
+            #expect(second.lastBody == "etag-body-1")
+            #expect(second.text.header("x-refreshed") == "2")   // fields of the 304 replace the stored ones
+            let asked = harness.upstreams[0].requests.filter { $0.head.uri == "/etag" }
+            #expect(asked.count == 2 && asked[1].head.headers.first(name: "If-None-Match") == "\"v1\"")
+            // The client's own condition is answered from the refreshed response.
+            let conditional = try await harness.get("/etag", headers: ["If-None-Match: \"v1\""])
+            #expect(conditional.statuses == [304] && conditional.text.header("x-cache") == "REVALIDATED")
+        }
+    }
+
+    @Test func staleWhileRevalidateServesAndRefreshes() async throws {
+        try await Harness.with(Self.config(), upstreams: [Self.origin()]) { harness in
+            _ = try await harness.get("/swr")   // stored already stale (Age 10 > max-age 5)
+            let stale = try await harness.get("/swr")
+            #expect(stale.text.header("x-cache") == "STALE" && stale.lastBody == "swr-1")
+            // The refresh runs in the background.
+            var refreshed = false
+            for _ in 0..<100 where !refreshed {
+                try await Task.sleep(for: .milliseconds(20))
+                refreshed = Self.hits(harness, "/swr") == 2
+            }
+            #expect(refreshed)
+            var newBody = ""
+            for _ in 0..<50 where newBody != "swr-2" {
+                newBody = try await harness.get("/swr").lastBody
+                if newBody != "swr-2" { try await Task.sleep(for: .milliseconds(20)) }
+            }
+            #expect(newBody == "swr-2")
+        }
+    }
+
+    @Test func staleIfErrorServesTheStoredResponse() async throws {
+        try await Harness.with(Self.config(), upstreams: [Self.origin()]) { harness in
+            _ = try await harness.get("/sie")
+            let answer = try await harness.get("/sie")   // the upstream now fails with 500
+            #expect(answer.statuses == [200])
+            #expect(answer.text.header("x-cache") == "STALE")
+            #expect(answer.lastBody == "sie-1")
+            #expect(Self.hits(harness, "/sie") == 2)
+        }
+    }
+
+    @Test func concurrentMissesCollapseIntoOneUpstreamRequest() async throws {
+        try await Harness.with(Self.config(), upstreams: [Self.origin()]) { harness in
+            let bodies = try await withThrowingTaskGroup(of: String.self) { group in
+                for _ in 0..<100 { group.addTask { try await harness.get("/slow", ).lastBody } }
+                var all: [String] = []
+                for try await body in group { all.append(body) }
+                return all
+            }
+            #expect(bodies.count == 100)
+            #expect(Set(bodies) == ["slow-1"])
+            #expect(Self.hits(harness, "/slow") == 1)
+        }
+    }
+
+    @Test func unsafeMethodsInvalidateAndPurgeByTag() async throws {
+        try await Harness.with(Self.config(#"{purge_allow: ["127.0.0.1/32", "::1"]}"#), upstreams: [Self.origin()]) { harness in
+            _ = try await harness.get("/fresh")
+            #expect(try await harness.get("/fresh").text.header("x-cache") == "HIT")
+            let post = try await harness.send("POST /fresh HTTP/1.1\r\nHost: test\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi")
+            #expect(post.statuses == [200] && post.text.header("x-cache") == "BYPASS")
+            let after = try await harness.get("/fresh")
+            #expect(after.text.header("x-cache") == "MISS" && after.lastBody == "fresh-3")
+
+            _ = try await harness.get("/tagged")
+            _ = try await harness.get("/tagged2")
+            #expect(try await harness.get("/tagged").text.header("x-cache") == "HIT")
+            let purge = try await harness.send("PURGE /anything HTTP/1.1\r\nHost: test\r\nSurrogate-Key: t2\r\nConnection: close\r\n\r\n")
+            #expect(purge.statuses == [200] && purge.lastBody == #"{"purged":2}"#)
+            #expect(try await harness.get("/tagged").text.header("x-cache") == "MISS")
+            #expect(try await harness.get("/tagged2").text.header("x-cache") == "MISS")
+            // By URL, and by URL prefix.
+            let byURL = try await harness.send("PURGE /tagged HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+            #expect(byURL.lastBody == #"{"purged":1}"#)
+            let byPrefix = try await harness.send("PURGE /tag* HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+            #expect(byPrefix.lastBody == #"{"purged":1}"#)
+            #expect(try await harness.get("/tagged2").text.header("x-cache") == "MISS")
+        }
+    }
+
+    @Test func purgeIsRefusedFromOtherAddresses() async throws {
+        try await Harness.with(Self.config(#"{purge_allow: ["10.0.0.0/8"]}"#), upstreams: [Self.origin()]) { harness in
+            _ = try await harness.get("/fresh")
+            let purge = try await harness.send("PURGE /fresh HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+            #expect(purge.statuses == [403] && purge.lastBody.contains("not allowed"))
+            #expect(try await harness.get("/fresh").text.header("x-cache") == "HIT")
+        }
+    }
+
+    @Test func whatIsNeverCached() async throws {
+        try await Harness.with(Self.config(), upstreams: [Self.origin()]) { harness in
+            for path in ["/nostore", "/private"] {
+                _ = try await harness.get(path)
+                #expect(try await harness.get(path).text.header("x-cache") == "MISS")
+                #expect(Self.hits(harness, path) == 2)
+            }
+            // Authorization: not stored unless the response allows it.
+            _ = try await harness.get("/other1", headers: ["Authorization: Bearer x"])
+            #expect(try await harness.get("/other1", headers: ["Authorization: Bearer x"]).text.header("x-cache") == "MISS")
+            // Range requests and no-store requests pass by the cache.
+            _ = try await harness.get("/other2")
+            let range = try await harness.get("/other2", headers: ["Range: bytes=0-1"])
+            #expect(range.text.header("x-cache") == "BYPASS")
+            let noStore = try await harness.get("/other2", headers: ["Cache-Control: no-store"])
+            #expect(noStore.text.header("x-cache") == "BYPASS")
+            // only-if-cached: 504 when not stored.
+            let onlyIfCached = try await harness.get("/other3", headers: ["Cache-Control: only-if-cached"])
+            #expect(onlyIfCached.statuses == [504])
+        }
+    }
+}
