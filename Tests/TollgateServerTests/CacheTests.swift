@@ -227,3 +227,83 @@ import TollgateTesting
         }
     }
 }
+
+/// The shared stores: two gateways with one Redis (or one Memcached) answer each other's misses.
+@Suite struct SharedCacheStoreTests {
+    static func config(_ top: String, _ plugin: String) -> String {
+        """
+        \(top)
+        services:
+          api: {targets: [{url: "$UPSTREAM0"}]}
+        routes:
+          - match: {paths: ["/*"]}
+            service: api
+            plugins: [{name: proxy-cache, config: \(plugin)}]
+        """
+    }
+
+    /// Gateway A stores, gateway B hits; a purge through B is seen by A.
+    static func sharedBetweenTwoGateways(_ config: String, prefixPurge: Bool) async throws {
+        try await Harness.with(config, upstreams: [CacheTests.origin()]) { a in
+            let url = a.upstreams[0].url
+            try await Harness.with(config.replacingOccurrences(of: "$UPSTREAM0", with: url), upstreams: []) { b in
+                let first = try await a.get("/tagged")
+                #expect(first.text.header("x-cache") == "MISS")
+                try await Task.sleep(for: .milliseconds(100))   // the store's write is fire and forget
+                let fromB = try await b.get("/tagged")
+                #expect(fromB.text.header("x-cache") == "HIT" && fromB.lastBody == "/tagged-1")
+                let vary = try await a.get("/vary", headers: ["Accept-Language: fr"])
+                try await Task.sleep(for: .milliseconds(100))
+                let varyB = try await b.get("/vary", headers: ["Accept-Language: fr"])
+                #expect(varyB.text.header("x-cache") == "HIT" && varyB.lastBody == vary.lastBody)
+                #expect(try await b.get("/vary", headers: ["Accept-Language: it"]).text.header("x-cache") == "MISS")
+
+                let purge = try await b.send("PURGE /x HTTP/1.1\r\nHost: test\r\nSurrogate-Key: t1\r\nConnection: close\r\n\r\n")
+                #expect(purge.statuses == [200] && purge.lastBody == #"{"purged":1}"#)
+                #expect(try await a.get("/tagged").text.header("x-cache") == "MISS")
+                #expect(CacheTests.hits(a, "/tagged") == 2)
+
+                _ = try await a.get("/fresh")
+                try await Task.sleep(for: .milliseconds(100))
+                let post = try await b.send("DELETE /fresh HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+                #expect(post.statuses == [200])
+                try await Task.sleep(for: .milliseconds(50))
+                #expect(try await a.get("/fresh").text.header("x-cache") == "MISS")
+
+                let prefix = try await b.send("PURGE /fre* HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+                #expect(prefix.statuses == (prefixPurge ? [200] : [503]))
+            }
+        }
+    }
+
+    @Test func redisStoreIsShared() async throws {
+        let redis = try await RedisServer()
+        defer { redis.stop() }
+        try await Self.sharedBetweenTwoGateways(
+            Self.config("cluster: {redis: \"\(redis.url)\"}", #"{store: redis, purge_allow: ["127.0.0.1/32"]}"#), prefixPurge: true)
+    }
+
+    @Test func memcachedStoreIsShared() async throws {
+        let memcached = try await MemcachedServer()
+        defer { memcached.stop() }
+        try await Self.sharedBetweenTwoGateways(
+            Self.config("", #"{store: memcached, memcached: {servers: ["\#(memcached.server)"]}, purge_allow: ["127.0.0.1/32"]}"#),
+            prefixPurge: false)
+    }
+
+    /// A store that cannot be reached is no error for clients: every request passes through.
+    @Test(arguments: ["redis", "memcached"])
+    func storeDownPassesThrough(_ kind: String) async throws {
+        let closed = ClosedPort()
+        let config = kind == "redis"
+            ? Self.config("cluster: {redis: {url: \"redis://127.0.0.1:\(closed.port)\", timeout: 100ms}}", "{store: redis}")
+            : Self.config("", #"{store: memcached, memcached: {servers: ["127.0.0.1:\#(closed.port)"], timeout: 100ms}}"#)
+        try await Harness.with(config, upstreams: [CacheTests.origin()]) { harness in
+            for n in 1...3 {
+                let answer = try await harness.get("/fresh")
+                #expect(answer.statuses == [200] && answer.lastBody == "fresh-\(n)")
+                #expect(answer.text.header("x-cache") == "MISS")
+            }
+        }
+    }
+}

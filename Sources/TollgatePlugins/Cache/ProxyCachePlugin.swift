@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import Synchronization
 import TollgateCore
+import TollgateObservability
 import TollgateRedis
 
 /// A shared HTTP cache in front of the upstream (RFC 9111): fresh responses are answered from the
@@ -115,8 +116,9 @@ public struct ProxyCachePlugin: GatewayPlugin {
         self.configuration = configuration
         let identity = "proxy-cache|\(configuration.scope)|\(configuration.store.rawValue)|\(configuration.maxSize)"
             + "|\(configuration.memcached.servers)|\(configuration.redis?.url ?? "")"
+        let metrics = GatewayMetrics.of(configuration.state)   // not inside `value`'s closure: one lock
         self.cache = configuration.state.value(for: identity) {
-            ResponseCache(store: Self.makeStore(configuration), scope: configuration.scope)
+            ResponseCache(store: Self.makeStore(configuration), scope: configuration.scope, metrics: metrics)
         }
     }
 
@@ -527,9 +529,25 @@ final class ResponseCache: Sendable {
     private let lastFailureLog = Mutex<Int64>(0)
     private static let logger = Logger(label: "tollgate.proxy-cache")
 
-    init(store: any CacheStore, scope: String) {
+    let metrics: GatewayMetrics
+
+    init(store: any CacheStore, scope: String, metrics: GatewayMetrics) {
         self.store = store
         self.scope = scope
+        self.metrics = metrics
+        if let memory = store as? MemoryCacheStore {
+            // Kept for the gateway's life, like the cache itself (it outlives reloads).
+            _ = metrics.addCollector { [weak memory] in
+                guard let memory else { return [] }
+                let labels = [("scope", scope)]
+                return [
+                    .init(name: "tollgate_cache_bytes", help: "Bytes the memory cache holds (counted against max_size)",
+                          labels: labels, value: Double(memory.bytes)),
+                    .init(name: "tollgate_cache_entries", help: "Responses (and variant lists) the memory cache holds",
+                          labels: labels, value: Double(memory.count)),
+                ]
+            }
+        }
     }
 
     func put(_ key: String, _ record: CacheRecord, now: Int64, on loop: (any EventLoop)?, retention: Int64? = nil) {
@@ -545,6 +563,7 @@ final class ResponseCache: Sendable {
     /// A store that could not answer: counted, and logged at most once a minute.
     func storeFailed(_ error: any Error) {
         storeErrors.wrappingIncrement(ordering: .relaxed)
+        metrics.counter("tollgate_cache_store_errors_total", [("store", store.kind)]).increment()
         let now = WallClock.milliseconds()
         let log = lastFailureLog.withLock { last -> Bool in
             guard now - last >= 60_000 else { return false }

@@ -1,0 +1,86 @@
+import Foundation
+import NIOCore
+import NIOPosix
+
+public enum MemcachedServerError: Error {
+    case didNotStart
+}
+
+/// A memcached of the tests' own on a free loopback port (TCP only), stopped afterwards. Ready means
+/// it answers `version`; a port taken meanwhile by another test's server makes it try another.
+public final class MemcachedServer: @unchecked Sendable {
+    public private(set) var port: Int = 0
+    private var process: Process?
+
+    public init() async throws {
+        for _ in 0..<10 {
+            port = try await Self.freePort()
+            if try await launch() { return }
+        }
+        throw MemcachedServerError.didNotStart
+    }
+
+    private static func freePort() async throws -> Int {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let probe = try await ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0).get()
+        let port = probe.localAddress!.port!
+        try await probe.close()
+        try await group.shutdownGracefully()
+        return port
+    }
+
+    private func launch() async throws -> Bool {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/memcached")
+        // -A: the `shutdown` command stops it (signals through Process proved unreliable from tasks).
+        process.arguments = ["-l", "127.0.0.1", "-p", String(port), "-U", "0", "-m", "64", "-A", "-u", "root"]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        for _ in 0..<300 {
+            if !process.isRunning { return false }
+            if exchange("version\r\n")?.hasPrefix("VERSION") == true {
+                self.process = process
+                return true
+            }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        process.terminate()
+        return false
+    }
+
+    /// One connection: `text` sent, the first reply read (within 200 ms).
+    private func exchange(_ text: String) -> String? {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var timeout = timeval(tv_sec: 0, tv_usec: 200_000)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { return nil }
+        let bytes = Array(text.utf8)
+        _ = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
+        var buffer = [UInt8](repeating: 0, count: 256)
+        let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        return count > 0 ? String(decoding: buffer[0..<count], as: UTF8.self) : nil
+    }
+
+    public func stop() {
+        guard let process else { return }
+        self.process = nil
+        _ = exchange("shutdown\r\n")
+        for _ in 0..<100 where process.isRunning { usleep(10_000) }
+        if process.isRunning { process.terminate() }
+    }
+
+    /// `127.0.0.1:PORT`.
+    public var server: String { "127.0.0.1:\(port)" }
+
+    deinit { stop() }
+}
