@@ -71,10 +71,15 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // zlib and brotli from Debian (zlib1g-dev, libbrotli-dev).
+        .systemLibrary(name: "CTollgateZlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CTollgateBrotli", providers: [.apt(["libbrotli-dev"])]),
         .target(
             name: "TollgatePlugins",
             dependencies: [
                 "TollgateCore",
+                "CTollgateZlib",
+                "CTollgateBrotli",
                 "TollgateRedis",
                 "TollgateObservability",
                 .product(name: "HTTPTypes", package: "swift-http-types"),

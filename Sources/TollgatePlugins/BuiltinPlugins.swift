@@ -25,6 +25,7 @@ public enum BuiltinPlugins {
             PluginFactory(PrometheusPlugin.self),
             PluginFactory(OpenTelemetryPlugin.self),
             PluginFactory(ProxyCachePlugin.self),
+            PluginFactory(CompressionPlugin.self),
         ])
         registry.registerCredential(kind: "key_auth", parser: KeyCredential.parse)
         registry.registerCredential(kind: "basic_auth", parser: BasicCredential.parse)

@@ -168,6 +168,11 @@ extension ProxyHandler {
         for var part in exchange.pendingBody { body.writeBuffer(&part) }
         var request = waiter.request
         let decision = waiter.then(&request, &exchange.context, body)
+        if let replacement = exchange.context.replacementRequestBody {
+            exchange.context.replacementRequestBody = nil
+            exchange.pendingBody = replacement.readableBytes > 0 ? [replacement] : []
+            if exchange.retryBody != nil { exchange.retryBody = exchange.pendingBody }
+        }
         resume(&request, exchange: exchange, index: waiter.index, result: .success(decision))
     }
 

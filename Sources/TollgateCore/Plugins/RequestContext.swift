@@ -46,6 +46,9 @@ public struct RequestContext: Sendable {
     /// Stages the response body passes before it reaches the client (compression, the cache's
     /// recorder), added by response hooks.
     public var responseFilters: [any ResponseBodyFilter] = []
+    /// Set by a `readBody` continuation: the body that goes upstream instead of the one read (a
+    /// decompressed request body). The continuation fixes the framing fields to match.
+    public var replacementRequestBody: ByteBuffer?
     /// How plugins that asked (`wantsSubrequests`) send requests of their own to the route's service.
     public var subrequests: (any SubrequestClient)?
     /// The W3C trace context of this request, once the tracing plugin read or made it.

@@ -1,0 +1,197 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import Testing
+import TollgateTesting
+
+/// The compression plugin through the proxy; bodies are decoded by independent decoders (Python's
+/// zlib/gzip and the brotli module), which also act as the HTTP client.
+@Suite struct CompressionTests {
+    /// A text body that compresses well but not trivially.
+    static let text: String = (0..<600).map { #"{"id":\#($0),"name":"item \#($0 * 7919 % 1000)","tags":["a","b"]},"# }.joined()
+
+    static func origin(_ request: StubRequest) -> StubResponse {
+        let path = String(request.head.uri.split(separator: "?").first ?? "")
+        var headers = HTTPHeaders([("Content-Type", "application/json; charset=utf-8")])
+        switch path {
+        case "/small": return StubResponse(headers: headers, body: .bytes("{\"ok\":true}"))
+        case "/png":
+            headers.replaceOrAdd(name: "Content-Type", value: "image/png")
+        case "/encoded":
+            headers.add(name: "Content-Encoding", value: "gzip")
+            return StubResponse(headers: headers, body: .bytes("not really gzip, passed on untouched"))
+        case "/notransform":
+            headers.add(name: "Cache-Control", value: "no-transform")
+        case "/etag":
+            headers.add(name: "ETag", value: "\"abc\"")
+        case "/stream":
+            headers.replaceOrAdd(name: "Content-Type", value: "text/plain")
+            return StubResponse(headers: headers, body: .stream(count: 3 << 20, chunked: true))
+        case "/cached":
+            headers.add(name: "Cache-Control", value: "max-age=60")
+            headers.add(name: "X-Upstream", value: "yes")
+        case "/echo-length":
+            return StubResponse(headers: headers, body: .bytes("{\"received\":\(request.bodyLength),\"md5\":\"\(request.bodyString.utf8.count)\"}"))
+        default: break
+        }
+        return StubResponse(headers: headers, body: .bytes(text))
+    }
+
+    static func config(_ plugins: String = "[{name: compression, config: {encodings: [br, gzip, deflate]}}]") -> String {
+        """
+        services:
+          api: {targets: [{url: "$UPSTREAM0"}]}
+        routes:
+          - match: {paths: ["/*"]}
+            service: api
+            plugins: \(plugins)
+        """
+    }
+
+    struct Fetched: Sendable {
+        var status: Int
+        var headers: [String: String]
+        /// The body as it came, and decoded by its Content-Encoding.
+        var rawLength: Int
+        var body: Data
+        var chunked: Bool
+    }
+
+    /// One request through Python's http.client; the body decoded with zlib / gzip / brotli.
+    static func fetch(_ port: Int, _ path: String, method: String = "GET", headers: [String: String] = [:],
+                      body: Data? = nil) async throws -> Fetched {
+        let request: [String: Any] = ["port": port, "path": path, "method": method, "headers": headers,
+                                      "body": body?.base64EncodedString() ?? ""]
+        let script = #"""
+        import base64, brotli, gzip, http.client, json, sys, zlib
+        r = json.load(sys.stdin)
+        c = http.client.HTTPConnection("127.0.0.1", r["port"], timeout=10)
+        body = base64.b64decode(r["body"]) if r["body"] else None
+        c.request(r["method"], r["path"], body=body, headers=r["headers"])
+        resp = c.getresponse()
+        raw = resp.read()
+        enc = resp.getheader("Content-Encoding", "")
+        try:
+            if enc == "gzip": data = gzip.decompress(raw)
+            elif enc == "br": data = brotli.decompress(raw)
+            elif enc == "deflate": data = zlib.decompress(raw)
+            else: data = raw
+        except Exception:
+            data = raw   # not what it claims (the test's fake gzip body)
+        print(json.dumps({"status": resp.status, "headers": {k.lower(): v for k, v in resp.getheaders()},
+                          "raw_length": len(raw), "body": base64.b64encode(data).decode(), "chunked": resp.chunked}))
+        """#
+        let output = try await Python.run(script, input: try JSONSerialization.data(withJSONObject: request))
+        let json = try JSONSerialization.jsonObject(with: Data(output.utf8)) as! [String: Any]
+        return Fetched(status: json["status"] as! Int, headers: json["headers"] as! [String: String],
+                       rawLength: json["raw_length"] as! Int, body: Data(base64Encoded: json["body"] as! String)!,
+                       chunked: json["chunked"] as! Bool)
+    }
+
+    @Test(arguments: [("gzip", "gzip"), ("br;q=1, gzip;q=0.8", "br"), ("deflate", "deflate"), ("gzip;q=0.2, deflate;q=0.9", "deflate"),
+                      ("*", "br"), ("br;q=0, *;q=0.5", "gzip")])
+    func roundTrips(_ accept: String, _ expected: String) async throws {
+        try await Harness.with(Self.config(), upstreams: [Self.origin]) { harness in
+            let answer = try await Self.fetch(harness.port, "/text", headers: ["Accept-Encoding": accept])
+            #expect(answer.status == 200)
+            #expect(answer.headers["content-encoding"] == expected)
+            #expect(answer.headers["vary"]?.lowercased().contains("accept-encoding") == true)
+            #expect(answer.headers["content-length"] == nil && answer.chunked)
+            #expect(String(decoding: answer.body, as: UTF8.self) == Self.text)
+            #expect(answer.rawLength < Self.text.utf8.count / 4, "\(answer.rawLength)")
+        }
+    }
+
+    @Test func whatIsLeftAlone() async throws {
+        try await Harness.with(Self.config(), upstreams: [Self.origin]) { harness in
+            let gzip = ["Accept-Encoding": "gzip, br"]
+            let identity = try await Self.fetch(harness.port, "/text")
+            #expect(identity.headers["content-encoding"] == nil && identity.headers["vary"] == "Accept-Encoding")
+            #expect(String(decoding: identity.body, as: UTF8.self) == Self.text)
+            let small = try await Self.fetch(harness.port, "/small", headers: gzip)
+            #expect(small.headers["content-encoding"] == nil && small.headers["content-length"] == "11")
+            let png = try await Self.fetch(harness.port, "/png", headers: gzip)
+            #expect(png.headers["content-encoding"] == nil && png.headers["vary"] == nil)
+            let encoded = try await Self.fetch(harness.port, "/encoded", headers: ["Accept-Encoding": "br"])
+            #expect(encoded.headers["content-encoding"] == "gzip" && encoded.rawLength == 36)   // not compressed twice
+            let noTransform = try await Self.fetch(harness.port, "/notransform", headers: gzip)
+            #expect(noTransform.headers["content-encoding"] == nil)
+            let head = try await Self.fetch(harness.port, "/text", method: "HEAD", headers: gzip)
+            #expect(head.headers["content-encoding"] == nil && head.rawLength == 0)
+            let range = try await Self.fetch(harness.port, "/text", headers: ["Accept-Encoding": "gzip", "Range": "bytes=0-9"])
+            #expect(range.headers["content-encoding"] == nil)
+            let etag = try await Self.fetch(harness.port, "/etag", headers: gzip)
+            #expect(etag.headers["etag"] == "W/\"abc\"" && etag.headers["content-encoding"] == "br")
+            let rejected = try await Self.fetch(harness.port, "/text", headers: ["Accept-Encoding": "gzip;q=0, br;q=0"])
+            #expect(rejected.headers["content-encoding"] == nil)
+        }
+    }
+
+    /// A 3 MB streamed body is compressed as it streams and decodes to what the upstream sent.
+    @Test func streamsLargeBodies() async throws {
+        try await Harness.with(Self.config(), upstreams: [Self.origin]) { harness in
+            for coding in ["gzip", "br"] {
+                let answer = try await Self.fetch(harness.port, "/stream", headers: ["Accept-Encoding": coding])
+                #expect(answer.headers["content-encoding"] == coding)
+                #expect(answer.body.count == 3 << 20 && answer.body.allSatisfy { $0 == UInt8(ascii: "x") })
+                #expect(answer.rawLength < 64 << 10)
+            }
+        }
+    }
+
+    /// The cache stores each coding's variant: a hit is served as stored, never compressed again.
+    @Test func cacheKeepsOneVariantPerCoding() async throws {
+        let plugins = "[{name: proxy-cache, config: {}}, {name: compression, config: {encodings: [br, gzip]}}]"
+        try await Harness.with(Self.config(plugins), upstreams: [Self.origin]) { harness in
+            for coding in ["br", "gzip", "identity"] {
+                let first = try await Self.fetch(harness.port, "/cached", headers: ["Accept-Encoding": coding])
+                let second = try await Self.fetch(harness.port, "/cached", headers: ["Accept-Encoding": coding])
+                #expect(first.headers["x-cache"] == "MISS" && second.headers["x-cache"] == "HIT", "\(coding)")
+                let expected = coding == "identity" ? nil : coding
+                #expect(first.headers["content-encoding"] == expected && second.headers["content-encoding"] == expected)
+                #expect(String(decoding: second.body, as: UTF8.self) == Self.text, "\(coding)")
+                #expect(second.rawLength == first.rawLength)
+            }
+            // Clients that accept the same coding share its variant.
+            let other = try await Self.fetch(harness.port, "/cached", headers: ["Accept-Encoding": "gzip, deflate;q=0.5"])
+            #expect(other.headers["x-cache"] == "HIT" && other.headers["content-encoding"] == "gzip")
+            #expect(harness.upstreams[0].requests.count == 3)
+        }
+    }
+
+    @Test func requestBodiesAreDecompressedWithinALimit() async throws {
+        let plugins = "[{name: compression, config: {decompress_requests: true, max_decompressed_size: 64KB}}]"
+        try await Harness.with(Self.config(plugins), upstreams: [Self.origin]) { harness in
+            let compressed = try await Python.run("""
+                import gzip, sys, base64
+                print(base64.b64encode(gzip.compress(b"a" * 50000)).decode())
+                """)
+            let body = Data(base64Encoded: compressed.trimmingCharacters(in: .whitespacesAndNewlines))!
+            let ok = try await Self.fetch(harness.port, "/echo-length", method: "POST",
+                                          headers: ["Content-Encoding": "gzip", "Content-Type": "text/plain"], body: body)
+            #expect(ok.status == 200)
+            #expect(String(decoding: ok.body, as: UTF8.self).contains(#""received":50000"#))
+            #expect(harness.upstreams[0].requests.last?.head.headers.first(name: "Content-Encoding") == nil)
+
+            let bomb = try await Python.run("""
+                import gzip, base64
+                print(base64.b64encode(gzip.compress(b"\\0" * (10 << 20))).decode())
+                """)
+            let bombBody = Data(base64Encoded: bomb.trimmingCharacters(in: .whitespacesAndNewlines))!
+            #expect(bombBody.count < 20_000)
+            let refused = try await Self.fetch(harness.port, "/echo-length", method: "POST",
+                                               headers: ["Content-Encoding": "gzip"], body: bombBody)
+            #expect(refused.status == 413)
+            #expect(String(decoding: refused.body, as: UTF8.self).contains("decompressed request body larger than"))
+
+            let garbage = try await Self.fetch(harness.port, "/echo-length", method: "POST",
+                                               headers: ["Content-Encoding": "gzip"], body: Data("not gzip".utf8))
+            #expect(garbage.status == 400)
+            let unknown = try await Self.fetch(harness.port, "/echo-length", method: "POST",
+                                               headers: ["Content-Encoding": "zstd"], body: Data("x".utf8))
+            #expect(unknown.status == 415)
+            // The gateway is still fine.
+            #expect(try await Self.fetch(harness.port, "/text").status == 200)
+        }
+    }
+}
