@@ -123,10 +123,10 @@ public final class ProxyServer: Service, Sendable {
             logger.info("listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
         }
         if let admin = snapshot.config.admin {
-            var addresses = [(admin.host, admin.port)]
-            if let host = admin.statusHost, let port = admin.statusPort { addresses.append((host, port)) }
-            for (host, port) in addresses {
-                let server = try await AdminServer.start(host: host, port: port, group: group) { [weak self] in
+            var addresses = [(admin.host, admin.port, false)]
+            if let host = admin.statusHost, let port = admin.statusPort { addresses.append((host, port, true)) }
+            for (host, port, statusOnly) in addresses {
+                let server = try await AdminServer.start(host: host, port: port, group: group, statusOnly: statusOnly) { [weak self] in
                     self?.snapshot ?? snapshot
                 }
                 adminServers.withLockedValue { $0.append(server) }

@@ -1,3 +1,4 @@
+import AsyncHTTPClient
 import ArgumentParser
 import Foundation
 import Logging
@@ -15,7 +16,7 @@ struct Tollgate: AsyncParsableCommand {
         commandName: "tollgate",
         abstract: "An API gateway: routing, versioning, plugins and a streaming reverse proxy, from one YAML file.",
         version: TollgateVersion.current,
-        subcommands: [Run.self, Validate.self, Demo.self, HashPassword.self, Usage.self, Version.self]
+        subcommands: [Run.self, Validate.self, Demo.self, HashPassword.self, Usage.self, Cache.self, Version.self]
     )
 }
 
@@ -146,6 +147,48 @@ struct UsageExport: ParsableCommand {
         case "json": print(UsageLedger.json(rows), terminator: "")
         default: throw ValidationError("--format: expected csv or json")
         }
+    }
+}
+
+struct Cache: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "The response cache of a running gateway.",
+                                                    subcommands: [CachePurgeCommand.self])
+}
+
+struct CachePurgeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "purge",
+        abstract: "Purge cached responses by surrogate key, URL, URL prefix or cache key, through the admin listener.")
+
+    @Option(help: "The running gateway's admin address (admin.address).")
+    var admin = "127.0.0.1:8001"
+
+    @Option(help: "Every response tagged with this surrogate key.")
+    var tag: String?
+
+    @Option(help: "Every stored variant of this URL (path and query, as the client sent it).")
+    var url: String?
+
+    @Option(help: "Every URL starting with this (not on the memcached store).")
+    var prefix: String?
+
+    @Option(help: "One cache key (its variants too).")
+    var key: String?
+
+    func run() async throws {
+        let given = [("tag", tag), ("url", url), ("prefix", prefix), ("key", key)].compactMap { name, value in value.map { (name, $0) } }
+        guard given.count == 1, let (name, value) = given.first else {
+            throw ValidationError("give exactly one of --tag, --url, --prefix or --key")
+        }
+        var allowed = CharacterSet.urlQueryAllowed
+        allowed.remove(charactersIn: "&=+?#")
+        let encoded = value.addingPercentEncoding(withAllowedCharacters: allowed) ?? value
+        var request = HTTPClientRequest(url: "http://\(admin)/cache/purge?\(name)=\(encoded)")
+        request.method = .POST
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
+        let body = try await response.body.collect(upTo: 1 << 20)
+        print(String(buffer: body))
+        guard response.status == .ok else { throw ExitCode(1) }
     }
 }
 

@@ -203,6 +203,25 @@ import TollgateTesting
         try channel.close().wait()
         return port
     }
+    /// `tollgate cache purge` against a running gateway's admin listener.
+    @Test func cachePurgeThroughTheAdminListener() async throws {
+        try #require(FileManager.default.fileExists(atPath: Self.binary.path), "build the tollgate product first")
+        let config = "admin: {address: \"127.0.0.1:0\"}\n" + CacheTests.config()
+        try await Harness.with(config, upstreams: [CacheTests.origin()]) { harness in
+            let admin = "127.0.0.1:\(harness.server.adminAddresses[0].port!)"
+            _ = try await harness.get("/tagged")
+            #expect(try await harness.get("/tagged").text.header("x-cache") == "HIT")
+            let purged = try await run(["cache", "purge", "--admin", admin, "--tag", "t1"])
+            #expect(purged.status == 0 && purged.output.contains(#"{"purged":1}"#), "\(purged.output)")
+            #expect(try await harness.get("/tagged").text.header("x-cache") == "MISS")
+            let both = try await run(["cache", "purge", "--admin", admin, "--tag", "t1", "--url", "/x"])
+            #expect(both.status != 0 && both.output.contains("exactly one"))
+            // The admin API itself: a bad request, and URL purges with encoded characters.
+            _ = try await harness.get("/fresh?a=1&b=2")
+            let url = try await run(["cache", "purge", "--admin", admin, "--url", "/fresh?a=1&b=2"])
+            #expect(url.status == 0 && url.output.contains(#"{"purged":1}"#), "\(url.output)")
+        }
+    }
 }
 
 @Suite struct DemoTests {

@@ -577,3 +577,19 @@ final class ResponseCache: Sendable {
         }
     }
 }
+
+/// Purging from outside a request: what the admin listener (and `tollgate cache purge`) call.
+public enum CachePurge {
+    /// Purges `target` from every cache of the gateway that owns `state`; how many keys went in all.
+    /// Stores that cannot purge (a URL prefix on Memcached) or cannot be reached fail the whole call.
+    public static func purge(_ target: PurgeTarget, state: PluginStateRegistry, on loop: any EventLoop) -> EventLoopFuture<Int> {
+        let caches = state.all(ResponseCache.self)
+        let purges = caches.map { $0.store.purge(target, on: loop) }
+        return EventLoopFuture.reduce(0, purges, on: loop, +)
+    }
+
+    /// How many caches the gateway has (none: purging is pointless, and says so).
+    public static func cacheCount(state: PluginStateRegistry) -> Int {
+        state.all(ResponseCache.self).count
+    }
+}
