@@ -139,8 +139,8 @@ extension ProxyHandler {
             case .incomplete, .failed:
                 respondError(.internalServerError, "request plugins produced an invalid request", exchange: exchange)
             }
-        case .respond(let response):
-            respondLocally(response, exchange: exchange)
+        case .respond(let response, let index):
+            respondLocally(response, exchange: exchange, from: index)
         case .suspend(let index, let work):
             suspend(request, exchange: exchange, index: index, work: work)
         case .pending(let index, let future):
@@ -218,7 +218,7 @@ extension ProxyHandler {
         case .success(.proceed):
             runRequestPlugins(&request, exchange: exchange, from: index + 1)
         case .success(.respond(let response)):
-            respondLocally(response, exchange: exchange)
+            respondLocally(response, exchange: exchange, from: index)
         case .success(.suspend(let work)):
             return suspend(request, exchange: exchange, index: index, work: work)   // the same plugin waits again
         case .success(.pending(let future)):

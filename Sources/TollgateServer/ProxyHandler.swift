@@ -312,15 +312,35 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// A response made by the gateway. Closes the connection afterwards when the request body cannot be
     /// cheaply skipped.
-    func respondLocally(_ response: LocalResponse, exchange: Exchange) {
+    func respondLocally(_ response: LocalResponse, exchange: Exchange, from pluginIndex: Int = -1) {
         guard !exchange.responseHeadSent, let context = channelContext else {
             close()
             return
         }
+        if let base = response.base, let route = exchange.route, route.chain.othersOnlyAddFields(besides: pluginIndex) {
+            return respondPrerendered(response, base: base.rendered, exchange: exchange, route: route, from: pluginIndex)
+        }
         var fields = response.headerFields
+        if let base = response.base {
+            var all = base.fields
+            all.append(contentsOf: fields)
+            fields = all
+        }
         var body = response.payload ?? context.channel.allocator.buffer(string: response.body)
-        fields[.contentLength] = String(body.readableBytes)
-        if let name = exchange.state.requestIDFieldName { fields[name] = exchange.context.requestID }
+        // Appended where absent (setting looks for and removes existing ones first).
+        let length = String(body.readableBytes)
+        if fields.contains(.contentLength) {
+            fields[.contentLength] = length
+        } else {
+            fields.append(HTTPField(name: .contentLength, value: length))
+        }
+        if let name = exchange.state.requestIDFieldName {
+            if fields.contains(name) {
+                fields[name] = exchange.context.requestID
+            } else {
+                fields.append(HTTPField(name: name, value: exchange.context.requestID))
+            }
+        }
         if !exchange.requestComplete && !exchange.remainingBodyIsSmall { exchange.keepAlive = false }
         var status = response.status
         if let route = exchange.route, !route.chain.isEmpty {
@@ -345,6 +365,33 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
         output.render(context.channel.allocator) { out in
             HeadWriter.writeResponse(minorVersion: exchange.clientMinorVersion, status: status, fields: fields,
                                      addChunked: false, connection: connection, into: &out)
+        }
+        if withBody { output.data(body, context: context) }
+        flush()
+        responseFinished(exchange)
+    }
+
+    /// A plugin's answer whose fields were rendered before (a cache hit): the lines are written as
+    /// they are, followed by what the response hooks of the other plugins add (they only add).
+    private func respondPrerendered(_ response: LocalResponse, base: ByteBuffer, exchange: Exchange, route: CompiledRoute,
+                                    from pluginIndex: Int) {
+        guard let context = channelContext else { return }
+        var added = Array(response.headerFields)
+        added += route.chain.responseFieldsToAdd(context: &exchange.context, besides: pluginIndex)
+        let requestID = exchange.state.requestIDFieldName.map { ($0.rawName, exchange.context.requestID) }
+        if !exchange.requestComplete && !exchange.remainingBodyIsSmall { exchange.keepAlive = false }
+        let status = response.status
+        let body = response.payload ?? context.channel.allocator.buffer(string: response.body)
+        let noBody = status.code == 304 || status.code == 204
+        let connection = connectionHeader(exchange)
+        exchange.status = status.code
+        exchange.responseHeadSent = true
+        let withBody = !exchange.isHeadRequest && !noBody
+        exchange.bytesSent = withBody ? body.readableBytes : 0
+        output.render(context.channel.allocator) { out in
+            HeadWriter.writeResponse(minorVersion: exchange.clientMinorVersion, status: status, rendered: base, fields: added,
+                                     contentLength: noBody ? nil : body.readableBytes, requestID: requestID,
+                                     connection: connection, into: &out)
         }
         if withBody { output.data(body, context: context) }
         flush()

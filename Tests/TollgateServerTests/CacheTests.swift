@@ -95,6 +95,30 @@ import TollgateTesting
         }
     }
 
+    /// A hit written from its pre-rendered lines still carries what other plugins add (rate-limit
+    /// headers); a plugin that changes fields (headers: remove) sees and changes a hit's stored ones.
+    @Test func hitsGoThroughTheOtherPluginsResponseHooks() async throws {
+        let adding = "[{name: proxy-cache}, {name: rate-limiting, config: {limits: [\"100/min\"]}}]"
+        try await Harness.with(Self.config("{}").replacingOccurrences(of: "[{name: proxy-cache, config: {}}]", with: adding),
+                               upstreams: [Self.origin()]) { harness in
+            _ = try await harness.get("/fresh")
+            let hit = try await harness.get("/fresh")
+            #expect(hit.text.header("x-cache") == "HIT" && hit.lastBody == "fresh-1")
+            #expect(hit.text.header("ratelimit-policy") == "\"100/min\";q=100;w=60")
+            #expect(hit.text.header("content-type") == "text/plain" && hit.text.header("content-length") == "7")
+            #expect(hit.text.header("x-request-id") != nil)
+        }
+        let changing = "[{name: proxy-cache}, {name: headers, config: {response: {remove: [ETag], set: {X-Served: gw}}}}]"
+        try await Harness.with(Self.config("{}").replacingOccurrences(of: "[{name: proxy-cache, config: {}}]", with: changing),
+                               upstreams: [Self.origin()]) { harness in
+            _ = try await harness.get("/fresh")
+            let hit = try await harness.get("/fresh")
+            #expect(hit.text.header("x-cache") == "HIT" && hit.lastBody == "fresh-1")
+            #expect(hit.text.header("etag") == nil && hit.text.header("x-served") == "gw")
+            #expect(hit.text.header("content-type") == "text/plain")
+        }
+    }
+
     @Test func variantsPerVaryField() async throws {
         try await Harness.with(Self.config(), upstreams: [Self.origin()]) { harness in
             let de = try await harness.get("/vary", headers: ["Accept-Language: de"])

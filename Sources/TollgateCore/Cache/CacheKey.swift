@@ -23,23 +23,76 @@ public struct CacheKeySpec: Sendable, Equatable {
         self.ignoredQueryParameters = ignoredQueryParameters
     }
 
-    /// The key of a request. HEAD shares GET's key (a stored GET answers a HEAD).
+    /// The key of a request. HEAD shares GET's key (a stored GET answers a HEAD). Built as bytes in
+    /// one allocation: this runs on every lookup.
     public func key(method: HTTPRequest.Method, host: String?, path: String, query: Substring?, fields: HTTPFields,
                     consumer: String?) -> String {
-        var key = ""
-        key.reserveCapacity(path.utf8.count + 32)
+        var pieces: [Piece] = []
+        pieces.reserveCapacity(parts.count)
+        var total = parts.count
         for part in parts {
-            if !key.isEmpty { key += "|" }
+            let piece: Piece
             switch part {
-            case .method: key += method == .head ? "GET" : method.rawValue
-            case .host: key += (host.map(Self.normalizedHost) ?? "")
-            case .path: key += path
-            case .query: key += query.map { normalizedQuery($0) } ?? ""
-            case .header(let name): key += name.canonicalName + "=" + (fields[values: name].joined(separator: ","))
-            case .consumer: key += "c=" + (consumer ?? "")
+            case .method: piece = .text(method == .head ? "GET" : method.rawValue)
+            case .host: piece = .host(host.map { Self.hostName($0) } ?? "")
+            case .path: piece = .text(path)
+            case .query:
+                if let query, !query.isEmpty { piece = .text(normalizedQuery(query)) } else { piece = .text("") }
+            case .header(let name): piece = .text(name.canonicalName + "=" + fields[values: name].joined(separator: ","))
+            case .consumer: piece = .text("c=" + (consumer ?? ""))
+            }
+            total += piece.count
+            pieces.append(piece)
+        }
+        return String(unsafeUninitializedCapacity: total) { buffer in
+            var offset = 0
+            for (index, piece) in pieces.enumerated() {
+                if index > 0 {
+                    buffer[offset] = UInt8(ascii: "|")
+                    offset += 1
+                }
+                offset = piece.write(into: buffer, at: offset)
+            }
+            return offset
+        }
+    }
+
+    /// One part of a key: text as it is, or a host name lowercased while it is copied.
+    private enum Piece {
+        case text(String)
+        case host(Substring)
+
+        var count: Int {
+            switch self {
+            case .text(let text): return text.utf8.count
+            case .host(let name): return name.utf8.count
             }
         }
-        return key
+
+        func write(into buffer: UnsafeMutableBufferPointer<UInt8>, at start: Int) -> Int {
+            var offset = start
+            switch self {
+            case .text(var text):
+                offset = text.withUTF8 { bytes in
+                    guard let source = bytes.baseAddress, bytes.count > 0 else { return offset }
+                    (buffer.baseAddress! + offset).update(from: source, count: bytes.count)
+                    return offset + bytes.count
+                }
+            case .host(let name):
+                for byte in name.utf8 {
+                    buffer[offset] = byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte
+                    offset += 1
+                }
+            }
+            return offset
+        }
+    }
+
+    /// The host without its port (found by bytes).
+    static func hostName(_ host: String) -> Substring {
+        let bytes = host.utf8
+        if bytes.first != UInt8(ascii: "["), let colon = bytes.lastIndex(of: UInt8(ascii: ":")) { return host[..<colon] }
+        return host[...]
     }
 
     /// The query's parameters sorted (by name, then value), without empty ones, and filtered by the
@@ -62,12 +115,6 @@ public struct CacheKeySpec: Sendable, Equatable {
         }
         if pairs.count > 1 { pairs.sort { $0.0 != $1.0 ? $0.0 < $1.0 : $0.1 < $1.1 } }
         return pairs.map { $0.1.isEmpty ? String($0.0) : "\($0.0)=\($0.1)" }.joined(separator: "&")
-    }
-
-    static func normalizedHost(_ host: String) -> String {
-        var host = Substring(host)
-        if !host.hasPrefix("["), let colon = host.lastIndex(of: ":") { host = host[..<colon] }
-        return host.lowercased()
     }
 
     /// The key of one variant, for responses that vary by `names` (their `Vary`): the primary key

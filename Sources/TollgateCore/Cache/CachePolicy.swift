@@ -63,6 +63,10 @@ public struct CacheControl: Sendable, Equatable {
 
     /// Every `Cache-Control` field of a message.
     public init(fields: HTTPFields) {
+        guard fields.contains(.cacheControl) else {
+            self.init()
+            return
+        }
         let values = fields[values: .cacheControl]
         self.init(values.count == 1 ? values[0] : values.joined(separator: ","))
     }

@@ -15,6 +15,8 @@ public final class CachedResponse: Sendable {
     public let url: String
     /// Surrogate keys the upstream gave it (purge by tag).
     public let tags: [String]
+    /// `fields` as header lines (`name: value\r\n`), rendered once: a hit writes them as they are.
+    public let renderedFields: ByteBuffer
 
     public init(status: Int, fields: HTTPFields, body: ByteBuffer, storedAt: Int64, freshness: Freshness,
                 url: String, tags: [String]) {
@@ -25,6 +27,15 @@ public final class CachedResponse: Sendable {
         self.freshness = freshness
         self.url = url
         self.tags = tags
+        var rendered = ByteBuffer()
+        rendered.reserveCapacity(fields.reduce(0) { $0 + $1.name.rawName.utf8.count + $1.value.utf8.count + 4 })
+        for field in fields {
+            rendered.writeString(field.name.rawName)
+            rendered.writeStaticString(": ")
+            rendered.writeString(field.value)
+            rendered.writeStaticString("\r\n")
+        }
+        self.renderedFields = rendered
     }
 
     public var etag: String? { fields[.eTag] }
@@ -34,7 +45,7 @@ public final class CachedResponse: Sendable {
     /// Bytes it takes in memory, counted against a store's budget: the body, the fields, the URL and
     /// tags, and a fixed share for the objects around them.
     public var size: Int {
-        var total = 256 + body.readableBytes + url.utf8.count
+        var total = 256 + body.readableBytes + url.utf8.count + renderedFields.readableBytes
         for field in fields { total += field.name.rawName.utf8.count + field.value.utf8.count + 48 }
         for tag in tags { total += tag.utf8.count + 16 }
         return total

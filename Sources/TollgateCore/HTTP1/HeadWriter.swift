@@ -233,6 +233,38 @@ public enum HeadWriter {
         }
     }
 
+    /// A head from header lines rendered before (a stored response's) and a few fields added to them,
+    /// then `content-length` when given.
+    public static func writeResponse(minorVersion: Int, status: HTTPResponse.Status, rendered: ByteBuffer,
+                                     fields: [HTTPField], contentLength: Int?, requestID: (name: String, value: String)?,
+                                     connection: ConnectionHeader, into out: inout ByteBuffer) {
+        var bound = status.reasonPhrase.utf8.count + rendered.readableBytes + 128
+        if let requestID { bound += requestID.name.utf8.count + requestID.value.utf8.count + 4 }
+        for field in fields { bound += field.name.rawName.utf8.count + field.value.utf8.count + 4 }
+        _ = out.writeWithUnsafeMutableBytes(minimumWritableBytes: bound) { memory in
+            var o = HeadOutput(memory)
+            o.put(minorVersion == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
+            o.putStatus(status.code)
+            o.put(status.reasonPhrase)
+            o.put("\r\n")
+            rendered.withUnsafeReadableBytes { o.put($0) }
+            for field in fields { o.putField(field.name.rawName, field.value) }
+            if let requestID { o.putField(requestID.name, requestID.value) }
+            if let contentLength {
+                o.put("content-length: ")
+                o.putDecimal(contentLength)
+                o.put("\r\n")
+            }
+            switch connection {
+            case .none, .upgrade: break
+            case .close: o.put("connection: close\r\n")
+            case .keepAlive: o.put("connection: keep-alive\r\n")
+            }
+            o.put("\r\n")
+            return o.offset
+        }
+    }
+
     /// A request head from swift-http-types values (after request plugins), to be parsed again and
     /// forwarded like a client's.
     public static func renderRequest(_ request: HTTPRequest, allocator: ByteBufferAllocator = ByteBufferAllocator()) -> ByteBuffer {
@@ -333,6 +365,21 @@ struct HeadOutput {
         put(UInt8(ascii: "0") + UInt8(code / 10 % 10))
         put(UInt8(ascii: "0") + UInt8(code % 10))
         put(UInt8(ascii: " "))
+    }
+
+    /// A non-negative number in decimal.
+    mutating func putDecimal(_ value: Int) {
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)   // up to 24 digits, most significant last
+        var count = 0
+        var rest = max(0, value)
+        withUnsafeMutableBytes(of: &digits) { buffer in
+            repeat {
+                buffer[count] = UInt8(ascii: "0") + UInt8(rest % 10)
+                rest /= 10
+                count += 1
+            } while rest > 0
+            for index in stride(from: count - 1, through: 0, by: -1) { put(buffer[index]) }
+        }
     }
 
     mutating func putField(_ name: String, _ value: String) {

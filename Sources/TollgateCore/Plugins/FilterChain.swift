@@ -33,6 +33,9 @@ public struct FilterChain: Sendable {
     let loggers: [any GatewayPlugin]
     /// Each responder's index in `plugins` (where its timing goes).
     let responderIndices: [Int]
+    /// By plugin index: whether every other plugin's response hook only adds fields (so an answer
+    /// that plugin made can be written from fields it rendered before, with what the others add).
+    let othersOnlyAdd: [Bool]
 
     public static let empty = FilterChain(entries: [])
 
@@ -64,6 +67,8 @@ public struct FilterChain: Sendable {
         }
         self.requestFieldNames = names
         self.responders = ordered.reversed().map(\.plugin).filter(\.hasResponseHook)
+        let adds = ordered.map { !$0.plugin.hasResponseHook || type(of: $0.plugin).responseHookOnlyAdds }
+        self.othersOnlyAdd = ordered.indices.map { index in adds.indices.allSatisfy { $0 == index || adds[$0] } }
     }
 
     /// Merges plugin lists from least to most specific; a later list replaces an earlier entry of the
@@ -85,7 +90,8 @@ public struct FilterChain: Sendable {
     /// Where a request stopped in the chain.
     public enum RequestOutcome: Sendable {
         case proceed
-        case respond(LocalResponse)
+        /// Plugin `index` answered.
+        case respond(LocalResponse, index: Int)
         /// Plugin `index` suspended: run `work`, then resume with `resume(after: index, ...)`.
         case suspend(index: Int, work: @Sendable (inout HTTPRequest, inout RequestContext) async throws -> RequestDecision)
         /// Plugin `index` waits for `future`; run its continuation, then go on after `index`.
@@ -101,7 +107,7 @@ public struct FilterChain: Sendable {
         while index < plugins.count {
             switch plugins[index].onRequest(&request, context: &context) {
             case .proceed: index += 1
-            case .respond(let response): return .respond(response)
+            case .respond(let response): return .respond(response, index: index)
             case .suspend(let work): return .suspend(index: index, work: work)
             case .pending(let future): return .pending(index: index, future: future)
             case .readBody(let maxBytes, let then): return .readBody(index: index, maxBytes: maxBytes, then: then)
@@ -122,7 +128,7 @@ public struct FilterChain: Sendable {
             before = after
             switch decision {
             case .proceed: index += 1
-            case .respond(let response): return .respond(response)
+            case .respond(let response): return .respond(response, index: index)
             case .suspend(let work): return .suspend(index: index, work: work)
             case .pending(let future): return .pending(index: index, future: future)
             case .readBody(let maxBytes, let then): return .readBody(index: index, maxBytes: maxBytes, then: then)
@@ -146,6 +152,21 @@ public struct FilterChain: Sendable {
             return
         }
         for plugin in responders { plugin.onResponse(&response, context: &context) }
+    }
+
+    /// Whether an answer plugin `index` made may be written from its pre-rendered fields: every other
+    /// response hook only adds fields.
+    public func othersOnlyAddFields(besides index: Int) -> Bool {
+        index >= 0 && index < othersOnlyAdd.count && othersOnlyAdd[index] && !timesPlugins
+    }
+
+    /// The fields the response hooks of every plugin but `index` add (see `othersOnlyAddFields`).
+    public func responseFieldsToAdd(context: inout RequestContext, besides index: Int) -> [HTTPField] {
+        var added: [HTTPField] = []
+        for (plugin, pluginIndex) in zip(responders, responderIndices) where pluginIndex != index {
+            added += plugin.responseFieldsToAdd(context: &context)
+        }
+        return added
     }
 
     /// The fields the response hooks add, in the order `runResponse` would add them (for chains

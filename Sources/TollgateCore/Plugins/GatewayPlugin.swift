@@ -133,6 +133,10 @@ public struct LocalResponse: Sendable {
     public var body: String
     /// The body as bytes (a cached or binary body); when set it is sent instead of `body`.
     public var payload: ByteBuffer?
+    /// Fields that come before `headerFields`, also rendered as header lines (a stored response's):
+    /// when no other plugin's response hook reads or changes fields, the lines are written as they
+    /// are; else the hooks see `base.fields + headerFields`.
+    public var base: (fields: HTTPFields, rendered: ByteBuffer)?
 
     public init(status: HTTPResponse.Status, headerFields: HTTPFields = [:], body: String,
                 contentType: String = "application/json") {

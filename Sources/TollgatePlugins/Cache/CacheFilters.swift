@@ -18,6 +18,12 @@ final class RecordingFilter: ResponseBodyFilter, @unchecked Sendable {   // one 
         self.kept = ByteBuffer()
     }
 
+    deinit {
+        // The body never ended (the upstream or the client went away): nothing is stored, and whoever
+        // waits for it is let go.
+        if !finished { store(nil) }
+    }
+
     func process(_ chunk: ByteBuffer, allocator: ByteBufferAllocator) -> ByteBuffer {
         if kept != nil {
             if kept!.readableBytes + chunk.readableBytes > limit {

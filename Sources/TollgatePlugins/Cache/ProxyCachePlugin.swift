@@ -18,6 +18,7 @@ public struct ProxyCachePlugin: GatewayPlugin {
     public static let priority = 100
     public static let changesRequest = false   // conditional fields go through upstreamFieldEdits
     public var wantsSubrequests: Bool { true }
+    public var hasLogHook: Bool { false }   // a leader's flight lands from its exchange's deinit at the latest
 
     public enum StoreKind: String, Sendable {
         case memory, redis, memcached
@@ -142,6 +143,8 @@ public struct ProxyCachePlugin: GatewayPlugin {
     static let xCache = HTTPField.Name("X-Cache")!
     static let xCacheKey = HTTPField.Name("X-Cache-Key")!
     static let purgeMethod = HTTPRequest.Method("PURGE")!
+    /// `X-Cache: HIT`, made once (making a field checks its value).
+    static let hitField = HTTPField(name: xCache, value: "HIT")
 
     // MARK: request
 
@@ -159,11 +162,12 @@ public struct ProxyCachePlugin: GatewayPlugin {
         case .lookup:
             break
         }
-        let query = request.path.flatMap { path in path.firstIndex(of: "?").map { path[path.index(after: $0)...] } }
+        let query = Self.query(of: request.path)
         let key = configuration.key.key(method: request.method, host: request.authority, path: context.originalPath,
                                         query: query, fields: request.headerFields, consumer: context.consumer?.id)
-        let exchange = CacheExchange(primaryKey: key, url: url(request, context: context), request: request)
-        context[CacheExchangeKey.self] = exchange
+        // The exchange goes into the context only when the request goes upstream: a hit needs no
+        // response hook of this plugin.
+        let exchange = CacheExchange(primaryKey: key, path: context.originalPath, query: query, request: request)
         guard let loop = context.eventLoop else { return lookedUp(nil, exchange: exchange, context: &context) }
         switch cache.store.get(key, now: Self.now(), on: loop) {
         case .ready(let record):
@@ -171,6 +175,12 @@ public struct ProxyCachePlugin: GatewayPlugin {
         case .pending(let future):
             return .pending(lookup(future, exchange: exchange))
         }
+    }
+
+    /// The query of a request target (after `?`), found by bytes.
+    static func query(of target: String?) -> Substring? {
+        guard let target, let question = target.utf8.firstIndex(of: UInt8(ascii: "?")) else { return nil }
+        return target[target.utf8.index(after: question)...]
     }
 
     /// A lookup on the network: a failure is a miss (pass-through), counted and logged.
@@ -212,6 +222,7 @@ public struct ProxyCachePlugin: GatewayPlugin {
                 exchange.stale = entry
                 exchange.staleIfError = staleIfError
                 context.cacheStatus = "MISS"
+                context[CacheExchangeKey.self] = exchange
                 // The upstream is asked whether the stored response still holds (the client's own
                 // conditions are answered by the gateway from the result).
                 context.editUpstreamFields { edits in
@@ -233,12 +244,14 @@ public struct ProxyCachePlugin: GatewayPlugin {
             switch cache.flights.join(exchange.primaryKey, on: loop, timeout: configuration.collapseTimeout) {
             case .leader:
                 exchange.leader = true
+                exchange.flights = cache.flights
             case .waiter(let landed):
                 return .pending(landed.map { outcome -> RequestContinuation in
                     { _, context in self.flightLanded(outcome, exchange: exchange, context: &context) }
                 })
             }
         }
+        context[CacheExchangeKey.self] = exchange
         // The client's conditions are answered by the gateway once the full response is here (and stored).
         if exchange.requestFields[.ifNoneMatch] != nil || exchange.requestFields[.ifModifiedSince] != nil {
             context.editUpstreamFields { edits in
@@ -273,14 +286,20 @@ public struct ProxyCachePlugin: GatewayPlugin {
                        now: Int64) -> LocalResponse {
         exchange.served = true
         context.cacheStatus = status
-        var fields = entry.fields
-        fields[.age] = String(CachePolicy.age(entry.freshness, storedAt: entry.storedAt, now: now))
-        fields[Self.xCache] = status
-        if configuration.keyHeader { fields[Self.xCacheKey] = exchange.key }
-        if CachePolicy.notModified(requestFields: exchange.requestFields, etag: entry.etag, lastModified: entry.lastModified) {
-            return LocalResponse(status: .notModified, headerFields: Self.notModifiedFields(fields), payload: ByteBuffer())
+        var fields = HTTPFields()
+        fields.append(HTTPField(name: .age, value: String(CachePolicy.age(entry.freshness, storedAt: entry.storedAt, now: now))))
+        fields.append(status == "HIT" ? Self.hitField : HTTPField(name: Self.xCache, value: status))
+        if configuration.keyHeader { fields.append(HTTPField(name: Self.xCacheKey, value: exchange.key)) }
+        if exchange.conditional,
+           CachePolicy.notModified(requestFields: exchange.requestFields, etag: entry.etag, lastModified: entry.lastModified) {
+            var all = entry.fields
+            all.append(contentsOf: fields)
+            return LocalResponse(status: .notModified, headerFields: Self.notModifiedFields(all), payload: ByteBuffer())
         }
-        return LocalResponse(status: HTTPResponse.Status(code: entry.status), headerFields: fields, payload: entry.body)
+        // The stored fields go out as the lines rendered when it was stored.
+        var response = LocalResponse(status: HTTPResponse.Status(code: entry.status), headerFields: fields, payload: entry.body)
+        response.base = (entry.fields, entry.renderedFields)
+        return response
     }
 
     /// What a 304 keeps of a response's fields (RFC 9110 section 15.4.5).
@@ -320,8 +339,7 @@ public struct ProxyCachePlugin: GatewayPlugin {
 
     /// The client's path (normalized, before any rewrite) and query.
     private func url(_ request: HTTPRequest, context: RequestContext) -> String {
-        guard let path = request.path, let question = path.firstIndex(of: "?") else { return context.originalPath }
-        return context.originalPath + path[question...]
+        CacheExchange.url(path: context.originalPath, query: Self.query(of: request.path))
     }
 
     // MARK: response
@@ -362,15 +380,23 @@ public struct ProxyCachePlugin: GatewayPlugin {
         }
         response.headerFields[Self.xCache] = "MISS"
         if configuration.keyHeader { response.headerFields[Self.xCacheKey] = exchange.key }
-        guard case .store(let freshness) = CachePolicy.storeDecision(status: code, requestFields: exchange.requestFields,
-                                                                     responseFields: response.headerFields, now: now,
-                                                                     rules: configuration.rules),
-              !exchange.isHead else { return }
-        if let length = response.headerFields[.contentLength].flatMap({ Int($0) }), length > configuration.maxObjectSize { return }
+        let decision = CachePolicy.storeDecision(status: code, requestFields: exchange.requestFields,
+                                                 responseFields: response.headerFields, now: now, rules: configuration.rules)
+        let tooLarge = response.headerFields[.contentLength].flatMap { Int($0) }.map { $0 > configuration.maxObjectSize } ?? false
+        guard case .store(let freshness) = decision, !exchange.isHead, !tooLarge else {
+            // Nothing will be stored: requests waiting for this one go upstream now.
+            if exchange.leader {
+                exchange.leader = false
+                cache.flights.land(exchange.primaryKey, outcome: nil)
+            }
+            return
+        }
         // The response is stored as the client gets it (after the hooks that ran before this one,
         // compression among them), under its variant's key when it varies.
         var fields = HTTPFields()
-        for field in response.headerFields where !CachedResponse.unstoredFields.contains(field.name) { fields.append(field) }
+        for field in response.headerFields where !CachedResponse.unstoredFields.contains(field.name) && field.name != .contentLength {
+            fields.append(field)
+        }
         let tags = response.headerFields[values: configuration.surrogateKeyHeader]
             .flatMap { $0.split(separator: " ") }.map(String.init)
         let storedFields = fields
@@ -411,18 +437,12 @@ public struct ProxyCachePlugin: GatewayPlugin {
                         context: inout RequestContext, now: Int64) {
         let local = serve(entry, status: status, exchange: exchange, context: &context, now: now)
         response.status = local.status
-        response.headerFields = local.headerFields
+        var fields = local.base?.fields ?? HTTPFields()
+        fields.append(contentsOf: local.headerFields)
+        response.headerFields = fields
         let body = local.status == .notModified || exchange.isHead ? ByteBuffer() : entry.body
         if local.status != .notModified { response.headerFields[.contentLength] = String(entry.body.readableBytes) }
         context.responseFilters.append(ReplacingFilter(body: body))
-    }
-
-    public func onLog(context: RequestContext, summary: RequestSummary) {
-        // A leader whose response was not recorded to the end (not cacheable, an error, a client gone)
-        // lets its waiters go upstream.
-        guard let exchange = context[CacheExchangeKey.self], exchange.leader else { return }
-        exchange.leader = false
-        cache.flights.land(exchange.primaryKey, outcome: nil)
     }
 
     // MARK: background refresh
@@ -470,7 +490,8 @@ final class CacheExchange: @unchecked Sendable {
     let primaryKey: String
     /// The key the response is stored under (the primary key, or its variant's).
     var key: String
-    let url: String
+    private let path: String
+    private let query: Substring?
     let request: HTTPRequest
     let bypass: Bool
     let invalidates: String?
@@ -481,14 +502,32 @@ final class CacheExchange: @unchecked Sendable {
     var leader = false
     /// The answer came from the cache.
     var served = false
+    /// Where a leader's flight lands if no recorder landed it (the response was not stored to its
+    /// end, or never came): when the request's context goes, at the latest.
+    var flights: CacheFlights?
+
+    deinit {
+        if leader { flights?.land(primaryKey, outcome: nil) }
+    }
 
     var requestFields: HTTPFields { request.headerFields }
     var isHead: Bool { request.method == .head }
+    /// Whether the client sent conditions (`If-None-Match`, `If-Modified-Since`).
+    var conditional: Bool { request.headerFields[.ifNoneMatch] != nil || request.headerFields[.ifModifiedSince] != nil }
 
-    init(primaryKey: String, url: String, request: HTTPRequest) {
+    /// `/path?query`: what purges by URL and invalidations match.
+    private(set) lazy var url: String = Self.url(path: path, query: query)
+
+    static func url(path: String, query: Substring?) -> String {
+        guard let query else { return path }
+        return path + "?" + query
+    }
+
+    init(primaryKey: String, path: String, query: Substring?, request: HTTPRequest) {
         self.primaryKey = primaryKey
         self.key = primaryKey
-        self.url = url
+        self.path = path
+        self.query = query
         self.request = request
         self.bypass = false
         self.invalidates = nil
@@ -497,7 +536,8 @@ final class CacheExchange: @unchecked Sendable {
     init(invalidating url: String) {
         self.primaryKey = ""
         self.key = ""
-        self.url = url
+        self.path = url
+        self.query = nil
         self.request = HTTPRequest(method: .post, scheme: nil, authority: nil, path: nil)
         self.bypass = false
         self.invalidates = url
@@ -506,7 +546,8 @@ final class CacheExchange: @unchecked Sendable {
     private init() {
         self.primaryKey = ""
         self.key = ""
-        self.url = ""
+        self.path = ""
+        self.query = nil
         self.request = HTTPRequest(method: .get, scheme: nil, authority: nil, path: nil)
         self.bypass = true
         self.invalidates = nil
