@@ -9,8 +9,6 @@ public enum ContentCoding: String, Sendable, CaseIterable {
     case gzip
     case deflate
 
-    /// zlib's window bits for this coding: gzip framing (31) or the zlib framing "deflate" means (15).
-    var windowBits: Int32 { self == .gzip ? 31 : 15 }
 }
 
 /// Compresses a body as it streams: each chunk is compressed and flushed at once (a sync flush), so
@@ -25,13 +23,26 @@ final class CompressingFilter: ResponseBodyFilter, @unchecked Sendable {
     private let engine: Engine
     private var finished = false
 
-    /// Nil when the library could not set up a stream (out of memory).
-    init?(coding: ContentCoding, level: Int32) {
+    /// Nil when the library could not set up a stream (out of memory). With the body's length known,
+    /// a small body gets a window (and zlib's hash tables) no larger than it needs: setting up a
+    /// full-size stream costs more than compressing a few kilobytes.
+    init?(coding: ContentCoding, level: Int32, length: Int? = nil) {
         switch coding {
         case .gzip, .deflate:
+            var bits: Int32 = 15
+            var memory: Int32 = 8
+            if let length, length > 0 {
+                // zlib's usable window is 262 bytes short of its size.
+                while bits > 9 && length < (1 << (bits - 1)) - 262 {
+                    bits -= 1
+                    memory -= 1
+                }
+                memory = max(1, memory)
+            }
             let stream = UnsafeMutablePointer<z_stream>.allocate(capacity: 1)
             stream.initialize(to: z_stream())
-            guard tollgate_deflate_init(stream, level, coding.windowBits) == Z_OK else {
+            let windowBits = coding == .gzip ? bits + 16 : bits
+            guard tollgate_deflate_init(stream, level, windowBits, memory) == Z_OK else {
                 stream.deallocate()
                 return nil
             }
@@ -39,7 +50,12 @@ final class CompressingFilter: ResponseBodyFilter, @unchecked Sendable {
         case .br:
             guard let state = BrotliEncoderCreateInstance(nil, nil, nil) else { return nil }
             BrotliEncoderSetParameter(state, BROTLI_PARAM_QUALITY, UInt32(level))
-            BrotliEncoderSetParameter(state, BROTLI_PARAM_LGWIN, 20)
+            var window: UInt32 = 20
+            if let length, length > 0 {
+                while window > 10 && length <= 1 << (window - 1) { window -= 1 }
+                BrotliEncoderSetParameter(state, BROTLI_PARAM_SIZE_HINT, UInt32(min(length, 1 << 30)))
+            }
+            BrotliEncoderSetParameter(state, BROTLI_PARAM_LGWIN, window)
             engine = .brotli(state)
         }
     }

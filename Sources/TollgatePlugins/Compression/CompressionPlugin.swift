@@ -106,7 +106,8 @@ public struct CompressionPlugin: GatewayPlugin {
         if !varies(fields) { response.headerFields.append(HTTPField(name: .vary, value: "Accept-Encoding")) }
         guard let coding = context[ChosenCoding.self] else { return }
         let level = coding == .br ? configuration.brotliQuality : configuration.gzipLevel
-        guard let filter = CompressingFilter(coding: coding, level: level) else { return }
+        let length = fields[.contentLength].flatMap { Int($0) }
+        guard let filter = CompressingFilter(coding: coding, level: level, length: length) else { return }
         response.headerFields[.contentEncoding] = coding.rawValue
         response.headerFields[.contentLength] = nil
         if let etag = fields[.eTag], !etag.hasPrefix("W/") { response.headerFields[.eTag] = "W/" + etag }
