@@ -116,10 +116,14 @@ extension ProxyHandler: UpstreamOwner {
         guard let exchange, exchange.phase == .proxying, let context = channelContext else { return }
         var buffer = buffer
         if !exchange.responseFilters.isEmpty {
+            // A filter may hold bytes back (a coder's block): nothing goes out this time.
             buffer = exchange.responseFilters.process(buffer, allocator: context.channel.allocator)
-            if buffer.readableBytes == 0 { return }
         }
         exchange.bytesSent += buffer.readableBytes
+        if buffer.readableBytes == 0 {
+            if exchange.upstreamRequestComplete { armReadTimer(exchange) }
+            return
+        }
         switch exchange.responseFraming {
         case .length, .untilClose: output.data(buffer, context: context)
         case .chunked: output.chunk(buffer, context: context)

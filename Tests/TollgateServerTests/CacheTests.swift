@@ -107,6 +107,10 @@ import TollgateTesting
             #expect(hit.text.header("ratelimit-policy") == "\"100/min\";q=100;w=60")
             #expect(hit.text.header("content-type") == "text/plain" && hit.text.header("content-length") == "7")
             #expect(hit.text.header("x-request-id") != nil)
+            // Each answer has its own request id, once (the stored response's is not replayed).
+            let again = try await harness.get("/fresh")
+            let ids = again.text.split(separator: "\r\n").filter { $0.lowercased().hasPrefix("x-request-id:") }
+            #expect(ids.count == 1 && again.text.header("x-request-id") != hit.text.header("x-request-id"))
         }
         let changing = "[{name: proxy-cache}, {name: headers, config: {response: {remove: [ETag], set: {X-Served: gw}}}}]"
         try await Harness.with(Self.config("{}").replacingOccurrences(of: "[{name: proxy-cache, config: {}}]", with: changing),
@@ -116,6 +120,15 @@ import TollgateTesting
             #expect(hit.text.header("x-cache") == "HIT" && hit.lastBody == "fresh-1")
             #expect(hit.text.header("etag") == nil && hit.text.header("x-served") == "gw")
             #expect(hit.text.header("content-type") == "text/plain")
+        }
+    }
+
+    @Test func cacheKeyHeaderOnRequest() async throws {
+        try await Harness.with(Self.config("{cache_key_header: true, ignore_query_params: [utm]}"), upstreams: [Self.origin()]) { harness in
+            let miss = try await harness.get("/fresh?utm=x&b=1")
+            let hit = try await harness.get("/fresh?b=1")
+            #expect(miss.text.header("x-cache-key") == "GET|test|/fresh|b=1")
+            #expect(hit.text.header("x-cache") == "HIT" && hit.text.header("x-cache-key") == "GET|test|/fresh|b=1")
         }
     }
 
@@ -178,6 +191,13 @@ import TollgateTesting
             #expect(answer.text.header("x-cache") == "STALE")
             #expect(answer.lastBody == "sie-1")
             #expect(Self.hits(harness, "/sie") == 2)
+            // An upstream that cannot be reached at all: the stale response too.
+            try await harness.upstreams[0].kill()
+            let unreachable = try await harness.get("/sie")
+            #expect(unreachable.statuses == [200] && unreachable.text.header("x-cache") == "STALE")
+            #expect(unreachable.lastBody == "sie-1" && unreachable.text.header("content-length") == "5")
+            // Without a stored response, the client gets the gateway's 502 as usual.
+            #expect(try await harness.get("/fresh").statuses == [502])
         }
     }
 

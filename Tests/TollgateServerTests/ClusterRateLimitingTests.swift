@@ -158,8 +158,9 @@ extension ClusterRateLimitingTests {
         // Redis busy for 400 ms: the next request waits for it, and its client gives up after 100 ms.
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let blocker = RedisClient(configuration: RedisConfiguration(url: redis.url)!, eventLoop: group.next())
+        _ = try await blocker.send(["PING"]).get()   // connected: the next command goes out at once
         let sleeping = blocker.send(["DEBUG", "SLEEP", "0.4"])
-        try await Task.sleep(for: .milliseconds(20))
+        try await Task.sleep(for: .milliseconds(40))
         let abandoned = try await RawClient.exchange("GET /api/slow HTTP/1.1\r\nHost: t\r\n\r\n",
                                                      port: cluster.servers[0].localAddresses[0].port!,
                                                      group: cluster.groups[1], timeout: .milliseconds(100))

@@ -195,7 +195,9 @@ public enum CachePolicy {
         } else if let expires = rules.overrideCacheControl == nil ? responseFields[.expires] : nil {
             // An invalid date (often "0") means already expired.
             lifetime = max(0, (HTTPDate.parse(expires) ?? date) - date)
-        } else if let lastModified, lastModified < date {
+        } else if let lastModified, lastModified < date, control.isPublic || Self.defaultStatuses.contains(status) {
+            // Heuristic freshness only where RFC 9111 section 4.2.2 allows it: heuristically cacheable
+            // statuses, or `public`.
             lifetime = min(rules.heuristicMax, Int64(Double(date - lastModified) * rules.heuristicFraction))
         } else {
             lifetime = rules.defaultTTL

@@ -394,7 +394,11 @@ public struct ProxyCachePlugin: GatewayPlugin {
         // The response is stored as the client gets it (after the hooks that ran before this one,
         // compression among them), under its variant's key when it varies.
         var fields = HTTPFields()
+        let requestID = context.requestID
         for field in response.headerFields where !CachedResponse.unstoredFields.contains(field.name) && field.name != .contentLength {
+            // This request's id (the gateway's request-id field, or the upstream's echo of it) is not
+            // the next one's: each answer gets its own.
+            if field.value == requestID { continue }
             fields.append(field)
         }
         let tags = response.headerFields[values: configuration.surrogateKeyHeader]
