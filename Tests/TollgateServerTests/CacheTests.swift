@@ -2,6 +2,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import Testing
+import TollgateObservability
 import TollgateTesting
 
 /// The proxy-cache plugin through the proxy, with a real upstream whose answers say how to cache them.
@@ -215,6 +216,22 @@ import TollgateTesting
         }
     }
 
+    /// Waiters give up on a slow leader after `collapse_timeout` and go upstream themselves.
+    @Test func collapsingWaitsAtMostItsTimeout() async throws {
+        try await Harness.with(Self.config("{collapse_timeout: 100ms}"), upstreams: [Self.origin()]) { harness in
+            let start = ContinuousClock.now
+            let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
+                for _ in 0..<5 { group.addTask { try await harness.get("/slow").statuses.first ?? 0 } }
+                var all: [Int] = []
+                for try await status in group { all.append(status) }
+                return all
+            }
+            #expect(statuses == Array(repeating: 200, count: 5))
+            #expect(Self.hits(harness, "/slow") > 1)   // the waiters did not wait for the 400 ms leader
+            #expect(ContinuousClock.now - start < .seconds(3))
+        }
+    }
+
     @Test func unsafeMethodsInvalidateAndPurgeByTag() async throws {
         try await Harness.with(Self.config(#"{purge_allow: ["127.0.0.1/32", "::1"]}"#), upstreams: [Self.origin()]) { harness in
             _ = try await harness.get("/fresh")
@@ -348,6 +365,8 @@ import TollgateTesting
                 #expect(answer.statuses == [200] && answer.lastBody == "fresh-\(n)")
                 #expect(answer.text.header("x-cache") == "MISS")
             }
+            let metrics = GatewayMetrics.of(harness.server.snapshot.state).render()
+            #expect(metrics.contains(#"tollgate_cache_store_errors_total{store="\#(kind)"} 3"#), "\(metrics)")
         }
     }
 }
