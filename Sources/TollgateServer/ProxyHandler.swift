@@ -475,8 +475,11 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Requests no route matched run the global plugins' log hooks (access log, metrics).
     func runLogPhase(_ exchange: Exchange) {
         guard !exchange.logged else { return }
+        // Asked through the route (a class) first: binding the chain would copy the struct and
+        // retain each of its arrays, on every request.
+        let hasLogHooks = exchange.route.map { $0.chain.hasLogHooks } ?? exchange.state.snapshot.globalChain.hasLogHooks
+        guard hasLogHooks else { return }
         let chain = exchange.route?.chain ?? exchange.state.snapshot.globalChain
-        guard chain.hasLogHooks else { return }
         exchange.logged = true
         let status = exchange.responseHeadSent || exchange.phase == .responded ? exchange.status : 499
         exchange.closeAttempt(status: exchange.status, error: exchange.errorReason ?? "abandoned")
