@@ -70,13 +70,14 @@ extension ProxyHandler: UpstreamOwner {
                 // The body passes filters: framed by the Content-Length the hooks left (they vouch
                 // for it), else chunked (or until close, for HTTP/1.0).
                 exchange.responseFilters = exchange.context.responseFilters
-                response.headerFields[.transferEncoding] = nil
+                if response.headerFields.contains(.transferEncoding) { response.headerFields[.transferEncoding] = nil }
                 addChunked = false
                 let status = response.status.code
                 if exchange.isHeadRequest || status == 204 || status == 304 {
                     clientFraming = .none
                     if status == 304 { response.headerFields[.contentLength] = nil }
-                } else if let length = response.headerFields[.contentLength].flatMap({ Int($0) }) {
+                } else if response.headerFields.contains(.contentLength),
+                          let length = response.headerFields[.contentLength].flatMap({ Int($0) }) {
                     clientFraming = length > 0 ? .length(length) : .none
                 } else if http10 {
                     clientFraming = .untilClose

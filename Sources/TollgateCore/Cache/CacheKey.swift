@@ -150,35 +150,98 @@ public enum AcceptEncoding {
     /// The codings a cache tells apart.
     public static let cacheCodings = ["br", "gzip", "deflate"]
 
-    /// The coding to use among `supported` (in the server's order of preference): the one with the
-    /// highest q-value the client gives (a `*` covers codings it does not name); `identity` when none is
-    /// acceptable or the header is absent.
+    /// The coding to use among `supported` (lowercase, in the server's order of preference): the one
+    /// with the highest q-value the client gives (a `*` covers codings it does not name); `identity`
+    /// when none is acceptable or the header is absent. Parsed from the bytes without allocating:
+    /// this runs on every request of a compressing route.
     public static func preferred(_ values: [String], among supported: [String]) -> String {
-        guard !values.isEmpty else { return "identity" }
-        var weights: [String: Double] = [:]
-        var wildcard: Double?
+        guard !values.isEmpty, !supported.isEmpty else { return "identity" }
+        // Weights in thousandths (q has at most three decimals); -1: not named.
+        var weights = [Int](repeating: -1, count: supported.count)
+        var wildcard = -1
         for value in values {
-            for item in value.split(separator: ",") {
-                let parts = item.split(separator: ";")
-                guard let first = parts.first else { continue }
-                let coding = first.trimmingSpaces.lowercased()
-                var q = 1.0
-                for parameter in parts.dropFirst() {
-                    let text = parameter.trimmingSpaces
-                    if text.lowercased().hasPrefix("q="), let parsed = Double(text.dropFirst(2)) { q = min(1, max(0, parsed)) }
+            var value = value
+            value.withUTF8 { bytes in
+                var index = 0
+                let count = bytes.count
+                while index < count {
+                    // One item: a coding, then parameters, up to a comma.
+                    while index < count && (bytes[index] == 0x20 || bytes[index] == 0x09 || bytes[index] == 0x2C) { index += 1 }
+                    let tokenStart = index
+                    while index < count && bytes[index] != 0x3B && bytes[index] != 0x2C && bytes[index] != 0x20 && bytes[index] != 0x09 {
+                        index += 1
+                    }
+                    let token = UnsafeBufferPointer(rebasing: bytes[tokenStart..<index])
+                    var q = 1000
+                    while index < count && bytes[index] != 0x2C {
+                        if bytes[index] == 0x3B {
+                            index += 1
+                            while index < count && (bytes[index] == 0x20 || bytes[index] == 0x09) { index += 1 }
+                            if index + 1 < count && (bytes[index] | 0x20) == UInt8(ascii: "q") && bytes[index + 1] == UInt8(ascii: "=") {
+                                index += 2
+                                q = parseQ(bytes, &index)
+                                continue
+                            }
+                        }
+                        index += 1
+                    }
+                    guard !token.isEmpty else { continue }
+                    if token.count == 1 && token[0] == UInt8(ascii: "*") {
+                        wildcard = q
+                    } else if let position = position(of: token, in: supported) {
+                        weights[position] = q
+                    }
                 }
-                if coding == "*" { wildcard = q } else if coding == "x-gzip" { weights["gzip"] = q } else { weights[coding] = q }
             }
         }
-        var best = "identity"
-        var bestQ = 0.0
-        for coding in supported {
-            let q = weights[coding] ?? wildcard ?? 0
+        var best = -1
+        var bestQ = 0
+        for index in supported.indices {
+            let q = weights[index] >= 0 ? weights[index] : wildcard
             if q > bestQ {
-                best = coding
+                best = index
                 bestQ = q
             }
         }
-        return best
+        return best >= 0 ? supported[best] : "identity"
+    }
+
+    /// A q-value (`0`, `0.5`, `1.000`) in thousandths, read from `index`; malformed counts as 0.
+    private static func parseQ(_ bytes: UnsafeBufferPointer<UInt8>, _ index: inout Int) -> Int {
+        guard index < bytes.count else { return 0 }
+        let whole = bytes[index]
+        guard whole == UInt8(ascii: "0") || whole == UInt8(ascii: "1") else { return 0 }
+        var value = whole == UInt8(ascii: "1") ? 1000 : 0
+        index += 1
+        if index < bytes.count && bytes[index] == UInt8(ascii: ".") {
+            index += 1
+            var scale = 100
+            while index < bytes.count, bytes[index] >= UInt8(ascii: "0"), bytes[index] <= UInt8(ascii: "9") {
+                if scale > 0 { value += Int(bytes[index] - UInt8(ascii: "0")) * scale }
+                scale /= 10
+                index += 1
+            }
+        }
+        return min(1000, value)
+    }
+
+    /// Which of `supported` the token names (ASCII case-insensitive; `x-gzip` is gzip).
+    private static func position(of token: UnsafeBufferPointer<UInt8>, in supported: [String]) -> Int? {
+        for (index, name) in supported.enumerated() {
+            if matches(token, name) || (name == "gzip" && matches(token, "x-gzip")) { return index }
+        }
+        return nil
+    }
+
+    private static func matches(_ token: UnsafeBufferPointer<UInt8>, _ name: String) -> Bool {
+        guard token.count == name.utf8.count else { return false }
+        var offset = 0
+        for byte in name.utf8 {
+            var candidate = token[offset]
+            if candidate >= UInt8(ascii: "A") && candidate <= UInt8(ascii: "Z") { candidate |= 0x20 }
+            if candidate != byte { return false }
+            offset += 1
+        }
+        return true
     }
 }

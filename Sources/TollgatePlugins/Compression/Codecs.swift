@@ -11,9 +11,12 @@ public enum ContentCoding: String, Sendable, CaseIterable {
 
 }
 
-/// Compresses a body as it streams: each chunk is compressed and flushed at once (a sync flush), so
-/// nothing waits for the rest of the body; the end closes the stream. One per response, on its event
-/// loop.
+/// Compresses a body as it streams. A body of unknown length (chunked: perhaps a stream of events)
+/// has each chunk compressed and flushed at once (a sync flush), so nothing waits for the rest of
+/// it. A body of known length is compressed as it comes without flushing each chunk: the coder emits
+/// blocks as its buffers fill (a bounded amount, never the whole body) and the end flushes the rest,
+/// which makes one block of a small body instead of two (a flushed block costs the coder its
+/// Huffman trees). One per response, on its event loop.
 final class CompressingFilter: ResponseBodyFilter, @unchecked Sendable {
     private enum Engine {
         case zlib(UnsafeMutablePointer<z_stream>)
@@ -22,11 +25,14 @@ final class CompressingFilter: ResponseBodyFilter, @unchecked Sendable {
 
     private let engine: Engine
     private var finished = false
+    /// Flush after each chunk (bodies of unknown length).
+    private let flushEachChunk: Bool
 
     /// Nil when the library could not set up a stream (out of memory). With the body's length known,
     /// a small body gets a window (and zlib's hash tables) no larger than it needs: setting up a
     /// full-size stream costs more than compressing a few kilobytes.
     init?(coding: ContentCoding, level: Int32, length: Int? = nil) {
+        flushEachChunk = length == nil
         switch coding {
         case .gzip, .deflate:
             var bits: Int32 = 15
@@ -94,7 +100,7 @@ final class CompressingFilter: ResponseBodyFilter, @unchecked Sendable {
                     out.writeWithUnsafeMutableBytes(minimumWritableBytes: 256) { target in
                         stream.pointee.next_out = target.bindMemory(to: UInt8.self).baseAddress
                         stream.pointee.avail_out = UInt32(target.count)
-                        code = deflate(stream, finish ? Z_FINISH : Z_SYNC_FLUSH)
+                        code = deflate(stream, finish ? Z_FINISH : flushEachChunk ? Z_SYNC_FLUSH : Z_NO_FLUSH)
                         return target.count - Int(stream.pointee.avail_out)
                     }
                     if code == Z_STREAM_END { break }
@@ -106,7 +112,7 @@ final class CompressingFilter: ResponseBodyFilter, @unchecked Sendable {
             case .brotli(let state):
                 var availableIn = source.count
                 var nextIn = source.bindMemory(to: UInt8.self).baseAddress
-                let operation = finish ? BROTLI_OPERATION_FINISH : BROTLI_OPERATION_FLUSH
+                let operation = finish ? BROTLI_OPERATION_FINISH : flushEachChunk ? BROTLI_OPERATION_FLUSH : BROTLI_OPERATION_PROCESS
                 while true {
                     var availableOut = 0
                     out.writeWithUnsafeMutableBytes(minimumWritableBytes: 256) { target in

@@ -47,10 +47,12 @@ public struct CompressionPlugin: GatewayPlugin {
 
     let configuration: Configuration
     let supported: [String]
+    let types: MediaTypes
 
     public init(configuration: Configuration) {
         self.configuration = configuration
         self.supported = configuration.encodings.map(\.rawValue)
+        self.types = MediaTypes(configuration.contentTypes)
     }
 
     public static let changesRequest = false
@@ -97,44 +99,115 @@ public struct CompressionPlugin: GatewayPlugin {
     public func onResponse(_ response: inout HTTPResponse, context: inout RequestContext) {
         let code = response.status.code
         guard code >= 200, code != 204, code != 304, code != 206 else { return }
-        let fields = response.headerFields
-        if let encoding = fields[.contentEncoding], encoding.lowercased() != "identity" { return }
-        guard let type = fields[.contentType], compressible(type) else { return }
-        if let length = fields[.contentLength].flatMap({ Int($0) }), length < configuration.minSize { return }
-        if CacheControl(fields: fields).noTransform { return }
+        // The fields this needs, found in one pass (each lookup by name scans every field).
+        let seen = ResponseFacts(response.headerFields)
+        if let encoding = seen.contentEncoding, encoding.lowercased() != "identity" { return }
+        guard let type = seen.contentType, compressible(type) else { return }
+        if let length = seen.contentLength, length < configuration.minSize { return }
+        if let cacheControl = seen.cacheControl, CacheControl(cacheControl).noTransform { return }
         // The response depends on Accept-Encoding from here on, compressed for this client or not.
-        if !varies(fields) { response.headerFields.append(HTTPField(name: .vary, value: "Accept-Encoding")) }
+        if !seen.variesByEncoding { response.headerFields.append(HTTPField(name: .vary, value: "Accept-Encoding")) }
         guard let coding = context[ChosenCoding.self] else { return }
         let level = coding == .br ? configuration.brotliQuality : configuration.gzipLevel
-        let length = fields[.contentLength].flatMap { Int($0) }
-        guard let filter = CompressingFilter(coding: coding, level: level, length: length) else { return }
-        response.headerFields[.contentEncoding] = coding.rawValue
-        response.headerFields[.contentLength] = nil
-        if let etag = fields[.eTag], !etag.hasPrefix("W/") { response.headerFields[.eTag] = "W/" + etag }
+        guard let filter = CompressingFilter(coding: coding, level: level, length: seen.contentLength) else { return }
+        if seen.contentEncoding != nil {
+            response.headerFields[.contentEncoding] = coding.rawValue
+        } else {
+            response.headerFields.append(HTTPField(name: .contentEncoding, value: coding.rawValue))
+        }
+        if seen.contentLength != nil { response.headerFields[.contentLength] = nil }
+        if let etag = seen.etag, !etag.hasPrefix("W/") { response.headerFields[.eTag] = "W/" + etag }
         context.responseFilters.append(filter)
     }
 
-    private func varies(_ fields: HTTPFields) -> Bool {
-        fields[values: .vary].contains { value in
-            value.split(separator: ",").contains { item in
-                let name = item.trimmingCharacters(in: " \t")
-                return name == "*" || name.lowercased() == "accept-encoding"
+    /// What compression reads of a response's fields, in one pass over them.
+    struct ResponseFacts {
+        var contentEncoding: String?
+        var contentType: String?
+        var contentLength: Int?
+        var cacheControl: String?
+        var etag: String?
+        var variesByEncoding = false
+
+        init(_ fields: HTTPFields) {
+            for field in fields {
+                // Names are compared only when their lengths match (most fields match none).
+                let name = field.name.canonicalName
+                switch name.utf8.count {
+                case 16 where name == "content-encoding": contentEncoding = field.value
+                case 12 where name == "content-type": contentType = field.value
+                case 14 where name == "content-length": contentLength = Int(field.value)
+                case 13 where name == "cache-control":
+                    cacheControl = cacheControl.map { $0 + "," + field.value } ?? field.value
+                case 4 where name == "etag": etag = field.value
+                case 4 where name == "vary":
+                    for item in field.value.split(separator: ",") {
+                        let token = item.trimmingCharacters(in: " \t")
+                        if token == "*" || token.lowercased() == "accept-encoding" { variesByEncoding = true }
+                    }
+                default: break
+                }
             }
         }
     }
 
-    /// Whether a `Content-Type` is one of the configured media types.
+    /// Whether a `Content-Type` is one of the configured media types: its media type (before any
+    /// parameter, lowercased) among the exact ones, under a `type/*`, or (for `+json` and `+xml`)
+    /// covered by JSON or XML. Read from the bytes: this runs on every response.
     func compressible(_ contentType: String) -> Bool {
-        let media = (contentType.split(separator: ";").first.map(String.init) ?? contentType)
-            .trimmingCharacters(in: " \t").lowercased()
-        for pattern in configuration.contentTypes {
-            if pattern == media { return true }
-            if pattern.hasSuffix("/*"), media.hasPrefix(pattern.dropLast()) { return true }
+        var text = contentType
+        return text.withUTF8 { bytes in
+            var start = 0
+            var end = bytes.count
+            if let semicolon = bytes.firstIndex(of: UInt8(ascii: ";")) { end = semicolon }
+            while start < end && (bytes[start] == 0x20 || bytes[start] == 0x09) { start += 1 }
+            while end > start && (bytes[end - 1] == 0x20 || bytes[end - 1] == 0x09) { end -= 1 }
+            let media = UnsafeBufferPointer(rebasing: bytes[start..<end])
+            for pattern in types.exact where Self.equal(media, pattern) { return true }
+            for prefix in types.prefixes where Self.hasPrefix(media, prefix) { return true }
+            if types.json && Self.hasSuffix(media, "+json") { return true }
+            if types.xml && Self.hasSuffix(media, "+xml") { return true }
+            return false
         }
-        // Structured syntax suffixes: application/problem+json is JSON.
-        if media.hasSuffix("+json") { return configuration.contentTypes.contains("application/json") }
-        if media.hasSuffix("+xml") { return configuration.contentTypes.contains("application/xml") }
-        return false
+    }
+
+    /// The configured media types, sorted for matching once at load.
+    struct MediaTypes: Sendable {
+        var exact: [String] = []
+        var prefixes: [String] = []
+        var json = false
+        var xml = false
+
+        init(_ patterns: [String]) {
+            for pattern in patterns {
+                if pattern.hasSuffix("/*") { prefixes.append(String(pattern.dropLast())) } else { exact.append(pattern) }
+            }
+            json = exact.contains("application/json")
+            xml = exact.contains("application/xml")
+        }
+    }
+
+    private static func equal(_ bytes: UnsafeBufferPointer<UInt8>, _ pattern: String) -> Bool {
+        bytes.count == pattern.utf8.count && hasPrefix(bytes, pattern)
+    }
+
+    /// ASCII case-insensitive (patterns are lowercase).
+    private static func hasPrefix(_ bytes: UnsafeBufferPointer<UInt8>, _ pattern: String) -> Bool {
+        guard bytes.count >= pattern.utf8.count else { return false }
+        var offset = 0
+        for byte in pattern.utf8 {
+            var candidate = bytes[offset]
+            if candidate >= UInt8(ascii: "A") && candidate <= UInt8(ascii: "Z") { candidate |= 0x20 }
+            if candidate != byte { return false }
+            offset += 1
+        }
+        return true
+    }
+
+    private static func hasSuffix(_ bytes: UnsafeBufferPointer<UInt8>, _ suffix: String) -> Bool {
+        let length = suffix.utf8.count
+        guard bytes.count >= length else { return false }
+        return hasPrefix(UnsafeBufferPointer(rebasing: bytes[(bytes.count - length)...]), suffix)
     }
 }
 
