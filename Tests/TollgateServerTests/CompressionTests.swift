@@ -153,6 +153,18 @@ import TollgateTesting
         }
     }
 
+    /// An HTTP/1.0 client cannot take chunks: the compressed body ends with the connection.
+    @Test func http10ClientsGetACompressedBodyDelimitedByClose() async throws {
+        try await Harness.with(Self.config(), upstreams: [Self.origin]) { harness in
+            let answer = try await harness.send("GET /text HTTP/1.0\r\nHost: t\r\nAccept-Encoding: gzip\r\nConnection: keep-alive\r\n\r\n")
+            #expect(answer.statuses == [200])
+            #expect(answer.text.header("content-encoding") == "gzip")
+            #expect(answer.text.header("transfer-encoding") == nil && answer.text.header("content-length") == nil)
+            #expect(answer.text.header("connection") == "close")
+            #expect(answer.closedByServer)
+        }
+    }
+
     /// A 3 MB streamed body is compressed as it streams and decodes to what the upstream sent.
     @Test func streamsLargeBodies() async throws {
         try await Harness.with(Self.config(), upstreams: [Self.origin]) { harness in
