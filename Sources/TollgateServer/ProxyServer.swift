@@ -306,26 +306,44 @@ public final class ProxyServer: Service, Sendable {
 
 /// Client connections, so a drain can reach them. Touched on connect and close only, never per request.
 final class ConnectionRegistry: Sendable {
-    private let channels = NIOLockedValueBox<[ObjectIdentifier: any Channel]>([:])
+    private struct State {
+        var channels: [ObjectIdentifier: any Channel] = [:]
+        var draining = false
+    }
 
-    /// Tracks `channel` until it closes, whichever handler it ends with (a WebSocket relay, say).
+    private let state = NIOLockedValueBox(State())
+
+    /// Tracks `channel` until it closes, whichever handler it ends with (a WebSocket relay, say). A
+    /// connection accepted while the listeners were closing (after the drain was broadcast) is told
+    /// to drain as well: else it would hold the drain until its timeout.
     func add(_ channel: any Channel) {
         let id = ObjectIdentifier(channel)
-        channels.withLockedValue { $0[id] = channel }
-        channel.closeFuture.whenComplete { [channels] _ in
-            channels.withLockedValue { $0[id] = nil }
+        let draining = state.withLockedValue { state -> Bool in
+            state.channels[id] = channel
+            return state.draining
+        }
+        channel.closeFuture.whenComplete { [state] _ in
+            state.withLockedValue { _ = $0.channels.removeValue(forKey: id) }
+        }
+        if draining {
+            // After the initializer has finished adding the handlers.
+            channel.eventLoop.execute { channel.pipeline.fireUserInboundEventTriggered(DrainEvent()) }
         }
     }
 
-    var count: Int { channels.withLockedValue { $0.count } }
+    var count: Int { state.withLockedValue { $0.channels.count } }
 
     func broadcastDrain() {
-        for channel in channels.withLockedValue({ Array($0.values) }) {
+        let channels = state.withLockedValue { state -> [any Channel] in
+            state.draining = true
+            return Array(state.channels.values)
+        }
+        for channel in channels {
             channel.pipeline.fireUserInboundEventTriggered(DrainEvent())
         }
     }
 
     func closeAll() {
-        for channel in channels.withLockedValue({ Array($0.values) }) { channel.close(promise: nil) }
+        for channel in state.withLockedValue({ Array($0.channels.values) }) { channel.close(promise: nil) }
     }
 }
