@@ -138,15 +138,25 @@ public enum DecompressionError: Error, Equatable {
 /// Undoes a content coding of a whole body, stopping as soon as the output passes `limit`.
 public enum Decompressor {
     public static func decompress(_ input: ByteBuffer, coding: ContentCoding, limit: Int) throws(DecompressionError) -> ByteBuffer {
+        do {
+            return try decompress(input, coding: coding, limit: limit, rawDeflate: false)
+        } catch .invalid where coding == .deflate {
+            // "deflate" means the zlib format, but some clients send raw deflate data.
+            return try decompress(input, coding: coding, limit: limit, rawDeflate: true)
+        }
+    }
+
+    private static func decompress(_ input: ByteBuffer, coding: ContentCoding, limit: Int,
+                                   rawDeflate: Bool) throws(DecompressionError) -> ByteBuffer {
         var out = ByteBuffer()
         out.reserveCapacity(min(limit, max(1024, input.readableBytes * 4)))
         let outcome: DecompressionError? = input.withUnsafeReadableBytes { source -> DecompressionError? in
             switch coding {
             case .gzip, .deflate:
                 var stream = z_stream()
-                // 32 + 15: zlib or gzip, detected from the header; raw deflate (what some clients send
-                // for "deflate") is tried when that fails.
-                guard tollgate_inflate_init(&stream, coding == .gzip ? 31 : 15) == Z_OK else { return .invalid }
+                // 31: gzip framing; 15: zlib framing; -15: raw deflate.
+                let windowBits: Int32 = coding == .gzip ? 31 : rawDeflate ? -15 : 15
+                guard tollgate_inflate_init(&stream, windowBits) == Z_OK else { return .invalid }
                 defer { inflateEnd(&stream) }
                 stream.next_in = UnsafeMutablePointer(mutating: source.bindMemory(to: UInt8.self).baseAddress)
                 stream.avail_in = UInt32(source.count)
