@@ -54,7 +54,7 @@ extension ProxyHandler: UpstreamOwner {
         exchange.status = code
         exchange.responseHeadSent = true
         exchange.responseFraming = clientFraming
-        if let route, !route.chain.isEmpty, !route.chain.responseHooksOnlyAdd || code == 101 {
+        if let route, !route.chain.isEmpty, code == 101 || !route.chain.responseHooksOnlyAdd && route.chain.responseFieldNames == nil {
             // Hooks that may read or change the upstream's fields see them all, as swift-http-types fields.
             var fields = HeadWriter.responseFields(head, via: state.viaValue, requestIDName: state.requestIDHeader,
                                                    requestID: exchange.context.requestID, extra: extra)
@@ -71,21 +71,11 @@ extension ProxyHandler: UpstreamOwner {
                 // for it), else chunked (or until close, for HTTP/1.0).
                 exchange.responseFilters = exchange.context.responseFilters
                 if response.headerFields.contains(.transferEncoding) { response.headerFields[.transferEncoding] = nil }
-                addChunked = false
                 let status = response.status.code
-                if exchange.isHeadRequest || status == 204 || status == 304 {
-                    clientFraming = .none
-                    if status == 304 { response.headerFields[.contentLength] = nil }
-                } else if response.headerFields.contains(.contentLength),
-                          let length = response.headerFields[.contentLength].flatMap({ Int($0) }) {
-                    clientFraming = length > 0 ? .length(length) : .none
-                } else if http10 {
-                    clientFraming = .untilClose
-                    exchange.keepAlive = false
-                } else {
-                    clientFraming = .chunked
-                    addChunked = true
-                }
+                if status == 304 && response.headerFields.contains(.contentLength) { response.headerFields[.contentLength] = nil }
+                let length = response.headerFields.contains(.contentLength)
+                    ? response.headerFields[.contentLength].flatMap { Int($0) } : nil
+                (clientFraming, addChunked) = filteredFraming(exchange, status: status, contentLength: length, http10: http10)
                 exchange.responseFraming = clientFraming
             }
             let connection: ConnectionHeader = code == 101 ? .none : connectionHeader(exchange)
@@ -93,6 +83,31 @@ extension ProxyHandler: UpstreamOwner {
                 HeadWriter.writeResponse(minorVersion: exchange.clientMinorVersion, status: response.status,
                                          fields: response.headerFields, addChunked: addChunked,
                                          connection: connection, into: &out)
+            }
+        } else if let route, code != 101, !route.chain.responseHooksOnlyAdd, let names = route.chain.responseFieldNames {
+            // Hooks that read and change only some fields (compression) see just those; what they
+            // change is applied while the upstream's other fields are copied as they came.
+            let before = head.httpFields(named: names)
+            var response = HTTPResponse(status: HTTPResponse.Status(code: code, reasonPhrase: head.reason), headerFields: before)
+            route.chain.runResponse(&response, context: &exchange.context)
+            let (removed, changes) = Self.fieldChanges(from: before, to: response.headerFields)
+            let added = extra.isEmpty ? changes : extra + changes
+            var dropTransferEncoding = http10
+            if !exchange.context.responseFilters.isEmpty {
+                exchange.responseFilters = exchange.context.responseFilters
+                dropTransferEncoding = true
+                let length = names.contains(.contentLength)
+                    ? response.headerFields[.contentLength].flatMap { Int($0) } : head.contentLength
+                (clientFraming, addChunked) = filteredFraming(exchange, status: code, contentLength: length, http10: http10)
+                exchange.responseFraming = clientFraming
+            }
+            let connection = connectionHeader(exchange)
+            let requestID = exchange.context.requestID
+            output.render(context.channel.allocator) { out in
+                HeadWriter.writeResponse(head, clientMinorVersion: exchange.clientMinorVersion, via: state.viaValue,
+                                         requestIDName: state.requestIDHeader, requestID: requestID, extra: added,
+                                         removed: removed, dropTransferEncoding: dropTransferEncoding,
+                                         addChunked: addChunked, connection: connection, into: &out)
             }
         } else {
             // The upstream's fields are copied as they came; hooks that only add fields run on an
@@ -111,6 +126,33 @@ extension ProxyHandler: UpstreamOwner {
             flush()
             switchToRelay(exchange)
         }
+    }
+
+    /// What response hooks changed in the fields they were given: the names whose upstream fields must
+    /// go (a field of that name was changed or removed), and the fields to write instead (new ones,
+    /// and the kept ones of a removed name). Both lists are short: a handful of fields each.
+    static func fieldChanges(from before: HTTPFields, to after: HTTPFields) -> (removed: [HTTPField.Name], added: [HTTPField]) {
+        let old = Array(before)
+        let new = Array(after)
+        if old == new { return ([], []) }
+        var removed: [HTTPField.Name] = []
+        for field in old where !new.contains(field) && !removed.contains(field.name) { removed.append(field.name) }
+        var added: [HTTPField] = []
+        for field in new where !old.contains(field) || removed.contains(field.name) { added.append(field) }
+        return (removed, added)
+    }
+
+    /// How a body that passes filters is framed: by the Content-Length the hooks left (they vouch for
+    /// it), else chunked (or until close, for HTTP/1.0); none for HEAD, 204 and 304.
+    private func filteredFraming(_ exchange: Exchange, status: Int, contentLength: Int?,
+                                 http10: Bool) -> (BodyFraming, Bool) {
+        if exchange.isHeadRequest || status == 204 || status == 304 { return (.none, false) }
+        if let contentLength { return (contentLength > 0 ? .length(contentLength) : .none, false) }
+        if http10 {
+            exchange.keepAlive = false
+            return (.untilClose, false)
+        }
+        return (.chunked, true)
     }
 
     func upstreamBody(_ buffer: ByteBuffer) {

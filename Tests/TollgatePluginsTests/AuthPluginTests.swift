@@ -133,16 +133,14 @@ func sha256Hex(_ text: String) -> String {
         #expect(AuthText.constantTimeEqual(a, a))
         #expect(!AuthText.constantTimeEqual(a, early))
         #expect(!AuthText.constantTimeEqual(a, late))
-        func time(_ other: [UInt8]) -> Duration {
-            let clock = ContinuousClock()
-            var best = Duration.seconds(1)
-            for _ in 0..<10 {
-                let elapsed = clock.measure { for _ in 0..<2_000 { _ = AuthText.constantTimeEqual(a, other) } }
-                best = min(best, elapsed)
-            }
-            return best
+        // The best of many rounds, the two cases interleaved so a busy machine slows both alike.
+        let clock = ContinuousClock()
+        var earlyTime = Duration.seconds(1)
+        var lateTime = Duration.seconds(1)
+        for _ in 0..<30 {
+            earlyTime = min(earlyTime, clock.measure { for _ in 0..<2_000 { _ = AuthText.constantTimeEqual(a, early) } })
+            lateTime = min(lateTime, clock.measure { for _ in 0..<2_000 { _ = AuthText.constantTimeEqual(a, late) } })
         }
-        let (earlyTime, lateTime) = (time(early), time(late))
         let ratio = Double(earlyTime.components.attoseconds) / Double(max(1, lateTime.components.attoseconds))
         #expect(ratio > 0.5 && ratio < 2, "early \(earlyTime), late \(lateTime)")
     }

@@ -139,8 +139,9 @@ public enum HeadWriter {
     /// client's version, the upstream's end-to-end fields as they came, Via and the request id, `extra`
     /// (deprecation fields), then framing and Connection as the proxy decided them.
     public static func writeResponse(_ head: RawHead, clientMinorVersion: Int, via: String, requestIDName: String,
-                                     requestID: String, extra: [HTTPField], dropTransferEncoding: Bool,
-                                     addChunked: Bool, connection: ConnectionHeader, into out: inout ByteBuffer) {
+                                     requestID: String, extra: [HTTPField], removed: [HTTPField.Name] = [],
+                                     dropTransferEncoding: Bool, addChunked: Bool, connection: ConnectionHeader,
+                                     into out: inout ByteBuffer) {
         var bound = head.bytes.readableBytes + via.utf8.count + requestIDName.utf8.count + requestID.utf8.count + 160
         for field in extra { bound += field.name.rawName.utf8.count + field.value.utf8.count + 4 }
         _ = head.withBytes { p in
@@ -164,7 +165,7 @@ public enum HeadWriter {
                     case let kind where kind.isHopByHop:
                         run.flush(p, into: &o)
                     default:
-                        if checkListed && head.isListedInConnection(index) {
+                        if checkListed && head.isListedInConnection(index) || !removed.isEmpty && field.name(in: removed, p) != nil {
                             run.flush(p, into: &o)
                         } else {
                             run.add(field, p, into: &o)

@@ -20,6 +20,9 @@ public struct FilterChain: Sendable {
     public let timesPlugins: Bool
     /// A log hook reads the upstream attempts (of sampled requests).
     public let recordsUpstreamAttempts: Bool
+    /// When every response hook reads and changes only named fields (or only adds fields): the names
+    /// (see `GatewayPlugin.responseFieldNames`). Nil: the hooks need every field.
+    public let responseFieldNames: [HTTPField.Name]?
     /// Some hook sends requests of its own (`RequestContext.subrequests`).
     public let wantsSubrequests: Bool
     /// What starts each request's trace context (the tracing plugin), if the route has one.
@@ -67,6 +70,12 @@ public struct FilterChain: Sendable {
         }
         self.requestFieldNames = names
         self.responders = ordered.reversed().map(\.plugin).filter(\.hasResponseHook)
+        var responseNames: [HTTPField.Name]? = []
+        for plugin in ordered.map(\.plugin) where plugin.hasResponseHook && !type(of: plugin).responseHookOnlyAdds {
+            guard let wanted = plugin.responseFieldNames else { responseNames = nil; break }
+            for name in wanted where !responseNames!.contains(name) { responseNames!.append(name) }
+        }
+        self.responseFieldNames = responseNames
         let adds = ordered.map { !$0.plugin.hasResponseHook || type(of: $0.plugin).responseHookOnlyAdds }
         self.othersOnlyAdd = ordered.indices.map { index in adds.indices.allSatisfy { $0 == index || adds[$0] } }
     }

@@ -57,6 +57,11 @@ public protocol GatewayPlugin: Sendable {
     var mayChangeRequest: Bool { get }
     /// Whether `onResponse` does anything. When not, the plugin is left out of the response phase.
     var hasResponseHook: Bool { get }
+    /// When the response hook reads and changes only some fields of the upstream's response (and never
+    /// its status), their names: the hooks then get a response with just those fields, and what they
+    /// change among them (or add) is applied while the upstream's other fields are copied as they came.
+    /// Nil: all of them (the hook sees every field, converted).
+    var responseFieldNames: [HTTPField.Name]? { get }
     /// Whether `onLog` does anything. When no plugin of a route has a log hook, the log phase is skipped.
     var hasLogHook: Bool { get }
     /// Whether `onRequest` does anything. When no plugin of a route has one, the request is forwarded
@@ -84,6 +89,7 @@ extension GatewayPlugin {
     public var mayChangeRequest: Bool { Self.changesRequest }
     public var requestFieldNames: [HTTPField.Name]? { nil }
     public var hasResponseHook: Bool { true }
+    public var responseFieldNames: [HTTPField.Name]? { nil }
     public var hasLogHook: Bool { true }
     public var hasRequestHook: Bool { true }
     public var wantsPluginTimings: Bool { false }

@@ -56,6 +56,10 @@ public struct CompressionPlugin: GatewayPlugin {
     }
 
     public static let changesRequest = false
+    /// The response fields it reads and changes (it never changes the status).
+    public var responseFieldNames: [HTTPField.Name]? {
+        [.contentEncoding, .contentType, .contentLength, .cacheControl, .eTag, .vary]
+    }
     public var mayChangeRequest: Bool { configuration.decompressRequests }
     public var hasLogHook: Bool { false }
     public var requestFieldNames: [HTTPField.Name]? {
