@@ -1,6 +1,4 @@
 import Foundation
-import NIOCore
-import NIOPosix
 
 public enum MemcachedServerError: Error {
     case didNotStart
@@ -14,19 +12,10 @@ public final class MemcachedServer: @unchecked Sendable {
 
     public init() async throws {
         for _ in 0..<10 {
-            port = try await Self.freePort()
+            port = try await LoopbackPort.free()
             if try await launch() { return }
         }
         throw MemcachedServerError.didNotStart
-    }
-
-    private static func freePort() async throws -> Int {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let probe = try await ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0).get()
-        let port = probe.localAddress!.port!
-        try await probe.close()
-        try await group.shutdownGracefully()
-        return port
     }
 
     private func launch() async throws -> Bool {

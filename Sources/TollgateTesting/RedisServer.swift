@@ -21,9 +21,9 @@ public final class RedisServer: @unchecked Sendable {
         self.extraArguments = extraArguments
         self.tls = tls
         for _ in 0..<10 {
-            port = try await Self.freePort()
+            port = try await LoopbackPort.free()
             if let tls {
-                let tlsPort = try await Self.freePort()
+                let tlsPort = try await LoopbackPort.free()
                 self.tlsPort = tlsPort
                 self.extraArguments = extraArguments + ["--tls-port", String(tlsPort), "--tls-cert-file", tls.certificate,
                                                         "--tls-key-file", tls.key, "--tls-ca-cert-file", tls.ca, "--tls-auth-clients", "no"]
@@ -42,14 +42,6 @@ public final class RedisServer: @unchecked Sendable {
         throw RedisServerError.didNotStart
     }
 
-    private static func freePort() async throws -> Int {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let probe = try await ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0).get()
-        let port = probe.localAddress!.port!
-        try await probe.close()
-        try await group.shutdownGracefully()
-        return port
-    }
 
     /// True once this redis-server answers PING; false when it exited (its port was taken).
     private func launch() async throws -> Bool {

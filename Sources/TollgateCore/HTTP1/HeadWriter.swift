@@ -218,18 +218,10 @@ public enum HeadWriter {
         for field in fields { bound += field.name.rawName.utf8.count + field.value.utf8.count + 4 }
         _ = out.writeWithUnsafeMutableBytes(minimumWritableBytes: bound) { memory in
             var o = HeadOutput(memory)
-            o.put(minorVersion == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
-            o.putStatus(status.code)
-            o.put(status.reasonPhrase)
-            o.put("\r\n")
+            o.putStatusLine(minorVersion: minorVersion, status)
             for field in fields { o.putField(field.name.rawName, field.value) }
             if addChunked { o.put("transfer-encoding: chunked\r\n") }
-            switch connection {
-            case .none, .upgrade: break
-            case .close: o.put("connection: close\r\n")
-            case .keepAlive: o.put("connection: keep-alive\r\n")
-            }
-            o.put("\r\n")
+            o.putConnectionAndEnd(connection)
             return o.offset
         }
     }
@@ -244,10 +236,7 @@ public enum HeadWriter {
         for field in fields { bound += field.name.rawName.utf8.count + field.value.utf8.count + 4 }
         _ = out.writeWithUnsafeMutableBytes(minimumWritableBytes: bound) { memory in
             var o = HeadOutput(memory)
-            o.put(minorVersion == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
-            o.putStatus(status.code)
-            o.put(status.reasonPhrase)
-            o.put("\r\n")
+            o.putStatusLine(minorVersion: minorVersion, status)
             rendered.withUnsafeReadableBytes { o.put($0) }
             for field in fields { o.putField(field.name.rawName, field.value) }
             if let requestID { o.putField(requestID.name, requestID.value) }
@@ -256,12 +245,7 @@ public enum HeadWriter {
                 o.putDecimal(contentLength)
                 o.put("\r\n")
             }
-            switch connection {
-            case .none, .upgrade: break
-            case .close: o.put("connection: close\r\n")
-            case .keepAlive: o.put("connection: keep-alive\r\n")
-            }
-            o.put("\r\n")
+            o.putConnectionAndEnd(connection)
             return o.offset
         }
     }
@@ -366,6 +350,24 @@ struct HeadOutput {
         put(UInt8(ascii: "0") + UInt8(code / 10 % 10))
         put(UInt8(ascii: "0") + UInt8(code % 10))
         put(UInt8(ascii: " "))
+    }
+
+    /// `HTTP/1.x CODE Reason\r\n`.
+    mutating func putStatusLine(minorVersion: Int, _ status: HTTPResponse.Status) {
+        put(minorVersion == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
+        putStatus(status.code)
+        put(status.reasonPhrase)
+        put("\r\n")
+    }
+
+    /// The Connection field of a gateway-written head (an upgrade's is the caller's), and the blank line.
+    mutating func putConnectionAndEnd(_ connection: ConnectionHeader) {
+        switch connection {
+        case .none, .upgrade: break
+        case .close: put("connection: close\r\n")
+        case .keepAlive: put("connection: keep-alive\r\n")
+        }
+        put("\r\n")
     }
 
     /// A non-negative number in decimal.
