@@ -72,19 +72,8 @@ public final class RedisServer: @unchecked Sendable {
     /// One connection: the commands (AUTH first when a password is set), then the replies read
     /// (until the server closes, or a first reply within 200 ms).
     private func exchange(commands: [[String]], readUntilClose: Bool) -> String? {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return nil }
+        guard let fd = LoopbackPort.connect(port) else { return nil }
         defer { close(fd) }
-        var timeout = timeval(tv_sec: 0, tv_usec: 200_000)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else { return nil }
         var all = commands
         if let index = extraArguments.firstIndex(of: "--requirepass"), index + 1 < extraArguments.count {
             all.insert(["AUTH", extraArguments[index + 1]], at: 0)
