@@ -31,20 +31,17 @@ final class CacheFlights: Sendable {
 
     /// Leads the flight for `key`, or waits for the one in the air (at most `timeout`; then nil).
     func join(_ key: String, on loop: any EventLoop, timeout: TimeAmount) -> Role {
-        let promise = loop.makePromise(of: Outcome?.self)
-        let joined: UInt64? = table.withLock { table in
+        let joined: (id: UInt64, promise: EventLoopPromise<Outcome?>)? = table.withLock { table in
             guard table.flights[key] != nil else {
                 table.flights[key] = []
                 return nil
             }
             table.nextID &+= 1
-            table.flights[key]!.append(Waiter(id: table.nextID, promise: promise))
-            return table.nextID
+            let waiter = Waiter(id: table.nextID, promise: loop.makePromise(of: Outcome?.self))
+            table.flights[key]!.append(waiter)
+            return (waiter.id, waiter.promise)
         }
-        guard let id = joined else {
-            promise.succeed(nil)   // unused
-            return .leader
-        }
+        guard let (id, promise) = joined else { return .leader }
         loop.scheduleTask(in: timeout) { [self] in
             // Whoever takes the waiter out of the table completes its promise: the timeout or the leader.
             let removed = table.withLock { table -> Bool in
@@ -62,6 +59,4 @@ final class CacheFlights: Sendable {
         let waiters = table.withLock { $0.flights.removeValue(forKey: key) } ?? []
         for waiter in waiters { waiter.promise.succeed(outcome) }
     }
-
-    var inFlight: Int { table.withLock { $0.flights.count } }
 }

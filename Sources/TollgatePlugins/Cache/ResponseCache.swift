@@ -1,17 +1,14 @@
-import Atomics
 import Logging
 import NIOCore
 import Synchronization
 import TollgateCore
 import TollgateObservability
 
-/// A cache's state that outlives reloads: its store, its flights, its counters.
+/// A cache's state that outlives reloads: its store and its flights.
 final class ResponseCache: Sendable {
     let store: any CacheStore
     let flights = CacheFlights()
     let scope: String
-    /// Lookups the store could not answer (each one passed through).
-    let storeErrors = ManagedAtomic<Int>(0)
     private let lastFailureLog = Mutex<Int64>(0)
     private static let logger = Logger(label: "tollgate.proxy-cache")
 
@@ -48,7 +45,6 @@ final class ResponseCache: Sendable {
 
     /// A store that could not answer: counted, and logged at most once a minute.
     func storeFailed(_ error: any Error) {
-        storeErrors.wrappingIncrement(ordering: .relaxed)
         metrics.counter("tollgate_cache_store_errors_total", [("store", store.kind)]).increment()
         let now = WallClock.milliseconds()
         let log = lastFailureLog.withLock { last -> Bool in
