@@ -155,11 +155,14 @@ extension ClusterRateLimitingTests {
         ])
         defer { Task { await cluster.stop() } }
         #expect(try await cluster.get(node: 0, path: "/api/warm").statuses == [200])
-        // Redis busy for 400 ms: the next request waits for it, and its client gives up after 100 ms.
+        // Redis busy for 1.5 s (long, so a loaded machine's late wake-ups still land inside it): the
+        // next request waits for it, and its client gives up after 100 ms.
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let blocker = RedisClient(configuration: RedisConfiguration(url: redis.url)!, eventLoop: group.next())
+        var blocking = RedisConfiguration(url: redis.url)!
+        blocking.commandTimeout = .seconds(5)
+        let blocker = RedisClient(configuration: blocking, eventLoop: group.next())
         _ = try await blocker.send(["PING"]).get()   // connected: the next command goes out at once
-        let sleeping = blocker.send(["DEBUG", "SLEEP", "0.4"])
+        let sleeping = blocker.send(["DEBUG", "SLEEP", "1.5"])
         try await Task.sleep(for: .milliseconds(40))
         let abandoned = try await RawClient.exchange("GET /api/slow HTTP/1.1\r\nHost: t\r\n\r\n",
                                                      port: cluster.servers[0].localAddresses[0].port!,

@@ -60,8 +60,9 @@ public struct RequestContext: Sendable {
     /// that run hooks without a server).
     public var eventLoop: (any EventLoop)?
     /// Plugin values by key: a short list (a request meets a handful of keys), each value in a box of
-    /// its key's value type, so reading needs no dictionary hashing and no dynamic cast.
-    private var storage: [(key: ObjectIdentifier, box: any AnyObject & Sendable)] = []
+    /// its key's value type, so reading needs no dictionary hashing and no dynamic cast. Inlinable
+    /// (with the subscript) so each plugin's access is specialized for its key, not run generically.
+    @usableFromInline var storage: [(key: ObjectIdentifier, box: any AnyObject & Sendable)] = []
 
     public init(requestID: String, clientIP: String, originalPath: String = "/", startNanos: UInt64 = 0,
                 eventLoop: (any EventLoop)? = nil) {
@@ -77,6 +78,7 @@ public struct RequestContext: Sendable {
         self.eventLoop = eventLoop
     }
 
+    @inlinable
     public subscript<Key: ContextKey>(key: Key.Type) -> Key.Value? {
         get {
             let id = ObjectIdentifier(key)
@@ -261,7 +263,8 @@ extension RequestContext {
 }
 
 /// One context value, boxed so `RequestContext` can keep values of any type without existentials.
+@usableFromInline
 final class ContextBox<Value: Sendable>: Sendable {
-    let value: Value
-    init(_ value: Value) { self.value = value }
+    @usableFromInline let value: Value
+    @usableFromInline init(_ value: Value) { self.value = value }
 }
