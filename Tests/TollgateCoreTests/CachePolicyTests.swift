@@ -304,3 +304,66 @@ extension CacheRecord: Equatable {
         }
     }
 }
+
+/// Bad settings of the cache and compression plugins are load errors with their YAML paths.
+@Suite struct CachingConfigTests {
+    static func route(_ plugins: String, top: String = "") -> String {
+        """
+        \(top)services: {api: {targets: [{url: "http://127.0.0.1:9"}]}}
+        routes:
+          - match: {paths: ["/*"]}
+            service: api
+            plugins: \(plugins)
+        """
+    }
+
+    @Test func proxyCacheSettings() {
+        let errors = configErrors(Self.route("""
+            [{name: proxy-cache, config: {store: disk, max_size: 1MB, max_object_size: 2MB, key: [method, query, cookie],
+              statuses: [200, 206], cache_control: "whatever", surrogate_key_header: "bad header", purge_allow: ["10.0.0.0/99"],
+              collapse_timeout: soon, colapse: true}}]
+            """))
+        let text = errors.joined(separator: "\n")
+        for expected in ["routes[0].plugins[0].config.store: expected memory, redis or memcached",
+                         "routes[0].plugins[0].config.max_object_size: larger than max_size",
+                         "routes[0].plugins[0].config.key[2]: expected method, host, path, query, consumer or header:NAME",
+                         "routes[0].plugins[0].config.key: the key must contain path",
+                         "routes[0].plugins[0].config.statuses: 206 (partial content) is never cached",
+                         "routes[0].plugins[0].config.cache_control: no Cache-Control directive recognized",
+                         "routes[0].plugins[0].config.surrogate_key_header: not a header name",
+                         "routes[0].plugins[0].config.purge_allow[0]: expected an address or CIDR range",
+                         "routes[0].plugins[0].config.collapse_timeout:",
+                         "routes[0].plugins[0].config"] {
+            #expect(text.contains(expected), "missing \(expected) in:\n\(text)")
+        }
+        #expect(text.contains("colapse"))   // an unknown key is named
+    }
+
+    @Test func sharedStoresNeedTheirServers() {
+        let redis = configErrors(Self.route("[{name: proxy-cache, config: {store: redis}}]")).joined(separator: "\n")
+        #expect(redis.contains("routes[0].plugins[0].config.store: store redis needs cluster.redis"), "\(redis)")
+        let memcached = configErrors(Self.route("[{name: proxy-cache, config: {store: memcached}}]")).joined(separator: "\n")
+        #expect(memcached.contains("routes[0].plugins[0].config.memcached"), "\(memcached)")
+        let badServer = configErrors(Self.route(#"[{name: proxy-cache, config: {store: memcached, memcached: {servers: ["nohost"]}}}]"#))
+            .joined(separator: "\n")
+        #expect(badServer.contains("routes[0].plugins[0].config.memcached.servers[0]: expected host:port"), "\(badServer)")
+        let memoryWithServers = configErrors(Self.route(#"[{name: proxy-cache, config: {memcached: {servers: ["127.0.0.1:11211"]}}}]"#))
+            .joined(separator: "\n")
+        #expect(memoryWithServers.contains("only for store: memcached"), "\(memoryWithServers)")
+        #expect(configErrors(Self.route("[{name: proxy-cache, config: {store: redis}}]", top: "cluster: {redis: \"redis://127.0.0.1:6379\"}\n")).isEmpty)
+    }
+
+    @Test func compressionSettings() {
+        let errors = configErrors(Self.route("""
+            [{name: compression, config: {encodings: [br, zstd], gzip_level: 12, brotli_quality: -1, min_size: lots}}]
+            """)).joined(separator: "\n")
+        for expected in ["routes[0].plugins[0].config.encodings[1]: expected br, gzip or deflate",
+                         "routes[0].plugins[0].config.gzip_level",
+                         "routes[0].plugins[0].config.brotli_quality",
+                         "routes[0].plugins[0].config.min_size"] {
+            #expect(errors.contains(expected), "missing \(expected) in:\n\(errors)")
+        }
+        let empty = configErrors(Self.route("[{name: compression, config: {encodings: []}}]")).joined(separator: "\n")
+        #expect(empty.contains("routes[0].plugins[0].config.encodings: at least one encoding"), "\(empty)")
+    }
+}
