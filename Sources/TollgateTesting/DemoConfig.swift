@@ -67,6 +67,13 @@ public enum DemoConfig {
             plugins:
               - {name: key-auth}
               - {name: acl, config: {allow: [admin]}}
+          - name: catalog
+            match: {paths: ["/catalog/*"]}
+            service: users
+            plugins:
+              # The demo backend sends no Cache-Control: the route gives its answers 30 seconds.
+              - {name: proxy-cache, config: {max_size: 16MB, cache_control: "public, max-age=30", purge_allow: ["127.0.0.1/32", "::1"]}}
+              - {name: compression, config: {encodings: [br, gzip], min_size: 0}}
           - name: reports
             match: {paths: ["/reports/*"]}
             plugins:

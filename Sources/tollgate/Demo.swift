@@ -57,6 +57,10 @@ struct Demo: AsyncParsableCommand {
               curl -i http://127.0.0.1:\(port)/admin/stats
               curl -i -H 'X-API-Key: demo-key-bob-456789' http://127.0.0.1:\(port)/admin/stats
               curl -i -H 'X-API-Key: demo-key-alice-0123' http://127.0.0.1:\(port)/admin/stats
+            Response cache (proxy-cache: MISS, then HIT with Age) and compression (br/gzip), then a purge:
+              for i in 1 2; do curl -si http://127.0.0.1:\(port)/catalog/7 | grep -iE '^(x-cache|age):'; done
+              curl -s -H 'Accept-Encoding: gzip' http://127.0.0.1:\(port)/catalog/7 | gunzip
+              curl -s -X POST 'http://127.0.0.1:\(adminPort)/cache/purge?prefix=/catalog/'
             request-termination (maintenance):
               curl -i http://127.0.0.1:\(port)/v1/reports
             No route: curl -i http://127.0.0.1:\(port)/nothing

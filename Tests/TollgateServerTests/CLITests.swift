@@ -270,6 +270,11 @@ import TollgateTesting
             let alice = try await harness.get("/admin/stats", headers: ["X-API-Key: demo-key-alice-0123"])
             #expect(alice.statuses == [200])
             #expect(alice.lastBody.contains(#""x-consumer-username":"alice""#))
+            // The demo's cache and compression.
+            #expect(try await harness.get("/catalog/7").text.header("x-cache") == "MISS")
+            let hit = try await harness.get("/catalog/7")
+            #expect(hit.text.header("x-cache") == "HIT" && hit.text.header("age") != nil)
+            #expect(try await harness.get("/catalog/7", headers: ["Accept-Encoding: gzip"]).text.header("content-encoding") == "gzip")
         }
     }
 }
