@@ -234,14 +234,6 @@ public enum AcceptEncoding {
     }
 
     private static func matches(_ token: UnsafeBufferPointer<UInt8>, _ name: String) -> Bool {
-        guard token.count == name.utf8.count else { return false }
-        var offset = 0
-        for byte in name.utf8 {
-            var candidate = token[offset]
-            if candidate >= UInt8(ascii: "A") && candidate <= UInt8(ascii: "Z") { candidate |= 0x20 }
-            if candidate != byte { return false }
-            offset += 1
-        }
-        return true
+        ASCIICase.equals(UnsafeRawBufferPointer(token), name)
     }
 }

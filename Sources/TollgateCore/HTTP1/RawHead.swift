@@ -44,39 +44,12 @@ public enum FieldKind: UInt8, Sendable {
 public struct RawField: Sendable {
     /// The one of `names` this field's name is (ASCII case-insensitive), read from the head's bytes `p`.
     public func name(in names: [HTTPField.Name], _ p: UnsafeRawBufferPointer) -> HTTPField.Name? {
-        let length = Int(nameEnd - start)
-        let first = Int(start)
-        // Borrowed through the buffer, and compared on the names' contiguous UTF-8: iterating the array
-        // and its names' UTF-8 views retained and released each name per field.
+        let bytes = UnsafeRawBufferPointer(rebasing: p[Int(start)..<Int(nameEnd)])
+        // Borrowed through the buffer: iterating the array retained and released each name per field.
         let found: Int? = names.withUnsafeBufferPointer { candidates in
-            for index in candidates.indices {
-                let matched: Bool? = candidates[index].canonicalName.utf8.withContiguousStorageIfAvailable { canonical in
-                    guard canonical.count == length else { return false }
-                    for offset in 0..<length {
-                        var byte = p[first + offset]
-                        if byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") { byte |= 0x20 }
-                        if byte != canonical[offset] { return false }
-                    }
-                    return true
-                }
-                if matched ?? Self.equal(candidates[index].canonicalName, p, first, length) { return index }
-            }
-            return nil
+            candidates.indices.first { ASCIICase.equals(bytes, candidates[$0].canonicalName) }
         }
         return found.map { names[$0] }
-    }
-
-    /// The slow comparison, for a name whose UTF-8 is not contiguous.
-    private static func equal(_ canonical: String, _ p: UnsafeRawBufferPointer, _ first: Int, _ length: Int) -> Bool {
-        guard canonical.utf8.count == length else { return false }
-        var offset = first
-        for expected in canonical.utf8 {
-            var byte = p[offset]
-            if byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") { byte |= 0x20 }
-            if byte != expected { return false }
-            offset += 1
-        }
-        return true
     }
 
     /// Start of the name (the line).

@@ -166,11 +166,11 @@ public struct CompressionPlugin: GatewayPlugin {
             if let semicolon = bytes.firstIndex(of: UInt8(ascii: ";")) { end = semicolon }
             while start < end && (bytes[start] == 0x20 || bytes[start] == 0x09) { start += 1 }
             while end > start && (bytes[end - 1] == 0x20 || bytes[end - 1] == 0x09) { end -= 1 }
-            let media = UnsafeBufferPointer(rebasing: bytes[start..<end])
-            for pattern in types.exact where Self.equal(media, pattern) { return true }
-            for prefix in types.prefixes where Self.hasPrefix(media, prefix) { return true }
-            if types.json && Self.hasSuffix(media, "+json") { return true }
-            if types.xml && Self.hasSuffix(media, "+xml") { return true }
+            let media = UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(bytes)[start..<end])
+            for pattern in types.exact where ASCIICase.equals(media, pattern) { return true }
+            for prefix in types.prefixes where ASCIICase.hasPrefix(media, prefix) { return true }
+            if types.json && ASCIICase.hasSuffix(media, "+json") { return true }
+            if types.xml && ASCIICase.hasSuffix(media, "+xml") { return true }
             return false
         }
     }
@@ -189,29 +189,6 @@ public struct CompressionPlugin: GatewayPlugin {
             json = exact.contains("application/json")
             xml = exact.contains("application/xml")
         }
-    }
-
-    private static func equal(_ bytes: UnsafeBufferPointer<UInt8>, _ pattern: String) -> Bool {
-        bytes.count == pattern.utf8.count && hasPrefix(bytes, pattern)
-    }
-
-    /// ASCII case-insensitive (patterns are lowercase).
-    private static func hasPrefix(_ bytes: UnsafeBufferPointer<UInt8>, _ pattern: String) -> Bool {
-        guard bytes.count >= pattern.utf8.count else { return false }
-        var offset = 0
-        for byte in pattern.utf8 {
-            var candidate = bytes[offset]
-            if candidate >= UInt8(ascii: "A") && candidate <= UInt8(ascii: "Z") { candidate |= 0x20 }
-            if candidate != byte { return false }
-            offset += 1
-        }
-        return true
-    }
-
-    private static func hasSuffix(_ bytes: UnsafeBufferPointer<UInt8>, _ suffix: String) -> Bool {
-        let length = suffix.utf8.count
-        guard bytes.count >= length else { return false }
-        return hasPrefix(UnsafeBufferPointer(rebasing: bytes[(bytes.count - length)...]), suffix)
     }
 }
 
