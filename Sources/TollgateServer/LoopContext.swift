@@ -163,11 +163,8 @@ final class LoopContext: @unchecked Sendable {
     func makeRequestID() -> String {
         let high = random.next(), low = random.next()
         return String(unsafeUninitializedCapacity: 32) { buffer in
-            let digits: StaticString = "0123456789abcdef"
-            digits.withUTF8Buffer { hex in
-                for i in 0..<16 { buffer[i] = hex[Int((high >> UInt64(60 - i * 4)) & 0xF)] }
-                for i in 0..<16 { buffer[16 + i] = hex[Int((low >> UInt64(60 - i * 4)) & 0xF)] }
-            }
+            TraceContext.writeHex(high, into: buffer, at: 0)
+            TraceContext.writeHex(low, into: buffer, at: 16)
             return 32
         }
     }

@@ -85,6 +85,12 @@ extension ProxyHandler {
         if !route.chain.hasRequestHooks {
             return forward(exchange)   // the client's head is forwarded
         }
+        if route.chain.readsClientHead { exchange.context.clientHead = SharedHead(head) }
+        if !route.chain.readsRequest {
+            // No hook reads or changes the request (a rate limit by address, an ACL): none is built.
+            var request = HTTPRequest.placeholder
+            return runRequestPlugins(&request, exchange: exchange, from: 0)
+        }
         if !route.chain.readsRequestFields {
             headerFields = HTTPFields()   // no hook reads or changes them: not converted
         } else if headerFields.isEmpty, let names = route.chain.requestFieldNames {

@@ -112,15 +112,22 @@ extension ProxyHandler: UpstreamOwner {
         } else {
             // The upstream's fields are copied as they came; hooks that only add fields run on an
             // empty set, and what they add follows.
-            var added = extra
-            if let route, !route.chain.isEmpty { added += route.chain.responseFieldsToAdd(context: &exchange.context) }
+            var lines: ByteBuffer?
+            if let route, !route.chain.isEmpty {
+                var scratch = headerLineScratch.take() ?? context.channel.allocator.buffer(capacity: 256)
+                scratch.clear()
+                var written = HeaderLines(buffer: scratch)
+                route.chain.writeResponseFields(context: &exchange.context, into: &written)
+                lines = written.buffer
+            }
             let requestID = exchange.context.requestID
             output.render(context.channel.allocator) { out in
                 HeadWriter.writeResponse(head, clientMinorVersion: exchange.clientMinorVersion, via: state.viaValue,
-                                         requestIDName: state.requestIDHeader, requestID: requestID, extra: added,
-                                         dropTransferEncoding: http10, addChunked: addChunked, connection: connection,
-                                         into: &out)
+                                         requestIDName: state.requestIDHeader, requestID: requestID, extra: extra,
+                                         lines: lines, dropTransferEncoding: http10, addChunked: addChunked,
+                                         connection: connection, into: &out)
             }
+            headerLineScratch = lines
         }
         if code == 101 {
             flush()

@@ -41,6 +41,9 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     var waitingForHead = true
     var headTimerArmed = false
     var wroteUpstreamSinceFlush = false
+    /// Where response hooks write the header lines they add (`HeaderLines`), kept from one response to
+    /// the next so writing them allocates nothing.
+    var headerLineScratch: ByteBuffer?
     /// The client connection's writability, kept from channel events (asking the channel each time costs).
     var isWritable = true
     /// This connection's forwarding values, built once per snapshot.
@@ -479,7 +482,6 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
         // retain each of its arrays, on every request.
         let hasLogHooks = exchange.route.map { $0.chain.hasLogHooks } ?? exchange.state.snapshot.globalChain.hasLogHooks
         guard hasLogHooks else { return }
-        let chain = exchange.route?.chain ?? exchange.state.snapshot.globalChain
         exchange.logged = true
         let status = exchange.responseHeadSent || exchange.phase == .responded ? exchange.status : 499
         exchange.closeAttempt(status: exchange.status, error: exchange.errorReason ?? "abandoned")
@@ -493,8 +495,12 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
         summary.routeName = exchange.route?.name
         summary.serviceName = exchange.route?.serviceName
         // Passed in place: reading the context from the exchange (a class) would copy it, retaining
-        // every string and array in it.
-        chain.runLog(context: &exchange.context, summary: summary)
+        // every string and array in it. The chain is used where it is (binding it copies it).
+        if let route = exchange.route {
+            route.chain.runLog(context: &exchange.context, summary: summary)
+        } else {
+            exchange.state.snapshot.globalChain.runLog(context: &exchange.context, summary: summary)
+        }
     }
 
     /// Both directions are done: take the next pipelined request, or wait for one.

@@ -280,6 +280,65 @@ private func parse(_ text: String, kind: HeadParser.Kind = .request, maxURI: Int
             """)
     }
 
+    /// Fields a hook reads from the client's head: the first non-empty one of the first name found,
+    /// any case; nil when none.
+    @Test func firstValueOfNamesInPlace() {
+        let (_, head) = parse("GET /a HTTP/1.1\r\nHost: h\r\nx-api-key:\r\nX-Token: t1\r\nX-API-KEY:  k1 \r\nx-api-key: k2\r\n\r\n")
+        let key = HTTPField.Name("X-API-Key")!, token = HTTPField.Name("X-Token")!
+        func first(_ names: [HTTPField.Name]) -> String? {
+            head.withFirstValue(of: names) { String(decoding: $0, as: UTF8.self) }
+        }
+        #expect(first([key]) == "k1")
+        #expect(first([key, token]) == "k1")
+        #expect(first([token, key]) == "t1")
+        #expect(first([HTTPField.Name("X-Missing")!]) == nil)
+        #expect(first([]) == nil)
+    }
+
+    /// Edits keep their rendered lines in step with their fields, through sets and removals.
+    @Test func fieldEditsRenderTheirAddedFields() {
+        var edits = FieldEdits()
+        let a = HTTPField.Name("X-A")!, b = HTTPField.Name("X-B")!
+        edits.set(a, "1")
+        edits.append([HTTPField(name: b, value: "two words")])
+        #expect(String(decoding: edits.addedLines, as: UTF8.self) == "X-A: 1\r\nX-B: two words\r\n")
+        edits.set(a, "3")
+        #expect(String(decoding: edits.addedLines, as: UTF8.self) == "X-B: two words\r\nX-A: 3\r\n")
+        edits.remove(b)
+        #expect(String(decoding: edits.addedLines, as: UTF8.self) == "X-A: 3\r\n")
+        #expect(edits.removed == [a, b])
+        let (_, head) = parse("GET /a HTTP/1.1\r\nHost: h\r\nX-B: client\r\n\r\n")
+        var out = ByteBuffer()
+        HeadWriter.writeRequest(head, target: "/a", host: "b", forwarding: forwarding, requestID: "rid", edits: edits, into: &out)
+        #expect(String(buffer: out).hasSuffix("X-Request-ID: rid\r\nX-A: 3\r\n\r\n"))
+        #expect(!String(buffer: out).contains("client"))
+    }
+
+    /// Header lines written as bytes by response hooks: decimals of every width, and the lines land
+    /// after the upstream's fields.
+    @Test func headerLinesAndDecimals() {
+        var lines = HeaderLines(buffer: ByteBuffer())
+        let prefix = HeaderLines.prefix(HTTPField.Name("X-N")!)
+        for value in [0, 7, 10, 99, 100, 12_345, Int.max, -5] {
+            lines.write(reserving: prefix.count + 21) { out in
+                out.put(prefix)
+                out.putDecimal(value)
+                out.endLine()
+            }
+        }
+        lines.add(HTTPField(name: HTTPField.Name("X-F")!, value: "v"))
+        #expect(String(buffer: lines.buffer) == "X-N: 0\r\nX-N: 7\r\nX-N: 10\r\nX-N: 99\r\nX-N: 100\r\nX-N: 12345\r\n"
+                + "X-N: \(Int.max)\r\nX-N: 0\r\nX-F: v\r\n")
+        #expect(HeaderLines.isLegalValue("\"10/s\";q=10;w=1".utf8))
+        #expect(!HeaderLines.isLegalValue("a\r\nb".utf8))
+        let (_, head) = parse("HTTP/1.1 200 OK\r\nServer: up\r\n\r\n", kind: .response)
+        var out = ByteBuffer()
+        HeadWriter.writeResponse(head, clientMinorVersion: 1, via: "1.1 tollgate", requestIDName: "X-Request-ID", requestID: "rid",
+                                 extra: [], lines: ByteBuffer(string: "X-Limit: 1\r\n"), dropTransferEncoding: false,
+                                 addChunked: false, connection: .none, into: &out)
+        #expect(String(buffer: out) == "HTTP/1.1 200 OK\r\nServer: up\r\nvia: 1.1 tollgate\r\nX-Request-ID: rid\r\nX-Limit: 1\r\n\r\n")
+    }
+
     @Test func chunkHeaders() {
         for (length, hex) in [(1, "1"), (15, "f"), (16, "10"), (4096, "1000"), (0x7fff_ffff, "7fffffff")] {
             var out = ByteBuffer()

@@ -292,3 +292,14 @@ import TollgateCore
         #expect(metrics.render().contains(#"tollgate_requests_total{route="a\"b\\c\nd",service="",method="GET",status_class="5xx"} 1"#))
     }
 }
+
+@Suite struct BackgroundWorkerTests {
+    /// Jobs submitted to the worker run in order, and `sync` returns after them.
+    @Test func jobsRunInOrder() {
+        let worker = BackgroundWorker(name: "test-worker")
+        let seen = Mutex<[Int]>([])
+        for index in 0..<100 { worker.submit { seen.withLock { $0.append(index) } } }
+        worker.sync()
+        #expect(seen.withLock { $0 } == Array(0..<100))
+    }
+}

@@ -69,6 +69,34 @@ func sha256Hex(_ text: String) -> String {
         }
     }
 
+    /// On the proxy the key is read where it lies in the client's head (the request the hook gets
+    /// then has no fields): the first non-empty field of the configured names, in their order.
+    @Test func readsTheKeyFromTheClientHead() throws {
+        let auth = try authPlugin(KeyAuthPlugin.self, consumers: Self.consumers, "{headers: [X-Other-Key, X-API-Key]}")
+        #expect(auth.readsClientHead)
+        #expect(!auth.readsRequest, "a key in a header needs no request built")
+        func run(_ head: String) -> (RequestDecision, RequestContext) {
+            var raw = RawHead()
+            _ = HeadParser(kind: .request).parse(ByteBuffer(string: head), into: &raw)
+            var context = RequestContext(requestID: "r", clientIP: "192.0.2.1")
+            context.clientHead = SharedHead(raw)
+            var request = HTTPRequest.placeholder
+            return (auth.onRequest(&request, context: &context), context)
+        }
+        let (accepted, context) = run("GET /x HTTP/1.1\r\nHost: a\r\nX-Other-Key:\r\nx-api-key: alice-rotated-key-9876543210\r\n\r\n")
+        #expect(accepted.isProceed)
+        #expect(context.credential == "alice-new")
+        #expect(context.upstreamFieldEdits?.removed.contains(Self.apiKey) == true)
+        let (refused, _) = run("GET /x HTTP/1.1\r\nHost: a\r\nX-Other-Key: wrong-key-0123456789\r\nX-API-Key: alice-rotated-key-9876543210\r\n\r\n")
+        #expect(!refused.isProceed, "the first name found decides")
+        let (missing, _) = run("GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+        guard case .respond(let response) = missing else { Issue.record("no key was accepted"); return }
+        #expect(response.status == .unauthorized)
+        // With a key in a cookie the request's fields are read as before.
+        let cookies = try authPlugin(KeyAuthPlugin.self, consumers: Self.consumers, "{cookies: [api_key]}")
+        #expect(cookies.readsRequest && cookies.requestFieldNames == [.cookie])
+    }
+
     @Test func missingAndWrongKeysAre401WithoutEchoingTheKey() throws {
         let auth = try authPlugin(KeyAuthPlugin.self, consumers: Self.consumers, "{}")
         var context = RequestContext(requestID: "r", clientIP: "192.0.2.1")

@@ -1,5 +1,6 @@
 import Foundation
 import HTTPTypes
+import NIOCore
 import Testing
 import TollgateCore
 @testable import TollgatePlugins
@@ -102,6 +103,44 @@ final class Locked<Value: Sendable>: @unchecked Sendable {
         #expect(refused.body.contains(#""error":"rate limit exceeded""#))
         #expect(refused.body.contains(#""retry_after":1"#))
         #expect(refused.headerFields[HTTPField.Name("RateLimit")!]?.hasPrefix("\"2/s\";r=0;") == true)
+    }
+
+    /// The header lines written on the proxied path say what the fields say, for every header style.
+    @Test func headerLinesMatchTheFields() throws {
+        for (index, headers) in ["{legacy: true}", "{legacy: true, ietf: false}", "{}"].enumerated() {
+            let limiter = try plugin(RateLimitPlugin.self, """
+                limits: ["5/s", "3/h"]
+                algorithm: fixed_window
+                headers: \(headers)
+                """)
+            // Each style on its own address: the plugins share their counts.
+            var context = RequestContext(requestID: "r", clientIP: "198.51.100.\(index)")
+            var request = self.request()
+            #expect(limiter.onRequest(&request, context: &context).isProceed)
+            var lines = HeaderLines(buffer: ByteBuffer())
+            limiter.writeResponseFields(context: &context, into: &lines)
+            var expected = HeaderLines(buffer: ByteBuffer())
+            for field in limiter.responseFieldsToAdd(context: &context) { expected.add(field) }
+            #expect(String(buffer: lines.buffer) == String(buffer: expected.buffer), "headers: \(headers)")
+            #expect(String(buffer: lines.buffer).contains(headers == "{legacy: true, ietf: false}" ? "Remaining: 2\r\n" : "\"3/h\";r=2;t="),
+                    "the tightest limit is shown")
+        }
+        // No decision (the plugin did not run for this request): nothing.
+        let limiter = try plugin(RateLimitPlugin.self, "{limits: [\"1/s\"]}")
+        var context = RequestContext(requestID: "r", clientIP: "192.0.2.12")
+        var lines = HeaderLines(buffer: ByteBuffer())
+        limiter.writeResponseFields(context: &context, into: &lines)
+        #expect(lines.isEmpty)
+    }
+
+    /// A limit by address reads nothing of the request, so the route builds none; by header it does.
+    @Test func readsTheRequestOnlyForHeaderKeys() throws {
+        let byIP = try plugin(RateLimitPlugin.self, "{limits: [\"1/min\"], key: ip}")
+        let byHeader = try plugin(RateLimitPlugin.self, "{limits: [\"1/min\"], key: \"header:X-Tenant\"}")
+        #expect(!byIP.readsRequest)
+        #expect(byHeader.readsRequest)
+        #expect(!FilterChain(entries: [PluginEntry(name: "rate-limiting", plugin: byIP, phase: .access, priority: 910)]).readsRequest)
+        #expect(FilterChain(entries: [PluginEntry(name: "rate-limiting", plugin: byHeader, phase: .access, priority: 910)]).readsRequest)
     }
 
     @Test func aSingleKeyNeedsNoList() throws {

@@ -34,6 +34,11 @@ import TollgateTesting
             plugins:
               - {name: key-auth}
               - {name: rate-limiting, config: {limits: ["2/min"], algorithm: sliding_log, key: consumer}}
+          - match: {paths: ["/transformed/*"]}
+            service: api
+            plugins:
+              - {name: key-auth}
+              - {name: headers, config: {request: {set: {X-From-Gateway: "yes"}}}}
           - match: {paths: ["/basic/*"]}
             service: api
             plugins: [{name: basic-auth, config: {realm: tollgate-test}}]
@@ -57,6 +62,22 @@ import TollgateTesting
             let nobody = try await harness.get("/admin/x")
             #expect(nobody.statuses == [401])
             #expect(nobody.text.header("www-authenticate") == #"Key realm="tollgate""#)
+            #expect(harness.upstreams[0].requests.count == 1)
+        }
+    }
+
+    /// Where another plugin rewrites the request, the key is read from the converted fields instead of
+    /// the client's head: the same answers.
+    @Test func keyAuthBesideARequestRewrite() async throws {
+        try await Harness.with(Self.config) { harness in
+            let alice = try await harness.get("/transformed/x", headers: ["X-API-Key: alice-key-0123456789"])
+            #expect(alice.statuses == [200])
+            let seen = try #require(harness.upstreams[0].requests.last)
+            #expect(seen.head.headers["X-Consumer-Username"] == ["alice"])
+            #expect(seen.head.headers["X-From-Gateway"] == ["yes"])
+            #expect(seen.head.headers["X-API-Key"].isEmpty)
+            let wrong = try await harness.get("/transformed/x", headers: ["X-API-Key: not-a-key-0123456789"])
+            #expect(wrong.statuses == [401])
             #expect(harness.upstreams[0].requests.count == 1)
         }
     }

@@ -46,7 +46,7 @@ public enum HeadWriter {
             + requestID.utf8.count + 2 * hostLength + 192
         let removed = edits?.removed ?? []
         if let edits {
-            for field in edits.added { bound += field.name.rawName.utf8.count + field.value.utf8.count + 4 }
+            bound += edits.addedLines.count
         }
         if let trace { bound += 72 + (trace.traceState?.utf8.count ?? 0) + 16 }
         _ = head.withBytes { p in
@@ -126,7 +126,7 @@ public enum HeadWriter {
                     if let state = trace.traceState { o.putField("tracestate", state) }
                 }
                 if let edits {
-                    for field in edits.added { o.putField(field.name.rawName, field.value) }
+                    edits.addedLines.withUnsafeBytes { o.put($0) }
                 }
                 if head.isUpgrade { o.putUpgrade(head, p) }
                 o.put("\r\n")
@@ -139,11 +139,13 @@ public enum HeadWriter {
     /// client's version, the upstream's end-to-end fields as they came, Via and the request id, `extra`
     /// (deprecation fields), then framing and Connection as the proxy decided them.
     public static func writeResponse(_ head: RawHead, clientMinorVersion: Int, via: String, requestIDName: String,
-                                     requestID: String, extra: [HTTPField], removed: [HTTPField.Name] = [],
+                                     requestID: String, extra: [HTTPField], lines: ByteBuffer? = nil,
+                                     removed: [HTTPField.Name] = [],
                                      dropTransferEncoding: Bool, addChunked: Bool, connection: ConnectionHeader,
                                      into out: inout ByteBuffer) {
         var bound = head.bytes.readableBytes + via.utf8.count + requestIDName.utf8.count + requestID.utf8.count + 160
         for field in extra { bound += field.name.rawName.utf8.count + field.value.utf8.count + 4 }
+        if let lines { bound += lines.readableBytes }
         _ = head.withBytes { p in
             out.writeWithUnsafeMutableBytes(minimumWritableBytes: bound) { memory in
                 var o = HeadOutput(memory)
@@ -179,6 +181,7 @@ public enum HeadWriter {
                 o.put("\r\n")
                 if head.requestIDIndex == nil { o.putField(requestIDName, requestID) }
                 for field in extra { o.putField(field.name.rawName, field.value) }
+                lines?.withUnsafeReadableBytes { o.put($0) }
                 if addChunked { o.put("transfer-encoding: chunked\r\n") }
                 switch connection {
                 case .none: break

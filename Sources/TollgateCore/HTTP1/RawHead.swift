@@ -220,6 +220,23 @@ public struct RawHead: Sendable {
         return result
     }
 
+    /// The value of the first field named `names[0]` whose value is not empty, else of `names[1]`...
+    /// (names ASCII case-insensitive), read in place and given to `body`; nil when there is none.
+    public func withFirstValue<Result>(of names: [HTTPField.Name], _ body: (UnsafeRawBufferPointer) -> Result) -> Result? {
+        withBytes { p -> Result? in
+            for name in names {
+                let wanted = name.canonicalName
+                for field in fields where field.valueEnd > field.valueStart {
+                    let fieldName = UnsafeRawBufferPointer(rebasing: p[Int(field.start)..<Int(field.nameEnd)])
+                    if ASCIICase.equals(fieldName, wanted) {
+                        return body(UnsafeRawBufferPointer(rebasing: p[Int(field.valueStart)..<Int(field.valueEnd)]))
+                    }
+                }
+            }
+            return nil
+        }
+    }
+
     /// Only the fields with one of `names` (ASCII case-insensitive), converted; the others are not.
     public func httpFields(named names: [HTTPField.Name]) -> HTTPFields {
         var result = HTTPFields()

@@ -12,6 +12,10 @@ public struct FilterChain: Sendable {
     public let responseHooksOnlyAdd: Bool
     /// Some request hook reads or changes the request's header fields.
     public let readsRequestFields: Bool
+    /// Some request hook reads or changes the request (else the hooks get `HTTPRequest.placeholder`).
+    public let readsRequest: Bool
+    /// Some request hook reads `RequestContext.clientHead` (and none changes the request).
+    public let readsClientHead: Bool
     /// Some plugin has a log hook.
     public let hasLogHooks: Bool
     /// Some plugin has a request hook (else the request goes upstream without building one).
@@ -53,6 +57,10 @@ public struct FilterChain: Sendable {
         self.changesRequest = ordered.contains { $0.plugin.mayChangeRequest }
         self.responseHooksOnlyAdd = ordered.allSatisfy { type(of: $0.plugin).responseHookOnlyAdds }
         self.readsRequestFields = ordered.contains { $0.plugin.mayChangeRequest || $0.plugin.readsRequestFields }
+        self.readsRequest = ordered.contains {
+            $0.plugin.hasRequestHook && ($0.plugin.mayChangeRequest || $0.plugin.readsRequest)
+        }
+        self.readsClientHead = !changesRequest && ordered.contains { $0.plugin.hasRequestHook && $0.plugin.readsClientHead }
         self.hasLogHooks = ordered.contains { $0.plugin.hasLogHook }
         self.hasRequestHooks = ordered.contains { $0.plugin.hasRequestHook }
         // Timing only matters where some hook runs.
@@ -193,9 +201,25 @@ public struct FilterChain: Sendable {
         return added
     }
 
+    /// `responseFieldsToAdd(context:)` written as header lines (the proxied response's head).
+    public func writeResponseFields(context: inout RequestContext, into lines: inout HeaderLines) {
+        if responders.isEmpty { return }
+        if timesPlugins {
+            for field in responseFieldsToAdd(context: &context) { lines.add(field) }
+            return
+        }
+        for plugin in responders { plugin.writeResponseFields(context: &context, into: &lines) }
+    }
+
     /// Runs the log hooks. `context` is inout only so a caller holding it in a class passes it without
     /// a copy; the hooks cannot change it.
     public func runLog(context: inout RequestContext, summary: RequestSummary) {
         for plugin in loggers { plugin.onLog(context: context, summary: summary) }
     }
+}
+
+extension HTTPRequest {
+    /// What request hooks get when none of a route's reads the request (`GatewayPlugin.readsRequest`):
+    /// `GET /` without fields, made once.
+    public static let placeholder = HTTPRequest(method: .get, scheme: nil, authority: nil, path: "/")
 }

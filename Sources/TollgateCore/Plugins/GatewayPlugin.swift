@@ -47,6 +47,13 @@ public protocol GatewayPlugin: Sendable {
     /// Whether the request hook reads the request's header fields. When no plugin of a route reads
     /// or changes them, the hooks get a request without header fields (converting them costs).
     var readsRequestFields: Bool { get }
+    /// Whether the request hook reads the request at all (method, target, authority or fields). When
+    /// no hook of a route reads or changes it, the hooks get a placeholder request (`GET /`, no
+    /// fields) instead of one built from the client's head: building it costs. A hook that says false
+    /// finds what it needs in the context (consumer, client address, path parameters, route).
+    var readsRequest: Bool { get }
+    /// Whether the request hook reads `RequestContext.clientHead` (set only for routes where one does).
+    var readsClientHead: Bool { get }
     /// When the request hook reads only some header fields, their names: the hooks then get a request
     /// with just those (converting every field costs more than finding a few). Nil: all of them.
     var requestFieldNames: [HTTPField.Name]? { get }
@@ -79,6 +86,10 @@ public protocol GatewayPlugin: Sendable {
     /// For plugins whose response hook only adds fields: the fields it adds, without an
     /// `HTTPResponse` to add them to. The default runs `onResponse` on an empty response.
     func responseFieldsToAdd(context: inout RequestContext) -> [HTTPField]
+    /// The same fields written as header lines, for the proxied response's head (the hot path). The
+    /// default writes `responseFieldsToAdd`; a plugin that adds fields to every response writes
+    /// them from pieces it rendered once.
+    func writeResponseFields(context: inout RequestContext, into lines: inout HeaderLines)
 }
 
 extension GatewayPlugin {
@@ -86,6 +97,8 @@ extension GatewayPlugin {
     public static var changesRequest: Bool { true }
     public static var responseHookOnlyAdds: Bool { false }
     public var readsRequestFields: Bool { true }
+    public var readsRequest: Bool { true }
+    public var readsClientHead: Bool { false }
     public var mayChangeRequest: Bool { Self.changesRequest }
     public var requestFieldNames: [HTTPField.Name]? { nil }
     public var hasResponseHook: Bool { true }
@@ -100,6 +113,9 @@ extension GatewayPlugin {
         var response = HTTPResponse(status: .ok)
         onResponse(&response, context: &context)
         return Array(response.headerFields)
+    }
+    public func writeResponseFields(context: inout RequestContext, into lines: inout HeaderLines) {
+        for field in responseFieldsToAdd(context: &context) { lines.add(field) }
     }
     public func onRequest(_ request: inout HTTPRequest, context: inout RequestContext) -> RequestDecision { .proceed }
     public func onResponse(_ response: inout HTTPResponse, context: inout RequestContext) {}

@@ -51,6 +51,12 @@ public struct RequestContext: Sendable {
     public var replacementRequestBody: ByteBuffer?
     /// How plugins that asked (`wantsSubrequests`) send requests of their own to the route's service.
     public var subrequests: (any SubrequestClient)?
+    /// The client's request head as it arrived (its bytes shared, not copied), for hooks that said
+    /// they read it (`GatewayPlugin.readsClientHead`), when no plugin of the route changes the
+    /// request: such a hook finds a field or two here (`RawHead.withFirstValue`) without the head
+    /// being converted into `HTTPFields`. Nil otherwise (the request the hooks get then carries every
+    /// field) and in tests that run hooks alone. Boxed: a head is large, and most requests have none.
+    public var clientHead: SharedHead?
     /// The W3C trace context of this request, once the tracing plugin read or made it.
     public var trace: TraceContext?
     /// Nanoseconds each plugin of the chain spent in its request and response hooks, by chain index;
@@ -230,27 +236,47 @@ public final class ClientCertificate: Sendable {
 public struct FieldEdits: Sendable {
     public private(set) var removed: [HTTPField.Name] = []
     public private(set) var added: [HTTPField] = []
+    /// `added` as header lines (`name: value\r\n`), kept in step with it: edits prepared once (an
+    /// authenticated consumer's identity fields) are then written upstream as one copy.
+    public private(set) var addedLines: [UInt8] = []
 
     public init() {}
 
     /// Drops every field of this name (the client's, and any added before).
     public mutating func remove(_ name: HTTPField.Name) {
         if !removed.contains(name) { removed.append(name) }
+        let count = added.count
         added.removeAll { $0.name == name }
+        if added.count != count {
+            addedLines = []
+            for field in added { Self.render(field, into: &addedLines) }
+        }
     }
 
     /// Replaces every field of this name with one.
     public mutating func set(_ name: HTTPField.Name, _ value: String) {
         remove(name)
-        added.append(HTTPField(name: name, value: value))
+        let field = HTTPField(name: name, value: value)
+        added.append(field)
+        Self.render(field, into: &addedLines)
     }
 
     /// Adds fields whose names were already removed (prepared identity fields): no checks.
     public mutating func append(_ fields: [HTTPField]) {
         added.append(contentsOf: fields)
+        for field in fields { Self.render(field, into: &addedLines) }
     }
 
     public var isEmpty: Bool { removed.isEmpty && added.isEmpty }
+
+    private static func render(_ field: HTTPField, into lines: inout [UInt8]) {
+        lines.append(contentsOf: field.name.rawName.utf8)
+        lines.append(UInt8(ascii: ":"))
+        lines.append(UInt8(ascii: " "))
+        lines.append(contentsOf: field.value.utf8)
+        lines.append(UInt8(ascii: "\r"))
+        lines.append(UInt8(ascii: "\n"))
+    }
 }
 
 extension RequestContext {
@@ -267,4 +293,13 @@ extension RequestContext {
 final class ContextBox<Value: Sendable>: Sendable {
     @usableFromInline let value: Value
     @usableFromInline init(_ value: Value) { self.value = value }
+}
+
+/// A request head shared by reference (`RequestContext.clientHead`).
+public final class SharedHead: Sendable {
+    public let head: RawHead
+
+    public init(_ head: RawHead) {
+        self.head = head
+    }
 }

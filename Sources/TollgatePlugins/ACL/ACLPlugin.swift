@@ -13,6 +13,7 @@ public struct ACLPlugin: GatewayPlugin {
     public static let changesRequest = false
     public static let responseHookOnlyAdds = true
     public var readsRequestFields: Bool { false }
+    public var readsRequest: Bool { false }   // the consumer is in the context
     public var hasLogHook: Bool { false }
     public var hasResponseHook: Bool { false }
 

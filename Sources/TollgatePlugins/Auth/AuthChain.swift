@@ -26,6 +26,7 @@ public struct AuthChainPlugin: GatewayPlugin {
     public var mayChangeRequest: Bool {
         !configuration.common.forwardCredentials && configuration.methods.contains { $0.method.rewritesTarget }
     }
+    public var readsClientHead: Bool { configuration.methods.contains { $0.method.readsClientHead } }
     public var requestFieldNames: [HTTPField.Name]? {
         var names: [HTTPField.Name] = []
         for entry in configuration.methods { for name in entry.method.fieldNames where !names.contains(name) { names.append(name) } }

@@ -59,6 +59,11 @@ public protocol AuthenticationMethod: Sendable {
     var rewritesTarget: Bool { get }
     /// The header fields `authenticate` reads.
     var fieldNames: [HTTPField.Name] { get }
+    /// Whether `authenticate` reads the request (its target or fields); false when what it needs is in
+    /// the context (a key read from `clientHead`, a client certificate).
+    var readsRequest: Bool { get }
+    /// Whether `authenticate` reads `RequestContext.clientHead` when it is there.
+    var readsClientHead: Bool { get }
     /// When an accepted credential always came in exactly these fields (no cookie or query source):
     /// removing them needs no look at the request. Nil: `removeCredential` runs per request.
     var fixedCredentialFields: [HTTPField.Name]? { get }
@@ -66,6 +71,8 @@ public protocol AuthenticationMethod: Sendable {
 
 extension AuthenticationMethod {
     public var rewritesTarget: Bool { false }
+    public var readsRequest: Bool { true }
+    public var readsClientHead: Bool { false }
 }
 
 /// Settings every authentication plugin has.
@@ -191,6 +198,11 @@ public struct AuthPlugin<Method: AuthenticationMethod>: GatewayPlugin {
     /// changes the request itself.
     public var mayChangeRequest: Bool { method.rewritesTarget && !common.forwardCredentials }
     public var requestFieldNames: [HTTPField.Name]? { method.fieldNames }
+    public var readsRequestFields: Bool { !method.fieldNames.isEmpty || mayChangeRequest || !fixedCredentialRemoval }
+    public var readsRequest: Bool { method.readsRequest || readsRequestFields }
+    public var readsClientHead: Bool { method.readsClientHead }
+    /// Whether removing the credential needs no look at the request (see `fixedCredentialFields`).
+    private var fixedCredentialRemoval: Bool { common.forwardCredentials || method.fixedCredentialFields != nil }
 
     public struct Configuration: PluginConfiguration {
         public var method: Method?
@@ -213,7 +225,8 @@ public struct AuthPlugin<Method: AuthenticationMethod>: GatewayPlugin {
     /// The edits every authenticated request gets (identity names and the credential's fields removed),
     /// and each consumer's identity fields: made once, so a request only copies them.
     let baseEdits: FieldEdits
-    let identityFields: [ObjectIdentifier: [HTTPField]]
+    /// By consumer: `baseEdits` with its identity fields added.
+    let consumerEdits: [ObjectIdentifier: FieldEdits]
 
     public init(configuration: Configuration) throws {
         guard let method = configuration.method else { throw AuthConfigurationError.invalid }
@@ -226,11 +239,13 @@ public struct AuthPlugin<Method: AuthenticationMethod>: GatewayPlugin {
             for name in fixed { base.remove(name) }
         }
         self.baseEdits = base
-        var fields: [ObjectIdentifier: [HTTPField]] = [:]
+        var edits: [ObjectIdentifier: FieldEdits] = [:]
         for entry in configuration.consumers.all {
-            fields[ObjectIdentifier(entry.consumer)] = configuration.common.identityFields(entry.consumer, anonymous: false)
+            var consumerEdits = base
+            consumerEdits.append(configuration.common.identityFields(entry.consumer, anonymous: false))
+            edits[ObjectIdentifier(entry.consumer)] = consumerEdits
         }
-        self.identityFields = fields
+        self.consumerEdits = edits
     }
 
     public func onRequest(_ request: inout HTTPRequest, context: inout RequestContext) -> RequestDecision {
@@ -288,13 +303,16 @@ public struct AuthPlugin<Method: AuthenticationMethod>: GatewayPlugin {
     /// The upstream edits for an accepted credential: the prepared ones, the consumer's prepared
     /// identity fields, and only what depends on the request (scopes, a cookie or query credential).
     func edits(for identity: Identity, request: inout HTTPRequest) -> FieldEdits {
-        var edits = baseEdits
+        var edits: FieldEdits
         if let consumer = identity.consumer {
-            if let fields = identityFields[ObjectIdentifier(consumer)] {
-                edits.append(fields)
+            if let prepared = consumerEdits[ObjectIdentifier(consumer)] {
+                edits = prepared
             } else {
+                edits = baseEdits
                 common.apply(identity, anonymous: false, to: &edits)
             }
+        } else {
+            edits = baseEdits
         }
         if !identity.scopes.isEmpty { edits.set(common.scopeHeader, identity.scopes.joined(separator: " ")) }
         if !common.forwardCredentials && method.fixedCredentialFields == nil {

@@ -72,22 +72,32 @@ public struct KeyAuthMethod: AuthenticationMethod {
     public func challenge(failure: String?) -> String { #"Key realm="tollgate""# }
 
     public func authenticate(_ request: HTTPRequest, context: RequestContext) -> AuthOutcome {
-        guard var key = presentedKey(request) else { return .missing }
-        let digest = key.withUTF8 { bytes in SHA256.hash(data: UnsafeRawBufferPointer(bytes)).withUnsafeBytes { Array($0) } }
-        var found: (Consumer, String)?
-        for candidate in index[Self.prefix(digest)] ?? [] where AuthText.constantTimeEqual(candidate.digest, digest) {
-            found = (candidate.consumer, candidate.id)
+        // A key in a header is hashed where it lies in the client's head (no String, no fields).
+        var digest = context.clientHead?.head.withFirstValue(of: headerNames) { SHA256.hash(data: $0) }
+        if digest == nil {
+            guard var key = presentedKey(request, headers: context.clientHead == nil) else { return .missing }
+            digest = key.withUTF8 { SHA256.hash(data: UnsafeRawBufferPointer($0)) }
         }
-        guard let (consumer, id) = found else {
-            return .invalid(reason: "unknown API key", credential: "key:" + Hex.encode(digest.prefix(4)))
+        return digest!.withUnsafeBytes { bytes -> AuthOutcome in
+            var found: (Consumer, String)?
+            for candidate in index[Self.prefix(bytes)] ?? [] where AuthText.constantTimeEqual(candidate.digest, bytes) {
+                found = (candidate.consumer, candidate.id)
+            }
+            guard let (consumer, id) = found else {
+                return .invalid(reason: "unknown API key", credential: "key:" + Hex.encode(bytes.prefix(4)))
+            }
+            return .authenticated(Identity(consumer: consumer, credential: id))
         }
-        return .authenticated(Identity(consumer: consumer, credential: id))
     }
 
-    private func presentedKey(_ request: HTTPRequest) -> String? {
+    /// The key from the request: its header fields (unless `headers` is false: they were read from
+    /// the client's head), then the query, then cookies.
+    private func presentedKey(_ request: HTTPRequest, headers: Bool) -> String? {
         // The first field of each name (HTTPFields' subscript joins every field of a name: it costs more).
-        for name in headerNames {
-            for field in request.headerFields where field.name == name && !field.value.isEmpty { return field.value }
+        if headers {
+            for name in headerNames {
+                for field in request.headerFields where field.name == name && !field.value.isEmpty { return field.value }
+            }
         }
         for name in queryNames {
             if let value = AuthText.query(name, in: request.path), !value.isEmpty { return value }
@@ -99,7 +109,11 @@ public struct KeyAuthMethod: AuthenticationMethod {
     }
 
     public var rewritesTarget: Bool { !queryNames.isEmpty }
-    public var fieldNames: [HTTPField.Name] { cookieNames.isEmpty ? headerNames : headerNames + [.cookie] }
+    /// Header keys are read from the client's head (`RequestContext.clientHead`); only cookies need fields.
+    public var fieldNames: [HTTPField.Name] { cookieNames.isEmpty ? [] : [.cookie] }
+    public var readsClientHead: Bool { !headerNames.isEmpty }
+    /// Only a key in the query needs the request's target.
+    public var readsRequest: Bool { !queryNames.isEmpty || !cookieNames.isEmpty }
     public var fixedCredentialFields: [HTTPField.Name]? { queryNames.isEmpty && cookieNames.isEmpty ? headerNames : nil }
 
     public func removeCredential(from request: inout HTTPRequest, edits: inout FieldEdits) {

@@ -18,6 +18,7 @@ public struct PlansPlugin: GatewayPlugin {
     public static let changesRequest = false
     public static let responseHookOnlyAdds = true
     public var readsRequestFields: Bool { false }
+    public var readsRequest: Bool { false }   // the consumer is in the context
     public var hasLogHook: Bool { false }
 
     public struct Configuration: PluginConfiguration {

@@ -226,6 +226,18 @@ public struct RateLimitPlugin: GatewayPlugin {
     let quotedLimits: [String]
     /// `RateLimit-Policy`, the same on every response: built once.
     let policyField: HTTPField
+    /// The fixed pieces of the header lines, rendered once (nil when a limit's text could not stand
+    /// in a field as it is: the fields are then built and checked per response).
+    let rendered: RenderedLines?
+
+    struct RenderedLines {
+        /// `RateLimit-Policy: ...\r\n`.
+        var policyLine: [UInt8]
+        /// By limit: `RateLimit: "10/s";r=`.
+        var rateLimitPrefixes: [[UInt8]]
+        /// By limit: `X-RateLimit-Limit: 10\r\nX-RateLimit-Remaining: `.
+        var legacyPrefixes: [[UInt8]]
+    }
 
     public init(configuration: Configuration) {
         self.configuration = configuration
@@ -262,6 +274,17 @@ public struct RateLimitPlugin: GatewayPlugin {
             .joined(separator: ", ")
         self.quotedLimits = configuration.limits.map { "\"\($0.text)\"" }
         self.policyField = HTTPField(name: Self.policyName, value: policyHeader)
+        if HeaderLines.isLegalValue(policyHeader.utf8) {
+            self.rendered = RenderedLines(
+                policyLine: HeaderLines.prefix(Self.policyName) + Array(policyHeader.utf8) + Array("\r\n".utf8),
+                rateLimitPrefixes: quotedLimits.map { HeaderLines.prefix(Self.rateLimitName) + Array($0.utf8) + Array(";r=".utf8) },
+                legacyPrefixes: configuration.limits.map {
+                    HeaderLines.prefix(Self.legacyLimitName) + Array(String($0.count).utf8) + Array("\r\n".utf8)
+                        + HeaderLines.prefix(Self.legacyRemainingName)
+                })
+        } else {
+            self.rendered = nil
+        }
     }
 
     public func onRequest(_ request: inout HTTPRequest, context: inout RequestContext) -> RequestDecision {
@@ -407,10 +430,55 @@ public struct RateLimitPlugin: GatewayPlugin {
         return headers(outcome.decisions)
     }
 
+    /// The fields of `headers`, written from the pieces rendered at load.
+    public func writeResponseFields(context: inout RequestContext, into lines: inout HeaderLines) {
+        guard let outcome = context[OutcomeKey.self], !outcome.decisions.isEmpty else { return }
+        guard let rendered else {
+            for field in headers(outcome.decisions) { lines.add(field) }
+            return
+        }
+        let decisions = outcome.decisions
+        let tightest = Self.tightest(decisions)
+        let decision = decisions[tightest]
+        let reset = Self.seconds(decision.resetNanos)
+        let ietf = configuration.ietfHeaders
+        let legacy = configuration.legacyHeaders
+        var bound = 0
+        if ietf { bound += rendered.policyLine.count + rendered.rateLimitPrefixes[tightest].count + 3 + 2 * 19 + 2 }
+        if legacy { bound += rendered.legacyPrefixes[tightest].count + 21 + 2 * 19 + 2 }
+        lines.write(reserving: bound) { out in
+            if ietf {
+                out.put(rendered.policyLine)
+                out.put(rendered.rateLimitPrefixes[tightest])
+                out.putDecimal(decision.remaining)
+                out.put(";t=")
+                out.putDecimal(reset)
+                out.endLine()
+            }
+            if legacy {
+                out.put(rendered.legacyPrefixes[tightest])
+                out.putDecimal(decision.remaining)
+                out.put("\r\nX-RateLimit-Reset: ")
+                out.putDecimal(reset)
+                out.endLine()
+            }
+        }
+    }
+
+    /// The limit with the fewest requests left (its fields are the ones shown).
+    static func tightest(_ decisions: [RateLimitDecision]) -> Int {
+        var tightest = 0
+        for index in decisions.indices where decisions[index].remaining < decisions[tightest].remaining { tightest = index }
+        return tightest
+    }
+
     /// Only a header key or trusted proxies (X-Forwarded-For) make it read the request's fields.
     public var readsRequestFields: Bool {
         !configuration.trustedProxies.isEmpty || configuration.key.contains { if case .header = $0 { return true }; return false }
     }
+
+    /// It reads nothing of the request but the fields above (the rest of a key is in the context).
+    public var readsRequest: Bool { readsRequestFields }
 
     /// The fields it reads: the key's headers, and X-Forwarded-For behind trusted proxies.
     public var requestFieldNames: [HTTPField.Name]? {
@@ -429,23 +497,29 @@ public struct RateLimitPlugin: GatewayPlugin {
 
     /// The key: its parts joined; a missing header or parameter counts as its own empty value.
     func key(_ request: HTTPRequest, context: RequestContext) -> String {
+        let key = configuration.key
+        if key.count == 1 { return keyPart(key[0], request, context: context) }
         var parts: [String] = []
-        parts.reserveCapacity(configuration.key.count)
-        for part in configuration.key {
-            switch part {
-            case .ip: parts.append(clientIP(request, context: context))
-            case .header(let name): parts.append(request.headerFields[name] ?? "")
-            case .pathParameter(let name): parts.append(context.pathParameter(name) ?? "")
-            case .route: parts.append(context.route?.name ?? "")
-            case .service: parts.append(context.route?.serviceName ?? "")
-            case .consumer:
-                // Consumers and addresses never share a key: a consumer named like an address is not that address.
-                if let consumer = context.consumer { parts.append("c:" + consumer.id) } else { parts.append("ip:" + clientIP(request, context: context)) }
-            case .credential:
-                if let credential = context.credential { parts.append("k:" + credential) } else { parts.append("ip:" + clientIP(request, context: context)) }
-            }
+        parts.reserveCapacity(key.count)
+        for part in key { parts.append(keyPart(part, request, context: context)) }
+        return parts.joined(separator: "\u{1F}")
+    }
+
+    private func keyPart(_ part: KeyPart, _ request: HTTPRequest, context: RequestContext) -> String {
+        switch part {
+        case .ip: return clientIP(request, context: context)
+        case .header(let name): return request.headerFields[name] ?? ""
+        case .pathParameter(let name): return context.pathParameter(name) ?? ""
+        case .route: return context.route?.name ?? ""
+        case .service: return context.route?.serviceName ?? ""
+        case .consumer:
+            // Consumers and addresses never share a key: a consumer named like an address is not that address.
+            if let consumer = context.consumer { return "c:" + consumer.id }
+            return "ip:" + clientIP(request, context: context)
+        case .credential:
+            if let credential = context.credential { return "k:" + credential }
+            return "ip:" + clientIP(request, context: context)
         }
-        return parts.count == 1 ? parts[0] : parts.joined(separator: "\u{1F}")
     }
 
     /// The client's address: the peer's, unless the peer is a trusted proxy; then the right-most
@@ -482,8 +556,7 @@ public struct RateLimitPlugin: GatewayPlugin {
     /// `RateLimit-Policy` lists every limit; `RateLimit` (and the legacy fields) speak of the one
     /// closest to running out.
     private func headers(_ decisions: [RateLimitDecision]) -> [HTTPField] {
-        var tightest = 0
-        for index in decisions.indices where decisions[index].remaining < decisions[tightest].remaining { tightest = index }
+        let tightest = Self.tightest(decisions)
         guard tightest < decisions.count else { return [] }
         let decision = decisions[tightest]
         let limit = configuration.limits[tightest]
