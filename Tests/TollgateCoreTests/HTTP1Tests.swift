@@ -312,6 +312,17 @@ private func parse(_ text: String, kind: HeadParser.Kind = .request, maxURI: Int
         HeadWriter.writeRequest(head, target: "/a", host: "b", forwarding: forwarding, requestID: "rid", edits: edits, into: &out)
         #expect(String(buffer: out).hasSuffix("X-Request-ID: rid\r\nX-A: 3\r\n\r\n"))
         #expect(!String(buffer: out).contains("client"))
+        // Names are matched in any case, and names too long for the packed form still are.
+        let long = String(repeating: "x", count: 300)
+        edits.remove(HTTPField.Name(long)!)
+        #expect(Array("x-a".utf8).withUnsafeBytes { edits.removes($0) })
+        #expect(!Array("X-C".utf8).withUnsafeBytes { edits.removes($0) })
+        #expect(Array(long.uppercased().utf8).withUnsafeBytes { edits.removes($0) } == false, "checked through the list")
+        let (_, other) = parse("GET /a HTTP/1.1\r\nHost: h\r\nx-b: client\r\n\(long.uppercased()): secret\r\nKeep: me\r\n\r\n")
+        var second = ByteBuffer()
+        HeadWriter.writeRequest(other, target: "/a", host: "b", forwarding: forwarding, requestID: "rid", edits: edits, into: &second)
+        #expect(!String(buffer: second).contains("client") && !String(buffer: second).contains("secret"))
+        #expect(String(buffer: second).contains("Keep: me\r\n"))
     }
 
     /// Header lines written as bytes by response hooks: decimals of every width, and the lines land

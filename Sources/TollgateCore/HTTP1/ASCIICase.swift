@@ -28,7 +28,7 @@ public enum ASCIICase {
     }
 
     @inline(__always)
-    static func lowered(_ byte: UInt8) -> UInt8 {
+    public static func lowered(_ byte: UInt8) -> UInt8 {
         byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte
     }
 }

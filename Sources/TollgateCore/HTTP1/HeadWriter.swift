@@ -44,7 +44,10 @@ public enum HeadWriter {
         var bound = head.bytes.readableBytes + target.utf8.count + host.utf8.count + forwarding.clientIP.utf8.count
             + forwarding.forwardedElement.utf8.count + forwarding.via.utf8.count + forwarding.requestIDName.utf8.count
             + requestID.utf8.count + 2 * hostLength + 192
-        let removed = edits?.removed ?? []
+        // Removed names are matched on their packed bytes (`FieldEdits.removes`); only names too long
+        // for that go through the list.
+        let checkRemoved = edits.map { !$0.removed.isEmpty } ?? false
+        let longRemoved = edits?.hasLongRemovedNames == true ? edits!.removed : []
         if let edits {
             bound += edits.addedLines.count
         }
@@ -67,7 +70,9 @@ public enum HeadWriter {
                     case .traceparent where trace != nil, .tracestate where trace != nil:
                         run.flush(p, into: &o)   // replaced by the gateway's own below
                     case .other, .userAgent, .traceparent, .tracestate:
-                        if checkListed && head.isListedInConnection(index) || !removed.isEmpty && field.name(in: removed, p) != nil {
+                        if checkListed && head.isListedInConnection(index)
+                            || checkRemoved && edits!.removes(UnsafeRawBufferPointer(rebasing: p[Int(field.start)..<Int(field.nameEnd)]))
+                            || !longRemoved.isEmpty && field.name(in: longRemoved, p) != nil {
                             run.flush(p, into: &o)
                         } else {
                             run.add(field, p, into: &o)

@@ -222,6 +222,7 @@ public struct RawHead: Sendable {
 
     /// The value of the first field named `names[0]` whose value is not empty, else of `names[1]`...
     /// (names ASCII case-insensitive), read in place and given to `body`; nil when there is none.
+    @inlinable
     public func withFirstValue<Result>(of names: [HTTPField.Name], _ body: (UnsafeRawBufferPointer) -> Result) -> Result? {
         withBytes { p -> Result? in
             for name in names {

@@ -233,23 +233,82 @@ public final class ClientCertificate: Sendable {
 
 /// Header-field changes for the upstream request: fields removed by name, fields added. Cheaper than
 /// rewriting the request (the client's head is copied line by line, skipping the removed names).
+/// Copy-on-write over one reference, so a request without edits (an optional edit set, nil) and one
+/// with prepared edits (a consumer's identity fields) each cost a word.
 public struct FieldEdits: Sendable {
-    public private(set) var removed: [HTTPField.Name] = []
-    public private(set) var added: [HTTPField] = []
-    /// `added` as header lines (`name: value\r\n`), kept in step with it: edits prepared once (an
-    /// authenticated consumer's identity fields) are then written upstream as one copy.
-    public private(set) var addedLines: [UInt8] = []
+    /// Mutated only while uniquely referenced (copy-on-write), hence unchecked.
+    private final class Storage: @unchecked Sendable {
+        var removed: [HTTPField.Name] = []
+        var added: [HTTPField] = []
+        var addedLines: [UInt8] = []
+        var removedPacked: [UInt8] = []
+        var hasLongRemovedNames = false
+
+        init() {}
+
+        func copy() -> Storage {
+            let copy = Storage()
+            copy.removed = removed
+            copy.added = added
+            copy.addedLines = addedLines
+            copy.removedPacked = removedPacked
+            copy.hasLongRemovedNames = hasLongRemovedNames
+            return copy
+        }
+    }
+
+    private var storage = Storage()
 
     public init() {}
 
+    public var removed: [HTTPField.Name] { storage.removed }
+    public var added: [HTTPField] { storage.added }
+    /// `added` as header lines (`name: value\r\n`), kept in step with it: edits prepared once (an
+    /// authenticated consumer's identity fields) are then written upstream as one copy.
+    public var addedLines: [UInt8] { storage.addedLines }
+    /// Some removed name is too long for `removes` (the writer then checks `removed` itself).
+    public var hasLongRemovedNames: Bool { storage.hasLongRemovedNames }
+    public var isEmpty: Bool { storage.removed.isEmpty && storage.added.isEmpty }
+
+    /// Whether a field with this name (as it came, any case) is removed. Names are kept packed: each
+    /// one's length, then its lowercase bytes.
+    public func removes(_ name: UnsafeRawBufferPointer) -> Bool {
+        storage.removedPacked.withUnsafeBufferPointer { packed in
+            var index = 0
+            while index < packed.count {
+                let length = Int(packed[index])
+                index += 1
+                if length == name.count {
+                    var offset = 0
+                    while offset < length && ASCIICase.lowered(name[offset]) == packed[index + offset] { offset += 1 }
+                    if offset == length { return true }
+                }
+                index += length
+            }
+            return false
+        }
+    }
+
     /// Drops every field of this name (the client's, and any added before).
     public mutating func remove(_ name: HTTPField.Name) {
-        if !removed.contains(name) { removed.append(name) }
-        let count = added.count
-        added.removeAll { $0.name == name }
-        if added.count != count {
-            addedLines = []
-            for field in added { Self.render(field, into: &addedLines) }
+        unique()
+        let storage = self.storage
+        if !storage.removed.contains(name) {
+            storage.removed.append(name)
+            // Names longer than 255 bytes are matched by `removed` alone (see `HeadWriter`).
+            let bytes = Array(name.canonicalName.utf8)
+            if bytes.count <= 255 {
+                storage.removedPacked.append(UInt8(bytes.count))
+                storage.removedPacked.append(contentsOf: bytes)
+            } else {
+                storage.hasLongRemovedNames = true
+            }
+        }
+        let count = storage.added.count
+        storage.added.removeAll { $0.name == name }
+        if storage.added.count != count {
+            storage.addedLines = []
+            for field in storage.added { Self.render(field, into: &storage.addedLines) }
         }
     }
 
@@ -257,17 +316,20 @@ public struct FieldEdits: Sendable {
     public mutating func set(_ name: HTTPField.Name, _ value: String) {
         remove(name)
         let field = HTTPField(name: name, value: value)
-        added.append(field)
-        Self.render(field, into: &addedLines)
+        storage.added.append(field)
+        Self.render(field, into: &storage.addedLines)
     }
 
     /// Adds fields whose names were already removed (prepared identity fields): no checks.
     public mutating func append(_ fields: [HTTPField]) {
-        added.append(contentsOf: fields)
-        for field in fields { Self.render(field, into: &addedLines) }
+        unique()
+        storage.added.append(contentsOf: fields)
+        for field in fields { Self.render(field, into: &storage.addedLines) }
     }
 
-    public var isEmpty: Bool { removed.isEmpty && added.isEmpty }
+    private mutating func unique() {
+        if !isKnownUniquelyReferenced(&storage) { storage = storage.copy() }
+    }
 
     private static func render(_ field: HTTPField, into lines: inout [UInt8]) {
         lines.append(contentsOf: field.name.rawName.utf8)

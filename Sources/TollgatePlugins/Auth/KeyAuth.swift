@@ -41,8 +41,9 @@ public struct KeyAuthMethod: AuthenticationMethod {
     var headerNames: [HTTPField.Name] = [HTTPField.Name("X-API-Key")!]
     var queryNames: [String] = []
     var cookieNames: [String] = []
-    /// Digest prefix → the credentials with it (almost always one).
-    let index: [UInt64: [(digest: [UInt8], consumer: Consumer, id: String)]]
+    /// The credentials, sorted by their digest's first 8 bytes (a binary search finds a key's: the
+    /// digest is already uniformly spread, so it needs no hashing).
+    let credentials: [(prefix: UInt64, digest: [UInt8], consumer: Consumer, id: String)]
 
     public init?(config: ConfigNode, consumers: ConsumerDirectory) {
         if let names = config["headers"].strings() {
@@ -56,11 +57,9 @@ public struct KeyAuthMethod: AuthenticationMethod {
         if headerNames.isEmpty && queryNames.isEmpty && cookieNames.isEmpty {
             config.error("give at least one place to read the key from (headers, query or cookies)")
         }
-        var index: [UInt64: [(digest: [UInt8], consumer: Consumer, id: String)]] = [:]
-        for (consumer, credential) in consumers.credentials("key_auth", as: KeyCredential.self) {
-            index[Self.prefix(credential.digest), default: []].append((credential.digest, consumer, credential.id))
-        }
-        self.index = index
+        self.credentials = consumers.credentials("key_auth", as: KeyCredential.self)
+            .map { (Self.prefix($0.1.digest), $0.1.digest, $0.0, $0.1.id) }
+            .sorted { $0.prefix < $1.prefix }
     }
 
     static func prefix(_ digest: some Collection<UInt8>) -> UInt64 {
@@ -79,15 +78,28 @@ public struct KeyAuthMethod: AuthenticationMethod {
             digest = key.withUTF8 { SHA256.hash(data: UnsafeRawBufferPointer($0)) }
         }
         return digest!.withUnsafeBytes { bytes -> AuthOutcome in
-            var found: (Consumer, String)?
-            for candidate in index[Self.prefix(bytes)] ?? [] where AuthText.constantTimeEqual(candidate.digest, bytes) {
-                found = (candidate.consumer, candidate.id)
-            }
-            guard let (consumer, id) = found else {
+            guard let found = find(bytes) else {
                 return .invalid(reason: "unknown API key", credential: "key:" + Hex.encode(bytes.prefix(4)))
             }
-            return .authenticated(Identity(consumer: consumer, credential: id))
+            return .authenticated(Identity(consumer: credentials[found].consumer, credential: credentials[found].id))
         }
+    }
+
+    /// The credential whose digest is `digest`: the first with its prefix (binary search), then each
+    /// with that prefix compared whole in constant time.
+    private func find(_ digest: UnsafeRawBufferPointer) -> Int? {
+        let prefix = Self.prefix(digest)
+        var low = 0, high = credentials.count
+        while low < high {
+            let middle = (low + high) / 2
+            if credentials[middle].prefix < prefix { low = middle + 1 } else { high = middle }
+        }
+        var found: Int?
+        while low < credentials.count && credentials[low].prefix == prefix {
+            if credentials[low].digest.withUnsafeBytes({ AuthText.constantTimeEqual($0, digest) }) { found = low }
+            low += 1
+        }
+        return found
     }
 
     /// The key from the request: its header fields (unless `headers` is false: they were read from
