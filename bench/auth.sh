@@ -33,7 +33,10 @@ measure() { # port header -> req/s (fails on answers other than 2xx)
   if grep -q "Non-2xx" "$work/wrk.out"; then echo "port $1: answers other than 2xx" >&2; exit 1; fi
   awk '/Requests\/sec/ {print $2}' "$work/wrk.out"
 }
-printf "%-6s %-10s %12s\n" round route req/s
+# CPU per request is the server's CPU time over the measured and warm-up runs divided by their requests
+# (approximated as req/s times their length): steadier than req/s, since it does not count the time
+# other programs take the core away.
+printf "%-6s %-10s %12s %12s\n" round route req/s "cpu us/req"
 for round in $(seq 1 "$rounds"); do
   for route in plain key jwt; do
     case $route in
@@ -41,12 +44,18 @@ for round in $(seq 1 "$rounds"); do
       key) port=$kp; header="X-API-Key: $key";;
       jwt) port=$jp; header="Authorization: Bearer $token";;
     esac
+    pid=$(cat "$work/$route.pid")
+    before=$(cpu_ticks "$pid")
     rps=$(measure $port "$header")
-    printf "%-6s %-10s %12s\n" "$round" "$route" "$rps"
-    echo "$round $route $rps" >> "$work/results"
+    cpu=$(cpu_per_request "$before" "$(cpu_ticks "$pid")" "$(awk -v r="$rps" -v s="$seconds" 'BEGIN {print r * (s + 3)}')")
+    printf "%-6s %-10s %12s %12s\n" "$round" "$route" "$rps" "$cpu"
+    echo "$round $route $rps $cpu" >> "$work/results"
   done
 done
 median() { awk -v t="$1" '$2==t {print $3}' "$work/results" | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
 p=$(median plain); k=$(median key); j=$(median jwt)
 awk -v p="$p" -v k="$k" -v j="$j" 'BEGIN {
   printf "\nmedian req/s: plain %s, key-auth %s (%.1f%% cost), jwt ES256 %s (%.1f%% cost)\n", p, k, (1 - k / p) * 100, j, (1 - j / p) * 100 }'
+echo "median of the rounds' costs: key-auth $(paired_cost "$work/results" plain key 3)%, jwt $(paired_cost "$work/results" plain jwt 3)%"
+# From CPU per request: the throughput lost when the core is the limit (1 - plain's CPU / the route's).
+echo "median of the rounds' costs from CPU per request: key-auth $(paired_cost "$work/results" key plain 4)%, jwt $(paired_cost "$work/results" jwt plain 4)%"

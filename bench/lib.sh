@@ -61,3 +61,24 @@ bench_init() {
   work=$(mktemp -d)
   trap 'kill $(cat "$work"/*.pid 2>/dev/null) 2>/dev/null || true; rm -rf "$work"' EXIT
 }
+
+# cpu_ticks PID: the process's user + system CPU time so far, in clock ticks (every thread). For an
+# nginx master, pass its worker's pid (`worker_pid`).
+cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+
+# worker_pid MASTER_PID: the first child of an nginx master (its one worker).
+worker_pid() { pgrep -P "$1" | head -1; }
+
+# cpu_per_request BEFORE AFTER REQUESTS: microseconds of CPU per request between two cpu_ticks readings.
+cpu_per_request() {
+  awk -v a="$2" -v b="$1" -v n="$3" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", (a - b) / hz * 1e6 / n }'
+}
+
+# paired_costs FILE BASE TARGET COLUMN: the median over rounds of 1 - TARGET/BASE (rows: round name
+# value...; COLUMN is the value's field), in percent: each round's pair was measured back to back,
+# so a slow spell of the shared machine moves both.
+paired_cost() {
+  awk -v base="$2" -v target="$3" -v c="$4" '$2==base {b[$1]=$c} $2==target {t[$1]=$c}
+    END { for (r in b) if (r in t) printf "%.4f\n", (1 - t[r] / b[r]) * 100 }' "$1" \
+    | sort -n | awk '{v[NR]=$1} END { if (NR == 0) exit; printf "%.1f", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}

@@ -43,13 +43,22 @@ measure() { # port -> req/s
   taskset -c 0 wrk -t1 -c50 -d3s "http://127.0.0.1:$1/users/42" >/dev/null 2>&1
   taskset -c 0 wrk -t1 -c50 -d"${seconds}s" "http://127.0.0.1:$1/users/42" 2>/dev/null | awk '/Requests\/sec/ {print $2}'
 }
-printf "%-6s %-16s %12s\n" round target req/s
+# CPU per request: the server's CPU time (nginx: its worker's) over the measured and warm-up runs,
+# divided by their requests (req/s times their length). Steadier than req/s on a shared machine.
+printf "%-6s %-16s %12s %12s\n" round target req/s "cpu us/req"
 for round in $(seq 1 "$rounds"); do
   for target in nginx nginx_limit_req tollgate tollgate_limited; do
-    case $target in nginx) port=$np;; nginx_limit_req) port=$nrl;; tollgate) port=$tp;; tollgate_limited) port=$trl;; esac
+    case $target in
+      nginx) port=$np; pid=$(worker_pid "$(cat "$work/nginx.pid")");;
+      nginx_limit_req) port=$nrl; pid=$(worker_pid "$(cat "$work/nginx.pid")");;
+      tollgate) port=$tp; pid=$(cat "$work/tollgate.pid");;
+      tollgate_limited) port=$trl; pid=$(cat "$work/limited.pid");;
+    esac
+    before=$(cpu_ticks "$pid")
     rps=$(measure $port)
-    printf "%-6s %-16s %12s\n" "$round" "$target" "$rps"
-    echo "$round $target $rps" >> "$work/results"
+    cpu=$(cpu_per_request "$before" "$(cpu_ticks "$pid")" "$(awk -v r="$rps" -v s="$seconds" 'BEGIN {print r * (s + 3)}')")
+    printf "%-6s %-16s %12s %12s\n" "$round" "$target" "$rps" "$cpu"
+    echo "$round $target $rps $cpu" >> "$work/results"
   done
 done
 median() { awk -v t="$1" '$2==t {print $3}' "$work/results" | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
@@ -57,3 +66,6 @@ n=$(median nginx); nl=$(median nginx_limit_req); t=$(median tollgate); tl=$(medi
 awk -v n="$n" -v nl="$nl" -v t="$t" -v tl="$tl" 'BEGIN {
   printf "\nmedian req/s: nginx %s, with limit_req %s (%.1f%% cost); tollgate %s, rate-limited %s (%.1f%% cost)\n",
     n, nl, (1 - nl / n) * 100, t, tl, (1 - tl / t) * 100 }'
+echo "median of the rounds' costs: nginx limit_req $(paired_cost "$work/results" nginx nginx_limit_req 3)%, tollgate rate-limiting $(paired_cost "$work/results" tollgate tollgate_limited 3)%"
+# From CPU per request: the throughput lost when the core is the limit (1 - CPU without / CPU with).
+echo "median of the rounds' costs from CPU per request: nginx limit_req $(paired_cost "$work/results" nginx_limit_req nginx 4)%, tollgate rate-limiting $(paired_cost "$work/results" tollgate_limited tollgate 4)%"
