@@ -114,9 +114,10 @@ extension ProxyHandler: UpstreamOwner {
             // empty set, and what they add follows.
             var lines: ByteBuffer?
             if let route, !route.chain.isEmpty {
-                var scratch = headerLineScratch.take() ?? context.channel.allocator.buffer(capacity: 256)
-                scratch.clear()
-                var written = HeaderLines(buffer: scratch)
+                // Moved, not copied, into the writer: a second reference would make the first write
+                // copy the buffer.
+                var written = HeaderLines(buffer: headerLineScratch.take() ?? context.channel.allocator.buffer(capacity: 256))
+                written.buffer.clear()
                 route.chain.writeResponseFields(context: &exchange.context, into: &written)
                 lines = written.buffer
             }

@@ -11,6 +11,19 @@ struct SplitMix: RandomNumberGenerator {
 }
 
 @Suite struct BalancerTests {
+
+    /// A string hashes as its UTF-8 bytes do, whichever way it is stored (small or large, ASCII or
+    /// not): rate-limit shards and consistent hashing agree with the byte form.
+    @Test func stableHashOfTextIsTheHashOfItsBytes() {
+        for text in ["", "a", "127.0.0.1", String(repeating: "key-", count: 40), "ümlaut-€", "c:" + String(42)] {
+            let bytes = Array(text.utf8)
+            #expect(StableHash.hash(text) == bytes.withUnsafeBytes { StableHash.hash($0) }, "\(text)")
+            #expect(StableHash.hash(text, seed: 7) == bytes.withUnsafeBytes { StableHash.hash($0, seed: 7) })
+        }
+        // FNV-1a then the splitmix finalizer, fixed forever (Maglev tables depend on it).
+        #expect(StableHash.hash("") == StableHash.mix(0xcbf2_9ce4_8422_2325))
+    }
+
     @Test func smoothWeightedSequence() {
         var balancer = SmoothWeightedRoundRobin(weights: [5, 1, 1])
         let names = ["a", "b", "c"]

@@ -6,6 +6,10 @@ public protocol ContextKey {
     associatedtype Value: Sendable
 }
 
+/// A slot whose value is a class instance: kept in the context without a box. Read and written only
+/// through the key's concrete type (a generic `ContextKey` access would look for a box).
+public protocol ObjectContextKey: ContextKey where Value: AnyObject {}
+
 /// Per-request state shared by the plugins of one request. A value type: it lives in the connection
 /// handler on the event loop, and is copied only when a plugin suspends.
 public struct RequestContext: Sendable {
@@ -65,9 +69,13 @@ public struct RequestContext: Sendable {
     /// The connection's event loop, for plugins that answer with a `pending` future (nil in unit tests
     /// that run hooks without a server).
     public var eventLoop: (any EventLoop)?
-    /// Plugin values by key: a short list (a request meets a handful of keys), each value in a box of
-    /// its key's value type, so reading needs no dictionary hashing and no dynamic cast. Inlinable
-    /// (with the subscript) so each plugin's access is specialized for its key, not run generically.
+    /// Plugin values by key: the first in a slot of its own (most requests meet one key at most, and
+    /// the slot needs no array), the others in a short list; each value in a box of its key's value
+    /// type, or itself for a class (`ObjectContextKey`), so reading needs no dictionary hashing and no
+    /// dynamic cast. Inlinable (with the subscripts) so each plugin's access is specialized for its
+    /// key, not run generically.
+    @usableFromInline var firstKey: ObjectIdentifier?
+    @usableFromInline var firstValue: (any AnyObject & Sendable)?
     @usableFromInline var storage: [(key: ObjectIdentifier, box: any AnyObject & Sendable)] = []
 
     public init(requestID: String, clientIP: String, originalPath: String = "/", startNanos: UInt64 = 0,
@@ -87,22 +95,46 @@ public struct RequestContext: Sendable {
     @inlinable
     public subscript<Key: ContextKey>(key: Key.Type) -> Key.Value? {
         get {
-            let id = ObjectIdentifier(key)
-            for entry in storage where entry.key == id {
-                // The key decides the box's type: `Key.Value` was stored under it.
-                return unsafeDowncast(entry.box, to: ContextBox<Key.Value>.self).value
-            }
-            return nil
+            guard let object = object(for: ObjectIdentifier(key)) else { return nil }
+            // The key decides the box's type: `Key.Value` was stored under it.
+            return unsafeDowncast(object, to: ContextBox<Key.Value>.self).value
         }
-        set {
-            let id = ObjectIdentifier(key)
-            let index = storage.firstIndex { $0.key == id }
-            switch (index, newValue) {
-            case (let index?, let value?): storage[index].box = ContextBox(value)
-            case (let index?, nil): storage.remove(at: index)
-            case (nil, let value?): storage.append((id, ContextBox(value)))
-            case (nil, nil): break
+        set { setObject(newValue.map { ContextBox($0) }, for: ObjectIdentifier(key)) }
+    }
+
+    /// A class instance kept as it is (no box): one allocation fewer per value.
+    @inlinable
+    public subscript<Key: ObjectContextKey>(key: Key.Type) -> Key.Value? {
+        get { object(for: ObjectIdentifier(key)).map { unsafeDowncast($0, to: Key.Value.self) } }
+        set { setObject(newValue, for: ObjectIdentifier(key)) }
+    }
+
+    @inlinable
+    func object(for id: ObjectIdentifier) -> (any AnyObject & Sendable)? {
+        if firstKey == id { return firstValue }
+        for entry in storage where entry.key == id { return entry.box }
+        return nil
+    }
+
+    @inlinable
+    mutating func setObject(_ object: (any AnyObject & Sendable)?, for id: ObjectIdentifier) {
+        if firstKey == id {
+            firstValue = object
+            if object == nil { firstKey = nil }
+            return
+        }
+        let index = storage.firstIndex { $0.key == id }
+        switch (index, object) {
+        case (let index?, let object?): storage[index].box = object
+        case (let index?, nil): storage.remove(at: index)
+        case (nil, let object?):
+            if firstKey == nil {
+                firstKey = id
+                firstValue = object
+            } else {
+                storage.append((id, object))
             }
+        case (nil, nil): break
         }
     }
 

@@ -341,6 +341,10 @@ public struct MaglevTable: Sendable {
 /// every gateway node sends a key to the same target: FNV-1a, then a SplitMix64 finalizer.
 public enum StableHash {
     public static func hash(_ text: String, seed: UInt64 = 0) -> UInt64 {
+        // The same bytes through the pointer loop: iterating `utf8` costs several times more per byte.
+        if let hashed = text.utf8.withContiguousStorageIfAvailable({ hash(UnsafeRawBufferPointer($0), seed: seed) }) {
+            return hashed
+        }
         var value: UInt64 = 0xcbf2_9ce4_8422_2325 ^ seed
         for byte in text.utf8 {
             value ^= UInt64(byte)

@@ -72,6 +72,6 @@ final class CacheExchange: @unchecked Sendable {
     static let bypass = CacheExchange()
 }
 
-enum CacheExchangeKey: ContextKey {
+enum CacheExchangeKey: ObjectContextKey {
     typealias Value = CacheExchange
 }

@@ -195,16 +195,28 @@ public struct RateLimitPlugin: GatewayPlugin {
 
     /// What the request hook decided, for the response hook and the log phase.
     public final class Outcome: Sendable {
-        public let decisions: [RateLimitDecision]
+        /// The decision of a single limit (the usual case: no array), else nil and `several`.
+        let single: RateLimitDecision?
+        let several: [RateLimitDecision]
         public let concurrencyKey: String?
 
         init(decisions: [RateLimitDecision], concurrencyKey: String?) {
-            self.decisions = decisions
+            self.single = nil
+            self.several = decisions
             self.concurrencyKey = concurrencyKey
         }
+
+        init(single: RateLimitDecision, concurrencyKey: String?) {
+            self.single = single
+            self.several = []
+            self.concurrencyKey = concurrencyKey
+        }
+
+        public var decisions: [RateLimitDecision] { single.map { [$0] } ?? several }
+        var isEmpty: Bool { single == nil && several.isEmpty }
     }
 
-    public enum OutcomeKey: ContextKey { public typealias Value = Outcome }
+    public enum OutcomeKey: ObjectContextKey { public typealias Value = Outcome }
 
     /// Where the limits are decided beyond this node.
     enum Backend: Sendable {
@@ -304,6 +316,16 @@ public struct RateLimitPlugin: GatewayPlugin {
         guard !limiters.isEmpty else { return .proceed }
         switch backend {
         case .local:
+            if limiters.count == 1 {
+                let decision = store.decide(key: key, limiter: limiters[0], now: MonotonicClock.nanoseconds())
+                if decision.allowed && !decision.delayed {
+                    // The usual answer, without the arrays of the general case.
+                    context[OutcomeKey.self] = Outcome(single: decision, concurrencyKey: concurrencyKey)
+                    context.rateLimitOutcome = "allowed"
+                    return .proceed
+                }
+                return conclude([decision], concurrencyKey: concurrencyKey, context: &context)
+            }
             return conclude(decideLocally(key), concurrencyKey: concurrencyKey, context: &context)
         case .redis(let redis):
             guard let loop = context.eventLoop, let circuit, circuit.shouldTry(now: MonotonicClock.nanoseconds()) else {
@@ -426,20 +448,19 @@ public struct RateLimitPlugin: GatewayPlugin {
     }
 
     public func responseFieldsToAdd(context: inout RequestContext) -> [HTTPField] {
-        guard let outcome = context[OutcomeKey.self], !outcome.decisions.isEmpty else { return [] }
+        guard let outcome = context[OutcomeKey.self], !outcome.isEmpty else { return [] }
         return headers(outcome.decisions)
     }
 
     /// The fields of `headers`, written from the pieces rendered at load.
     public func writeResponseFields(context: inout RequestContext, into lines: inout HeaderLines) {
-        guard let outcome = context[OutcomeKey.self], !outcome.decisions.isEmpty else { return }
+        guard let outcome = context[OutcomeKey.self], !outcome.isEmpty else { return }
         guard let rendered else {
             for field in headers(outcome.decisions) { lines.add(field) }
             return
         }
-        let decisions = outcome.decisions
-        let tightest = Self.tightest(decisions)
-        let decision = decisions[tightest]
+        let tightest = outcome.single == nil ? Self.tightest(outcome.several) : 0
+        let decision = outcome.single ?? outcome.several[tightest]
         let reset = Self.seconds(decision.resetNanos)
         let ietf = configuration.ietfHeaders
         let legacy = configuration.legacyHeaders
