@@ -55,7 +55,6 @@ let package = Package(
             name: "TollgateObservability",
             dependencies: [
                 "TollgateCore",
-                "CTollgateSched",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -75,8 +74,6 @@ let package = Package(
         // zlib and brotli from Debian (zlib1g-dev, libbrotli-dev).
         .systemLibrary(name: "CTollgateZlib", providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CTollgateBrotli", providers: [.apt(["libbrotli-dev"])]),
-        // sched_setattr, which glibc does not wrap (header only).
-        .systemLibrary(name: "CTollgateSched"),
         .target(
             name: "TollgatePlugins",
             dependencies: [

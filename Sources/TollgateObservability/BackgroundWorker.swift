@@ -5,19 +5,13 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
-#if os(Linux)
-import CTollgateSched
-#endif
 import Dispatch
 import Foundation
 import Synchronization
 
 /// A thread of its own for telemetry work that must not run on an event loop (writing log files,
 /// finishing trace spans), at a lower scheduling priority (nice 10): when it competes with the event
-/// loops for a core, the loops win. Its time slice is short (`sliceNanos`, on Linux 6.12 and later):
-/// when it does take the core from a loop (exporting a batch of spans can take milliseconds), it
-/// gives it back after a tenth of a millisecond, not after the default slice of about a
-/// millisecond, so telemetry does not lengthen the requests' tail latency.
+/// loops for a core, the loops win, so telemetry does not lengthen the requests' tail latency.
 public final class BackgroundWorker: Sendable {
     private final class Queue: Sendable {
         let jobs = Mutex<[@Sendable () -> Void]>([])
@@ -26,21 +20,12 @@ public final class BackgroundWorker: Sendable {
     private let queue = Queue()
     public let name: String
 
-    /// The worker's time slice when it competes for a core.
-    public static let sliceNanos: UInt64 = 100_000
-
     public init(name: String, nice: Int32 = 10) {
         self.name = name
         let queue = self.queue
         let thread = Thread {
-            // On Linux the nice value and the slice are per thread: this changes only the worker.
-            #if os(Linux)
-            if tollgate_set_fair_slice(nice, Self.sliceNanos) != 0 {
-                _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, nice)
-            }
-            #else
-            _ = setpriority(PRIO_PROCESS, 0, nice)
-            #endif
+            // On Linux the nice value is per thread: this lowers only the worker.
+            _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, nice)
             while true {
                 queue.wakeup.wait()
                 let batch = queue.jobs.withLock { jobs -> [@Sendable () -> Void] in
