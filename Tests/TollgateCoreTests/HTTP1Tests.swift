@@ -334,7 +334,7 @@ private func parse(_ text: String, kind: HeadParser.Kind = .request, maxURI: Int
             lines.write(reserving: prefix.count + 21) { out in
                 out.put(prefix)
                 out.putDecimal(value)
-                out.endLine()
+                out.put("\r\n")
             }
         }
         lines.add(HTTPField(name: HTTPField.Name("X-F")!, value: "v"))

@@ -316,26 +316,36 @@ public enum HeadWriter {
 }
 
 /// Copies into memory reserved for a whole head (its size bounded beforehand): plain memcpy, none of
-/// ByteBuffer's per-write bookkeeping.
-struct HeadOutput {
-    let memory: UnsafeMutableRawBufferPointer
-    var offset = 0
+/// ByteBuffer's per-write bookkeeping. Plugins get one for the header lines they add
+/// (`HeaderLines.write`).
+public struct HeadOutput {
+    @usableFromInline let memory: UnsafeMutableRawBufferPointer
+    /// How many bytes are written.
+    public var offset: Int { written }
+    @usableFromInline var written = 0
 
+    @inlinable
     init(_ memory: UnsafeMutableRawBufferPointer) {
         self.memory = memory
     }
 
-    @inline(__always)
-    mutating func put(_ bytes: UnsafeRawBufferPointer) {
+    @inlinable @inline(__always)
+    public mutating func put(_ bytes: UnsafeRawBufferPointer) {
         guard let source = bytes.baseAddress, bytes.count > 0 else { return }
-        precondition(offset + bytes.count <= memory.count, "head larger than its bound")
-        (memory.baseAddress! + offset).copyMemory(from: source, byteCount: bytes.count)
-        offset += bytes.count
+        precondition(written + bytes.count <= memory.count, "head larger than its bound")
+        (memory.baseAddress! + written).copyMemory(from: source, byteCount: bytes.count)
+        written += bytes.count
     }
 
-    @inline(__always)
-    mutating func put(_ text: StaticString) {
+    @inlinable @inline(__always)
+    public mutating func put(_ text: StaticString) {
         put(UnsafeRawBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
+    }
+
+    /// Bytes rendered before (a field's name and `: `, whole lines, a value's fixed part).
+    @inlinable
+    public mutating func put(_ bytes: [UInt8]) {
+        bytes.withUnsafeBytes { put($0) }
     }
 
     @inline(__always)
@@ -346,9 +356,9 @@ struct HeadOutput {
 
     @inline(__always)
     mutating func put(_ byte: UInt8) {
-        precondition(offset < memory.count, "head larger than its bound")
-        memory[offset] = byte
-        offset += 1
+        precondition(written < memory.count, "head larger than its bound")
+        memory[written] = byte
+        written += 1
     }
 
     /// Three digits and a space.
@@ -378,8 +388,8 @@ struct HeadOutput {
         put("\r\n")
     }
 
-    /// A non-negative number in decimal.
-    mutating func putDecimal(_ value: Int) {
+    /// A non-negative number in decimal (negative numbers are written as 0).
+    public mutating func putDecimal(_ value: Int) {
         var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)   // up to 24 digits, most significant last
         var count = 0
         var rest = max(0, value)

@@ -27,11 +27,11 @@ public struct HeaderLines {
 
     /// Writes lines of at most `bound` bytes in one go (one capacity check, then plain copies).
     @inlinable
-    public mutating func write(reserving bound: Int, _ body: (inout LineWriter) -> Void) {
+    public mutating func write(reserving bound: Int, _ body: (inout HeadOutput) -> Void) {
         buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: bound) { memory in
-            var writer = LineWriter(memory: UnsafeMutableRawBufferPointer(rebasing: memory[..<bound]))
-            body(&writer)
-            return writer.offset
+            var output = HeadOutput(UnsafeMutableRawBufferPointer(rebasing: memory[..<bound]))
+            body(&output)
+            return output.offset
         }
     }
 
@@ -44,60 +44,5 @@ public struct HeaderLines {
     /// `name: ` as bytes, the name as it was spelled (as `add` writes it).
     public static func prefix(_ name: HTTPField.Name) -> [UInt8] {
         Array(name.rawName.utf8) + Array(": ".utf8)
-    }
-}
-
-/// Copies pieces of header lines into memory reserved for them (`HeaderLines.write`).
-public struct LineWriter {
-    @usableFromInline let memory: UnsafeMutableRawBufferPointer
-    @usableFromInline var offset = 0
-
-    @inlinable
-    init(memory: UnsafeMutableRawBufferPointer) {
-        self.memory = memory
-    }
-
-    /// Bytes rendered before (a field's name and `: `, whole lines, a value's fixed part).
-    @inlinable
-    public mutating func put(_ bytes: [UInt8]) {
-        bytes.withUnsafeBytes { put($0) }
-    }
-
-    @inlinable
-    public mutating func put(_ text: StaticString) {
-        put(UnsafeRawBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
-    }
-
-    @inlinable
-    public mutating func put(_ bytes: UnsafeRawBufferPointer) {
-        guard let source = bytes.baseAddress, bytes.count > 0 else { return }
-        precondition(offset + bytes.count <= memory.count, "header lines larger than their bound")
-        (memory.baseAddress! + offset).copyMemory(from: source, byteCount: bytes.count)
-        offset += bytes.count
-    }
-
-    /// A non-negative number in decimal, at most 19 digits (negative numbers are written as 0).
-    public mutating func putDecimal(_ value: Int) {
-        var rest = max(0, value)
-        var digits = 1
-        var scale = 10
-        while rest >= scale && digits < 19 {
-            digits += 1
-            scale = scale &* 10
-        }
-        precondition(offset + digits <= memory.count, "header lines larger than their bound")
-        var index = offset + digits
-        repeat {
-            index -= 1
-            memory[index] = UInt8(ascii: "0") &+ UInt8(rest % 10)
-            rest /= 10
-        } while index > offset
-        offset += digits
-    }
-
-    /// Ends the current line.
-    @inlinable
-    public mutating func endLine() {
-        put("\r\n")
     }
 }

@@ -81,14 +81,14 @@ extension RateLimitPlugin {
                 out.putDecimal(decision.remaining)
                 out.put(";t=")
                 out.putDecimal(reset)
-                out.endLine()
+                out.put("\r\n")
             }
             if legacy {
                 out.put(rendered.legacyPrefixes[tightest])
                 out.putDecimal(decision.remaining)
                 out.put("\r\nX-RateLimit-Reset: ")
                 out.putDecimal(reset)
-                out.endLine()
+                out.put("\r\n")
             }
         }
     }
