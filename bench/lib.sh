@@ -13,7 +13,8 @@ tollgate_binary() {
 }
 
 # upstream_config FILE PORT [PORT...]: nginx, 1 worker, serving the 41-byte JSON body every benchmark
-# uses, on each port given (the 3-target case gives three).
+# uses, on each port given (the 3-target case gives three). It also answers OTLP/HTTP trace exports
+# as a collector does (200, an empty protobuf response), for the runs that trace.
 upstream_config() {
   local file=$1; shift
   local listens=""
@@ -22,7 +23,8 @@ upstream_config() {
 worker_processes 1; daemon off; pid $file.pidfile; error_log /dev/null;
 events { worker_connections 4096; }
 http { access_log off; keepalive_requests 1000000;
-  server { $listens location / { default_type application/json; return 200 '{"id":42,"name":"Ada Lovelace","ok":true}'; } } }
+  server { $listens location / { default_type application/json; return 200 '{"id":42,"name":"Ada Lovelace","ok":true}'; }
+    location = /v1/traces { default_type application/x-protobuf; return 200 ''; } } }
 NGINX
 }
 

@@ -35,7 +35,7 @@ public final class BackgroundWorker: Sendable {
                 for job in batch { job() }
             }
         }
-        thread.name = name
+        thread.name = String(name.prefix(15))   // Linux takes at most 15 bytes, and ignores a longer name
         thread.start()
     }
 

@@ -35,7 +35,14 @@ struct Run: AsyncParsableCommand {
         guard let path = config ?? environment["TOLLGATE_CONFIG"] else {
             throw ValidationError("give --config FILE or set TOLLGATE_CONFIG")
         }
-        var logger = Logger(label: "tollgate")
+        if let logLevel {
+            guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("unknown log level \(logLevel)") }
+            JSONLogHandler.Levels.shared.overrideDefault(level)
+        }
+        // Before the config is loaded: loading starts plugins, whose loggers (the trace exporter's
+        // among them) keep the handler of the moment they are made. Handlers read the levels live.
+        LoggingSystem.bootstrap { label in JSONLogHandler(label: label) }
+        let logger = Logger(label: "tollgate")
         let snapshot: GatewaySnapshot
         do {
             snapshot = try ConfigLoader.load(path: path, environment: environment, registry: BuiltinPlugins.registry)
@@ -44,12 +51,6 @@ struct Run: AsyncParsableCommand {
             throw ExitCode(1)
         }
         JSONLogHandler.Levels.shared.update(snapshot.config.logging)
-        if let logLevel {
-            guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("unknown log level \(logLevel)") }
-            JSONLogHandler.Levels.shared.overrideDefault(level)
-        }
-        LoggingSystem.bootstrap { label in JSONLogHandler(label: label) }
-        logger = Logger(label: "tollgate")
         let server = try ProxyServer(snapshot: snapshot, logger: logger)
         let reloader = ConfigReloader(path: path, server: server, registry: BuiltinPlugins.registry,
                                       environment: environment, logger: logger)

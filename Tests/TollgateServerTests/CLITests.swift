@@ -122,7 +122,7 @@ import TollgateTesting
     }
 
     /// The real process: SIGUSR1 reopens a rotated access log, SIGTERM writes what was still batched,
-    /// and the application log is JSON lines on stderr.
+    /// and the application log is JSON lines on stderr, the trace exporter's included.
     @Test func sigusr1ReopensTheAccessLogAndTheAppLogIsJSON() async throws {
         try #require(FileManager.default.fileExists(atPath: Self.binary.path), "build the tollgate product first")
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
@@ -132,13 +132,18 @@ import TollgateTesting
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let log = directory + "/access.log"
+        // The trace exporter's collector refuses connections: swift-otel logs the failed exports, and
+        // those lines must be JSON too (its logger is made while the config loads).
+        let collector = ClosedPort()
         try """
             listen: [{address: "127.0.0.1:\(port)"}]
             server: {threads: 1, drain_timeout: 5s}
             logging: {level: info}
             services: {api: {targets: [{url: "\(upstream.url)"}]}}
             routes: [{match: {paths: ["/*"]}, service: api}]
-            plugins: [{name: access-log, config: {format: combined, sink: {file: "\(log)"}}}]
+            plugins:
+              - {name: access-log, config: {format: combined, sink: {file: "\(log)"}}}
+              - {name: opentelemetry, config: {endpoint: "http://127.0.0.1:\(collector.port)", sampling: 1, batch_delay: 50ms, timeout: 1s}}
             """.write(toFile: directory + "/tollgate.yaml", atomically: true, encoding: .utf8)
         let process = Process()
         process.executableURL = Self.binary
@@ -180,6 +185,9 @@ import TollgateTesting
         #expect(await get("/c") == 200)
         #expect(await lines(log, atLeast: 1).first?.contains("/c") == true)      // a new file by the same path
         #expect(await get("/d") == 200)
+        for _ in 0..<100 where !((try? String(contentsOfFile: stderrPath, encoding: .utf8)) ?? "").contains("tollgate.otel") {
+            try await Task.sleep(for: .milliseconds(50))
+        }
         kill(process.processIdentifier, SIGTERM)                                 // /d may still be batched
         for _ in 0..<100 where process.isRunning { try await Task.sleep(for: .milliseconds(50)) }
         try #require(!process.isRunning)
@@ -190,6 +198,7 @@ import TollgateTesting
         let objects = output.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
         #expect(!objects.isEmpty && objects.count == output.split(separator: "\n").count, "\(output)")
         #expect(objects.contains { $0["message"] as? String == "listening" && $0["level"] as? String == "info" && $0["logger"] as? String == "tollgate" })
+        #expect(objects.contains { $0["logger"] as? String == "tollgate.otel" }, "\(output)")
         try await upstream.close()
         try await group.shutdownGracefully()
     }

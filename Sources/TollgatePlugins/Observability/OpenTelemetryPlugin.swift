@@ -163,30 +163,35 @@ public struct OpenTelemetryPlugin: GatewayPlugin, RequestTracer {
         // Monotonic times become wall-clock ones through one common offset.
         let offset = WallClock.nanoseconds() &- MonotonicClock.nanoseconds()
         span.operationName = "\(r.method) \(r.route)"
-        span.attributes["http.request.method"] = r.method
-        span.attributes["url.path"] = r.path
-        if let query = r.query { span.attributes["url.query"] = query }
-        span.attributes["http.response.status_code"] = r.status
-        span.attributes["http.route"] = r.route
-        if let host = r.host { span.attributes["server.address"] = host }
-        span.attributes["client.address"] = r.clientIP
-        span.attributes["network.protocol.version"] = r.httpVersion
-        if let agent = r.userAgent { span.attributes["user_agent.original"] = agent }
-        span.attributes["tollgate.request_id"] = r.requestID
-        if let service = r.service { span.attributes["tollgate.service"] = service }
-        if let consumer = r.consumer { span.attributes["tollgate.consumer"] = consumer }
-        if let outcome = r.rateLimit { span.attributes["tollgate.rate_limit"] = outcome }
+        // Attributes are built here and given to each span in one assignment: a span's attributes sit
+        // behind a lock, and setting them one by one copies the whole set each time.
+        var attributes: [String: SpanAttribute] = Dictionary(minimumCapacity: 16)
+        attributes["http.request.method"] = .string(r.method)
+        attributes["url.path"] = .string(r.path)
+        if let query = r.query { attributes["url.query"] = .string(query) }
+        attributes["http.response.status_code"] = .int64(Int64(r.status))
+        attributes["http.route"] = .string(r.route)
+        if let host = r.host { attributes["server.address"] = .string(host) }
+        attributes["client.address"] = .string(r.clientIP)
+        attributes["network.protocol.version"] = .string(r.httpVersion)
+        if let agent = r.userAgent { attributes["user_agent.original"] = .string(agent) }
+        attributes["tollgate.request_id"] = .string(r.requestID)
+        if let service = r.service { attributes["tollgate.service"] = .string(service) }
+        if let consumer = r.consumer { attributes["tollgate.consumer"] = .string(consumer) }
+        if let outcome = r.rateLimit { attributes["tollgate.rate_limit"] = .string(outcome) }
+        span.attributes = SpanAttributes(attributes)
         if r.status >= 500 || r.status == 499 {
             span.setStatus(SpanStatus(code: .error, message: r.error))
         }
         for (index, attempt) in r.attempts.enumerated() {
             let child = backend.startChild(of: span, name: "upstream \(attempt.target)", kind: .client,
                                            startNanosSinceEpoch: attempt.startNanos &+ offset)
-            child.attributes["server.address"] = attempt.target
-            child.attributes["tollgate.attempt"] = index + 1
-            if attempt.status > 0 { child.attributes["http.response.status_code"] = attempt.status }
+            var childAttributes: [String: SpanAttribute] = ["server.address": .string(attempt.target),
+                                                            "tollgate.attempt": .int64(Int64(index + 1))]
+            if attempt.status > 0 { childAttributes["http.response.status_code"] = .int64(Int64(attempt.status)) }
+            if let error = attempt.error { childAttributes["error.type"] = .string(error) }
+            child.attributes = SpanAttributes(childAttributes)
             if let error = attempt.error {
-                child.attributes["error.type"] = error
                 child.setStatus(SpanStatus(code: .error, message: error))
             } else if attempt.status >= 500 {
                 child.setStatus(SpanStatus(code: .error))
@@ -200,7 +205,7 @@ public struct OpenTelemetryPlugin: GatewayPlugin, RequestTracer {
             for (name, nanos) in r.plugins {
                 if nanos >= threshold {
                     let child = backend.startChild(of: span, name: "plugin \(name)", kind: .internal, startNanosSinceEpoch: at)
-                    child.attributes["tollgate.plugin"] = name
+                    child.attributes = SpanAttributes(["tollgate.plugin": .string(name)])
                     child.end(at: SpanInstant(nanosecondsSinceEpoch: at &+ nanos))
                 }
                 at &+= nanos
