@@ -102,7 +102,7 @@ public struct AccessLogFormat: Sendable {
                     out.byte(0x22)
                     timestamps.rfc3339(millis: Self.startMillis(summary, nowMillis: nowMillis), into: &out)
                     out.byte(0x22)
-                case .requestID: out.quoted(context.requestID)
+                case .requestID: context.id.withUTF8 { out.quoted($0) }
                 case .traceID:
                     if let trace = context.trace {
                         out.byte(0x22)

@@ -85,7 +85,7 @@ final class Exchange {
     var deadline: NIODeadline?
     var hashKey: UInt64 = 0
 
-    init(state: ServerState, head: RawHead, requestID: String, clientIP: String, startNanos: UInt64,
+    init(state: ServerState, head: RawHead, requestID: RequestID, clientIP: String, startNanos: UInt64,
          eventLoop: any EventLoop) {
         self.state = state
         self.head = head

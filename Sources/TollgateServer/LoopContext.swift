@@ -160,13 +160,8 @@ final class LoopContext: @unchecked Sendable {
     }
 
     /// A 128-bit random id as 32 hex digits, from a per-loop PRNG (no syscall per request).
-    func makeRequestID() -> String {
-        let high = random.next(), low = random.next()
-        return String(unsafeUninitializedCapacity: 32) { buffer in
-            TraceContext.writeHex(high, into: buffer, at: 0)
-            TraceContext.writeHex(low, into: buffer, at: 16)
-            return 32
-        }
+    func makeRequestID() -> RequestID {
+        RequestID(high: random.next(), low: random.next())
     }
 }
 

@@ -10,7 +10,7 @@ extension ProxyHandler {
         headStarted()
         let state = loop.state
         let config = state.snapshot.config
-        let requestID = head.requestIDIndex.map(head.value).flatMap(Self.acceptableRequestID) ?? loop.makeRequestID()
+        let requestID = head.requestIDIndex.map(head.value).flatMap(Self.acceptableRequestID).map { RequestID($0) } ?? loop.makeRequestID()
         let exchange = Exchange(state: state, head: head, requestID: requestID, clientIP: clientIP,
                                 startNanos: NIODeadline.now().uptimeNanoseconds, eventLoop: loop.eventLoop)
         self.exchange = exchange
@@ -409,7 +409,7 @@ extension ProxyHandler {
             let host = preserveHost ? (head.host ?? target.hostHeader) : target.hostHeader
             connection.writeHead(toHeadRequest: head.isHeadMethod) { out in
                 HeadWriter.writeRequest(head, target: exchange.upstreamTarget, host: host, forwarding: forwarding,
-                                        requestID: exchange.context.requestID, edits: exchange.context.upstreamFieldEdits,
+                                        requestID: exchange.context.id, edits: exchange.context.upstreamFieldEdits,
                                         trace: exchange.context.trace, into: &out)
             }
         }

@@ -102,7 +102,7 @@ extension ProxyHandler: UpstreamOwner {
                 exchange.responseFraming = clientFraming
             }
             let connection = connectionHeader(exchange)
-            let requestID = exchange.context.requestID
+            let requestID = exchange.context.id
             output.render(context.channel.allocator) { out in
                 HeadWriter.writeResponse(head, clientMinorVersion: exchange.clientMinorVersion, via: state.viaValue,
                                          requestIDName: state.requestIDHeader, requestID: requestID, extra: added,
@@ -121,7 +121,7 @@ extension ProxyHandler: UpstreamOwner {
                 route.chain.writeResponseFields(context: &exchange.context, into: &written)
                 lines = written.buffer
             }
-            let requestID = exchange.context.requestID
+            let requestID = exchange.context.id
             output.render(context.channel.allocator) { out in
                 HeadWriter.writeResponse(head, clientMinorVersion: exchange.clientMinorVersion, via: state.viaValue,
                                          requestIDName: state.requestIDHeader, requestID: requestID, extra: extra,

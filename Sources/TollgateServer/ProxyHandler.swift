@@ -422,7 +422,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
             close()
             return
         }
-        let requestID = exchange?.context.requestID ?? loop.makeRequestID()
+        let requestID = exchange?.context.requestID ?? loop.makeRequestID().string
         if let exchange {
             timers.upstreamDeadline = nil
             if let upstream = exchange.upstream {

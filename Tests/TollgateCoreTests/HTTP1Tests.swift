@@ -246,6 +246,30 @@ private func parse(_ text: String, kind: HeadParser.Kind = .request, maxURI: Int
             """)
     }
 
+    /// A generated request id is written from its bits as 32 lowercase hex digits, the same text
+    /// `string` gives; an id given as text is written as it is.
+    @Test func generatedRequestIDsAreWrittenAsHex() {
+        let (_, head) = parse("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        let id = RequestID(high: 0x0123_4567_89AB_CDEF, low: 0xFEDC_BA98_7654_3210)
+        #expect(id.string == "0123456789abcdeffedcba9876543210")
+        #expect(id.utf8Count == 32)
+        #expect(id.withUTF8 { Array($0) } == Array(id.string.utf8))
+        #expect(id != RequestID(high: 1, low: 0x0123_4567_89AB_CDEF))
+        var out = ByteBuffer()
+        HeadWriter.writeRequest(head, target: "/", host: "b", forwarding: forwarding, requestID: id, into: &out)
+        #expect(String(buffer: out).contains("X-Request-ID: 0123456789abcdeffedcba9876543210\r\n"))
+        var response = ByteBuffer()
+        let (_, upstream) = parse("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", kind: .response)
+        HeadWriter.writeResponse(upstream, clientMinorVersion: 1, via: "1.1 tollgate", requestIDName: "x-request-id",
+                                 requestID: RequestID("client-7"), extra: [], dropTransferEncoding: false, addChunked: false,
+                                 connection: .keepAlive, into: &response)
+        #expect(String(buffer: response).contains("x-request-id: client-7\r\n"))
+        var context = RequestContext(requestID: id, clientIP: "1.2.3.4")
+        #expect(context.requestID == id.string)
+        context.requestID = "other"
+        #expect(context.id == RequestID("other"))
+    }
+
     /// Plugins' field edits: removed names (any case) are skipped while the lines are copied, added
     /// fields come after the forwarding ones.
     @Test func forwardedRequestAppliesFieldEdits() {

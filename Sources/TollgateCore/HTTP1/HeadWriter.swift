@@ -37,13 +37,13 @@ public enum HeadWriter {
     /// The head sent upstream: the client's method, `target`, the client's fields minus hop-by-hop
     /// ones and the forwarding fields, then Host and the forwarding fields with this hop appended.
     public static func writeRequest(_ head: RawHead, target: String, host: String, forwarding: ForwardingValues,
-                                    requestID: String, edits: FieldEdits? = nil, trace: TraceContext? = nil,
+                                    requestID: RequestID, edits: FieldEdits? = nil, trace: TraceContext? = nil,
                                     into out: inout ByteBuffer) {
         let trace = trace?.propagate == true ? trace : nil
         let hostLength = head.hostIndex.map { Int(head.fields[$0].valueEnd - head.fields[$0].valueStart) } ?? 0
         var bound = head.bytes.readableBytes + target.utf8.count + host.utf8.count + forwarding.clientIP.utf8.count
             + forwarding.forwardedElement.utf8.count + forwarding.via.utf8.count + forwarding.requestIDName.utf8.count
-            + requestID.utf8.count + 2 * hostLength + 192
+            + requestID.utf8Count + 2 * hostLength + 192
         // Removed names are matched on their packed bytes (`FieldEdits.removes`); only names too long
         // for that go through the list.
         let checkRemoved = edits.map { !$0.removed.isEmpty } ?? false
@@ -144,11 +144,11 @@ public enum HeadWriter {
     /// client's version, the upstream's end-to-end fields as they came, Via and the request id, `extra`
     /// (deprecation fields), then framing and Connection as the proxy decided them.
     public static func writeResponse(_ head: RawHead, clientMinorVersion: Int, via: String, requestIDName: String,
-                                     requestID: String, extra: [HTTPField], lines: ByteBuffer? = nil,
+                                     requestID: RequestID, extra: [HTTPField], lines: ByteBuffer? = nil,
                                      removed: [HTTPField.Name] = [],
                                      dropTransferEncoding: Bool, addChunked: Bool, connection: ConnectionHeader,
                                      into out: inout ByteBuffer) {
-        var bound = head.bytes.readableBytes + via.utf8.count + requestIDName.utf8.count + requestID.utf8.count + 160
+        var bound = head.bytes.readableBytes + via.utf8.count + requestIDName.utf8.count + requestID.utf8Count + 160
         for field in extra { bound += field.name.rawName.utf8.count + field.value.utf8.count + 4 }
         if let lines { bound += lines.readableBytes }
         _ = head.withBytes { p in
@@ -407,6 +407,13 @@ public struct HeadOutput {
         put(name)
         put(": ")
         put(value)
+        put("\r\n")
+    }
+
+    mutating func putField(_ name: String, _ value: RequestID) {
+        put(name)
+        put(": ")
+        value.withUTF8 { put($0) }
         put("\r\n")
     }
 

@@ -13,7 +13,14 @@ public protocol ObjectContextKey: ContextKey where Value: AnyObject {}
 /// Per-request state shared by the plugins of one request. A value type: it lives in the connection
 /// handler on the event loop, and is copied only when a plugin suspends.
 public struct RequestContext: Sendable {
-    public var requestID: String
+    /// The request's id (the client's, or generated), as the heads and the access log write it.
+    public var id: RequestID
+    /// The request's id as text (built on each read when the gateway generated it: prefer `id` on
+    /// a path every request takes).
+    public var requestID: String {
+        get { id.string }
+        set { id = RequestID(newValue) }
+    }
     /// The matched route (nil before routing or when no route matched).
     public var route: CompiledRoute?
     /// Named path parameters of the match: `/users/{id}` gives `["id": "42"]`.
@@ -78,9 +85,9 @@ public struct RequestContext: Sendable {
     @usableFromInline var firstValue: (any AnyObject & Sendable)?
     @usableFromInline var storage: [(key: ObjectIdentifier, box: any AnyObject & Sendable)] = []
 
-    public init(requestID: String, clientIP: String, originalPath: String = "/", startNanos: UInt64 = 0,
+    public init(requestID: RequestID, clientIP: String, originalPath: String = "/", startNanos: UInt64 = 0,
                 eventLoop: (any EventLoop)? = nil) {
-        self.requestID = requestID
+        self.id = requestID
         self.route = nil
         self.pathParameters = []
         self.version = nil
