@@ -381,7 +381,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
         guard let context = channelContext else { return }
         var added = Array(response.headerFields)
         added += route.chain.responseFieldsToAdd(context: &exchange.context, besides: pluginIndex)
-        let requestID = exchange.state.requestIDFieldName.map { ($0.rawName, exchange.context.requestID) }
+        let requestID = exchange.state.requestIDFieldName.map { ($0.rawName, exchange.context.id) }
         if !exchange.requestComplete && !exchange.remainingBodyIsSmall { exchange.keepAlive = false }
         let status = response.status
         let body = response.payload ?? context.channel.allocator.buffer(string: response.body)

@@ -237,10 +237,10 @@ public enum HeadWriter {
     /// A head from header lines rendered before (a stored response's) and a few fields added to them,
     /// then `content-length` when given.
     public static func writeResponse(minorVersion: Int, status: HTTPResponse.Status, rendered: ByteBuffer,
-                                     fields: [HTTPField], contentLength: Int?, requestID: (name: String, value: String)?,
+                                     fields: [HTTPField], contentLength: Int?, requestID: (name: String, value: RequestID)?,
                                      connection: ConnectionHeader, into out: inout ByteBuffer) {
         var bound = status.reasonPhrase.utf8.count + rendered.readableBytes + 128
-        if let requestID { bound += requestID.name.utf8.count + requestID.value.utf8.count + 4 }
+        if let requestID { bound += requestID.name.utf8.count + requestID.value.utf8Count + 4 }
         for field in fields { bound += field.name.rawName.utf8.count + field.value.utf8.count + 4 }
         _ = out.writeWithUnsafeMutableBytes(minimumWritableBytes: bound) { memory in
             var o = HeadOutput(memory)
