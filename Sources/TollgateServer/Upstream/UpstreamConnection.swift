@@ -46,7 +46,11 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
     /// The pool of the target this connection goes to (on this loop).
     let targetPool: UpstreamPool.TargetPool
     private var context: ChannelHandlerContext?
-    weak var pool: UpstreamPool?
+    /// The loop's pool, told when this connection closes. Strong: a weak reference would give the
+    /// pool a side table, and every retain of it (several per request) would take the slow path. The
+    /// cycle (the pool keeps idle connections) ends when the channel closes: `connectionClosed`
+    /// clears this.
+    var pool: UpstreamPool?
     /// Strong while leased: the exchange and the connection keep each other alive until release.
     var owner: (any UpstreamOwner)?
     private var pendingRead = false
