@@ -364,8 +364,10 @@ extension ProxyHandler {
             return respondOverloaded("max_pending", exchange: exchange)
         }
         exchange.holdsPending = true
-        pool.lease(target: target, service: service) { [weak self] result in
-            guard let self, self.exchange === exchange, !self.closing else {
+        // Strong, like every callback to this handler (a weak capture makes its retains slow): a
+        // closed handler stays until the pool answers, within the connect timeout, and ignores it.
+        pool.lease(target: target, service: service) { [self] result in
+            guard self.exchange === exchange, !self.closing else {
                 // The client is gone: the connection goes back unused.
                 if exchange.holdsPending {
                     exchange.holdsPending = false
@@ -513,8 +515,8 @@ extension ProxyHandler {
         if delay == 0 {
             forward(exchange)
         } else {
-            loop.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(Int64(delay))) { [weak self] in
-                guard let self, self.exchange === exchange, !self.closing else { return }
+            loop.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(Int64(delay))) { [self] in
+                guard self.exchange === exchange, !self.closing else { return }
                 self.forward(exchange)
                 self.processInbound()
             }

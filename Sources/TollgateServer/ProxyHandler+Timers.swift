@@ -42,8 +42,10 @@ extension ProxyHandler {
         if timers.task != nil && timers.taskDeadline <= nearest { return }
         timers.task?.cancel()
         timers.taskDeadline = nearest
-        timers.task = loop.eventLoop.assumeIsolated().scheduleTask(deadline: nearest) { [weak self] in
-            self?.timerFired()
+        // `self` is held strongly (until the task fires or `timers.cancel()` on close drops it): a weak
+        // capture would give the handler a side table, and make every retain of it the slow kind.
+        timers.task = loop.eventLoop.assumeIsolated().scheduleTask(deadline: nearest) { [self] in
+            timerFired()
         }
     }
 

@@ -81,8 +81,9 @@ final class UpstreamPool {
             let id = nextWaiterID
             nextWaiterID += 1
             pool.waiters.append(Waiter(id: id, target: target, service: service, callback: callback))
-            eventLoop.assumeIsolated().scheduleTask(in: service.connectTimeout) { [weak self] in
-                self?.expireWaiter(pool, id: id)
+            // Strong: a weak capture would give the pool a side table (slow retains on every request).
+            eventLoop.assumeIsolated().scheduleTask(in: service.connectTimeout) { [self] in
+                expireWaiter(pool, id: id)
             }
             return
         }
