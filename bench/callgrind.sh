@@ -9,9 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
 seconds=${1:-5}
-command -v wrk >/dev/null && command -v nginx >/dev/null && command -v valgrind >/dev/null || {
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light valgrind
-}
+need_tools valgrind
 # TOLLGATE_BIN measures another build (another flag set, say) instead of this tree's release build.
 if [ -z "${TOLLGATE_BIN:-}" ]; then
   TOLLGATE_BIN=$(scripts/build-release 2>/dev/null | tail -1)

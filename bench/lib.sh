@@ -1,9 +1,11 @@
 # Shared pieces of the bench scripts (sourced, not run).
 
-# need_tools: wrk and nginx from apt when missing.
+# need_tools [valgrind]: wrk and nginx (and valgrind when asked) from apt when missing.
 need_tools() {
-  command -v wrk >/dev/null && command -v nginx >/dev/null || {
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light
+  local missing=0 tool
+  for tool in wrk nginx "$@"; do command -v "$tool" >/dev/null || missing=1; done
+  [ $missing = 0 ] || {
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light "$@"
   }
 }
 
