@@ -8,7 +8,7 @@ public enum MemcachedServerError: Error {
 /// it answers `version`; a port taken meanwhile by another test's server makes it try another.
 public final class MemcachedServer: @unchecked Sendable {
     public private(set) var port: Int = 0
-    private var process: Process?
+    private var process: ChildProcess?
 
     public init() async throws {
         for _ in 0..<10 {
@@ -19,13 +19,8 @@ public final class MemcachedServer: @unchecked Sendable {
     }
 
     private func launch() async throws -> Bool {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/memcached")
-        // -A: the `shutdown` command stops it (signals through Process proved unreliable from tasks).
-        process.arguments = ["-l", "127.0.0.1", "-p", String(port), "-U", "0", "-m", "64", "-A", "-u", "root"]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
+        // -A: the `shutdown` command stops it.
+        let process = try ChildProcess("/usr/bin/memcached", ["-l", "127.0.0.1", "-p", String(port), "-U", "0", "-m", "64", "-A", "-u", "root"])
         for _ in 0..<300 {
             if !process.isRunning { return false }
             if exchange("version\r\n")?.hasPrefix("VERSION") == true {

@@ -1,8 +1,5 @@
-import Foundation
-
 /// Runs a Python 3 script (the Prometheus parser, the OTLP protobuf decoder) with `input` on standard
-/// input, on a thread of its own: waiting for a process must hold neither a cooperative-pool thread
-/// nor a Dispatch worker (on Linux the pool runs on them).
+/// input, as a `ChildProcess`: waiting for it holds no thread.
 public enum Python {
     public struct Failure: Error, CustomStringConvertible {
         public var status: Int32
@@ -10,36 +7,11 @@ public enum Python {
         public var description: String { "python exited \(status): \(output)" }
     }
 
-    public static func run(_ script: String, input: Data = Data()) async throws -> String {
-        try await withCheckedThrowingContinuation { continuation in
-            Thread {
-                continuation.resume(with: Result { try runBlocking(script, input: input) })
-            }.start()
-        }
-    }
-
-    /// Standard input, output and error go through temporary files, not pipes: a pipe's write end
-    /// can leak into a child another test spawns at the same moment, and reading to its end would
-    /// then wait for that child.
-    static func runBlocking(_ script: String, input: Data) throws -> String {
-        let base = NSTemporaryDirectory() + "tollgate-python-\(UUID().uuidString)"
-        let paths = (input: base + ".in", output: base + ".out", errors: base + ".err")
-        defer { for path in [paths.input, paths.output, paths.errors] { try? FileManager.default.removeItem(atPath: path) } }
-        try input.write(to: URL(fileURLWithPath: paths.input))
-        for path in [paths.output, paths.errors] { _ = FileManager.default.createFile(atPath: path, contents: nil) }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", "-c", script]
-        process.standardInput = FileHandle(forReadingAtPath: paths.input)
-        process.standardOutput = FileHandle(forWritingAtPath: paths.output)
-        process.standardError = FileHandle(forWritingAtPath: paths.errors)
-        try process.run()
-        process.waitUntilExit()
-        let output = (try? String(contentsOfFile: paths.output, encoding: .utf8)) ?? ""
-        guard process.terminationStatus == 0 else {
-            let errors = (try? String(contentsOfFile: paths.errors, encoding: .utf8)) ?? ""
-            throw Failure(status: process.terminationStatus, output: output + errors)
-        }
-        return output
+    /// What the script printed on stdout; a `Failure` with stdout and stderr when it exits non-zero.
+    public static func run(_ script: String, input: some Sequence<UInt8> = [UInt8]()) async throws -> String {
+        // The python3 first on PATH: the one `scripts/test` installed the PyPI packages for.
+        let result = try await ChildProcess.run("/usr/bin/env", ["python3", "-c", script], input: Array(input), mergeErrors: false)
+        guard result.status == 0 else { throw Failure(status: result.status, output: result.output + result.errors) }
+        return result.output
     }
 }

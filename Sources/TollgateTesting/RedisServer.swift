@@ -13,7 +13,7 @@ public final class RedisServer: @unchecked Sendable {
     public private(set) var port: Int = 0
     /// With `tls`: the port of TLS connections (`port` stays plain, for readiness and shutdown).
     public private(set) var tlsPort: Int?
-    private var process: Process?
+    private var process: ChildProcess?
     public private(set) var extraArguments: [String]
     private let tls: (certificate: String, key: String, ca: String)?
 
@@ -45,12 +45,8 @@ public final class RedisServer: @unchecked Sendable {
 
     /// True once this redis-server answers PING; false when it exited (its port was taken).
     private func launch() async throws -> Bool {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
-        process.arguments = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"] + extraArguments
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
+        let process = try ChildProcess("/usr/bin/redis-server",
+                                       ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"] + extraArguments)
         for _ in 0..<300 {
             if !process.isRunning { return false }
             if answersPing() {
@@ -101,7 +97,6 @@ public final class RedisServer: @unchecked Sendable {
     }
 
     /// Asks redis-server to exit (SHUTDOWN NOSAVE) and waits until it has closed the connection.
-    /// (Signals through `Process` proved unreliable from tasks here.)
     public func stop() {
         guard process != nil else { return }
         process = nil

@@ -114,23 +114,17 @@ import TollgateTesting
 /// `rediss://`: TLS to Redis, the server's certificate checked against a CA the test makes.
 @Suite struct RedisTLSTests {
     /// A CA and a certificate for 127.0.0.1 signed by it, made with the openssl command.
-    static func makeCertificates(in directory: String) throws -> (certificate: String, key: String, ca: String) {
-        func openssl(_ arguments: [String]) throws {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
-            process.arguments = arguments
-            process.standardOutput = FileHandle.nullDevice
-            process.standardError = FileHandle.nullDevice
-            try process.run()
-            process.waitUntilExit()
-            guard process.terminationStatus == 0 else { throw RedisServerError.didNotStart }
+    static func makeCertificates(in directory: String) async throws -> (certificate: String, key: String, ca: String) {
+        func openssl(_ arguments: [String]) async throws {
+            let result = try await ChildProcess.run("/usr/bin/openssl", arguments)
+            guard result.status == 0 else { throw ChildProcess.Failure(description: "openssl \(arguments[0]): \(result.output)") }
         }
         let ca = "\(directory)/ca.pem", caKey = "\(directory)/ca.key", key = "\(directory)/server.key"
         let csr = "\(directory)/server.csr", certificate = "\(directory)/server.pem", ext = "\(directory)/ext.cnf"
-        try openssl(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", caKey, "-out", ca, "-days", "2", "-subj", "/CN=Tollgate Test CA"])
-        try openssl(["req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1"])
+        try await openssl(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", caKey, "-out", ca, "-days", "2", "-subj", "/CN=Tollgate Test CA"])
+        try await openssl(["req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1"])
         try "subjectAltName=IP:127.0.0.1\n".write(toFile: ext, atomically: true, encoding: .utf8)
-        try openssl(["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", caKey, "-CAcreateserial", "-out", certificate, "-days", "2", "-extfile", ext])
+        try await openssl(["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", caKey, "-CAcreateserial", "-out", certificate, "-days", "2", "-extfile", ext])
         return (certificate, key, ca)
     }
 
@@ -138,10 +132,7 @@ import TollgateTesting
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("redis-tls-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        // On a Dispatch thread: waiting for openssl must not hold a thread of the cooperative pool.
-        let files = try await withCheckedThrowingContinuation { continuation in
-            DispatchQueue.global().async { continuation.resume(with: Result { try Self.makeCertificates(in: directory) }) }
-        }
+        let files = try await Self.makeCertificates(in: directory)
         let server = try await RedisServer(tls: files)
         defer { server.stop() }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)

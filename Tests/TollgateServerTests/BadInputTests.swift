@@ -52,11 +52,12 @@ func limitsConfig(headerTimeout: String = "2s") -> String {
         try await Harness.with(limitsConfig(headerTimeout: "300ms")) { harness in
             let clock = ContinuousClock()
             let start = clock.now
-            let response = try await harness.send("GET /api/x HTTP/1.1\r\n", timeout: .seconds(5),
+            let response = try await harness.send("GET /api/x HTTP/1.1\r\n", timeout: .seconds(10),
                                                   chunks: ["Host: t\r\n", "X-A: 1\r\n"], pause: .milliseconds(200))
             #expect(response.statuses == [408])
             #expect(response.closedByServer)
-            #expect(clock.now - start < .seconds(3))
+            // About 0.4 s alone; beside the other suites on 2 cores, up to 4. The client gives up at 10.
+            #expect(clock.now - start < .seconds(6))
         }
     }
 

@@ -35,7 +35,9 @@ import TollgateTesting
             for _ in 0..<clients {
                 group.addTask {
                     var samples: [Sample] = []
-                    while !stop() {
+                    // A test that throws before it sets its stop condition leaves the scope of its
+                    // `async let`: that cancels this load, which must then end rather than hang the test.
+                    while !stop() && !Task.isCancelled {
                         let start = ContinuousClock.now
                         let response = try await harness.get(path)
                         samples.append(Sample(start: start, latency: ContinuousClock.now - start,
@@ -90,7 +92,13 @@ import TollgateTesting
             // Degraded latency, if any, is over within a second of the kill.
             try await Task.sleep(for: .milliseconds(1_500))
             let restartedAt = ContinuousClock.now
-            let restarted = try await StubUpstream(group: harness.group, port: port)
+            // The port may be held a moment by a client connection that was given it as its local port.
+            var again: StubUpstream?
+            for _ in 0..<100 where again == nil {
+                again = try? await StubUpstream(group: harness.group, port: port)
+                if again == nil { try await Task.sleep(for: .milliseconds(20)) }
+            }
+            let restarted = try #require(again, "port \(port) stayed taken")
             let back = try await Self.waitUntil {
                 harness.server.health()["api"]?.first { $0.target == "127.0.0.1:\(port)" }?.available == true
             }
@@ -138,7 +146,7 @@ import TollgateTesting
             services:
               api:
                 targets: [{url: "http://127.0.0.1:\(ports[0])"}, {url: "http://127.0.0.1:\(ports[1])"}]
-                timeouts: {connect: 3s}
+                timeouts: {connect: 10s}
                 health: {passive: {consecutive_errors: 1, max_ejection_percent: 100}}
             routes:
               - {match: {paths: ["/api/*"]}, service: api}
@@ -149,7 +157,8 @@ import TollgateTesting
             let second = try await harness.get("/api/x")
             #expect(second.statuses == [503])
             #expect(second.lastBody.contains(#""error":"no healthy upstream target""#))
-            #expect(ContinuousClock.now - start < .seconds(1))   // the connect timeout is 3 s
+            // The connect timeout is 10 s; one request beside the other suites on 2 cores can take 2 s.
+            #expect(ContinuousClock.now - start < .seconds(5))
         }
     }
 

@@ -13,25 +13,10 @@ import TollgateTesting
         return root.appendingPathComponent(".build/debug/tollgate")
     }()
 
-    /// Runs the binary to its end on a Dispatch thread: waiting for a process must not hold one of the
-    /// cooperative pool's few threads, which the other suites' tasks need meanwhile.
+    /// Runs the binary to its end: its exit status, and stdout and stderr together.
     func run(_ arguments: [String]) async throws -> (status: Int32, output: String) {
-        try await withCheckedThrowingContinuation { continuation in
-            DispatchQueue.global().async { continuation.resume(with: Result { try runBlocking(arguments) }) }
-        }
-    }
-
-    func runBlocking(_ arguments: [String]) throws -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = Self.binary
-        process.arguments = arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+        let result = try await ChildProcess.run(Self.binary.path, arguments)
+        return (result.status, result.output)
     }
 
     @Test func validateListsEveryErrorAndExits1() async throws {
@@ -79,10 +64,8 @@ import TollgateTesting
             """
         }
         try config("one").write(toFile: path, atomically: true, encoding: .utf8)
-        let process = Process()
-        process.executableURL = Self.binary
-        process.arguments = ["run", "--config", path, "--log-level", "error"]
-        try process.run()
+        let process = try ChildProcess(Self.binary.path, ["run", "--config", path, "--log-level", "error"],
+                                       stdout: .inherit, stderr: .inherit)
         defer { if process.isRunning { process.terminate() } }
 
         func generation() async -> String? {
@@ -100,7 +83,7 @@ import TollgateTesting
         #expect(await waitFor("one"))
 
         try config("two").write(toFile: path, atomically: true, encoding: .utf8)
-        kill(process.processIdentifier, SIGHUP)
+        process.signal(SIGHUP)
         #expect(await waitFor("two"))
 
         // A change of the file alone (no signal) is picked up by the watcher.
@@ -108,14 +91,13 @@ import TollgateTesting
         #expect(await waitFor("three"))
 
         try "routes: [oops".write(toFile: path, atomically: true, encoding: .utf8)
-        kill(process.processIdentifier, SIGHUP)
+        process.signal(SIGHUP)
         try await Task.sleep(for: .milliseconds(300))
         #expect(await generation() == "three")   // the invalid file was refused
         #expect(process.isRunning)
 
-        kill(process.processIdentifier, SIGTERM)
-        for _ in 0..<100 where process.isRunning { try await Task.sleep(for: .milliseconds(50)) }
-        #expect(!process.isRunning)
+        process.signal(SIGTERM)
+        #expect(await process.exit(within: .seconds(5)))
         #expect(process.terminationStatus == 0)
         try await upstream.close()
         try await group.shutdownGracefully()
@@ -145,16 +127,10 @@ import TollgateTesting
               - {name: access-log, config: {format: combined, sink: {file: "\(log)"}}}
               - {name: opentelemetry, config: {endpoint: "http://127.0.0.1:\(collector.port)", sampling: 1, batch_delay: 50ms, timeout: 1s}}
             """.write(toFile: directory + "/tollgate.yaml", atomically: true, encoding: .utf8)
-        let process = Process()
-        process.executableURL = Self.binary
-        process.arguments = ["run", "--config", directory + "/tollgate.yaml"]
         // A file, not a pipe: a pipe's write end can leak into a child another test spawns at the same
         // moment, and reading to its end would then wait for that child.
         let stderrPath = directory + "/stderr.log"
-        _ = FileManager.default.createFile(atPath: stderrPath, contents: nil)
-        process.standardError = FileHandle(forWritingAtPath: stderrPath)
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
+        let process = try ChildProcess(Self.binary.path, ["run", "--config", directory + "/tollgate.yaml"], stderr: .file(stderrPath))
         defer { if process.isRunning { process.terminate() } }
 
         func get(_ path: String) async -> Int {
@@ -180,7 +156,7 @@ import TollgateTesting
         try FileManager.default.moveItem(atPath: log, toPath: log + ".1")
         #expect(await get("/b") == 200)
         #expect(await lines(log + ".1", atLeast: 2).last?.contains("/b") == true)   // still the open file
-        kill(process.processIdentifier, SIGUSR1)
+        process.signal(SIGUSR1)
         try await Task.sleep(for: .milliseconds(200))
         #expect(await get("/c") == 200)
         #expect(await lines(log, atLeast: 1).first?.contains("/c") == true)      // a new file by the same path
@@ -188,9 +164,8 @@ import TollgateTesting
         for _ in 0..<100 where !((try? String(contentsOfFile: stderrPath, encoding: .utf8)) ?? "").contains("tollgate.otel") {
             try await Task.sleep(for: .milliseconds(50))
         }
-        kill(process.processIdentifier, SIGTERM)                                 // /d may still be batched
-        for _ in 0..<100 where process.isRunning { try await Task.sleep(for: .milliseconds(50)) }
-        try #require(!process.isRunning)
+        process.signal(SIGTERM)                                 // /d may still be batched
+        try #require(await process.exit(within: .seconds(5)))
         #expect(process.terminationStatus == 0)
         #expect(await lines(log, atLeast: 2).contains { $0.contains("/d") })
 

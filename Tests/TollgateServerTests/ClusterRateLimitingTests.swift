@@ -25,12 +25,12 @@ import TollgateTesting
             {limits: ["100/s"], algorithm: fixed_window, key: route, policy: \(policy), fail: closed\(sync)}
             """)])
         defer { Task { await cluster.stop() } }
-        // Start on a whole second (the windows' edge) and stop 150 ms before the tenth ends (a loaded
-        // machine delays decisions), so every
-        // decision falls in one of ten windows.
+        // Start on a whole second (the windows' edge) and stop 500 ms before the tenth ends, so every
+        // decision falls in one of ten windows even when a loaded machine delays it. (The 480 requests
+        // a second offered use up each window's 100 in about 200 ms: the tenth is still saturated.)
         let nowMillis = WallClock.milliseconds()
         let startMillis = (nowMillis / 1_000 + 2) * 1_000
-        let endMillis = startMillis + 10_000 - 150
+        let endMillis = startMillis + 10_000 - 500
         try await Task.sleep(for: .milliseconds(startMillis - nowMillis))
         let statuses = try await withThrowingTaskGroup(of: [Int].self) { group in
             for node in 0..<3 {

@@ -34,7 +34,9 @@ func reloadConfig(_ upstream: String, tag: String) -> String {
                 for _ in 0..<8 {
                     group.addTask {
                         var ok = 0, failed = 0
-                        while !done.value || ok == 0 {
+                        // Ends when cancelled too (a reload that throws cancels the group), and a
+                        // gateway that fails everything cannot keep it going past 100 failures.
+                        while (!done.value || (ok == 0 && failed < 100)) && !Task.isCancelled {
                             var request = ""
                             for _ in 0..<4 { request += "GET /api/x HTTP/1.1\r\nHost: t\r\n\r\n" }
                             request += "GET /api/y HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"

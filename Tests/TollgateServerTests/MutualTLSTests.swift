@@ -20,38 +20,30 @@ import TollgateTesting
         var serials: [String: String] = [:]
     }
 
-    static func openssl(_ arguments: [String], input: String? = nil) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
-        process.arguments = arguments
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else { throw RedisServerError.didNotStart }
-        return String(decoding: data, as: UTF8.self)
+    static func openssl(_ arguments: [String]) async throws -> String {
+        let result = try await ChildProcess.run("/usr/bin/openssl", arguments, mergeErrors: false)
+        guard result.status == 0 else { throw ChildProcess.Failure(description: "openssl \(arguments[0]): \(result.errors)") }
+        return result.output
     }
 
     /// A CA; a server certificate for 127.0.0.1; client certificates for alice (an e-mail SAN), bob and
     /// mallory (subjects only).
-    static func makePKI() throws -> PKI {
+    static func makePKI() async throws -> PKI {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("pki-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         var pki = PKI(directory: directory)
-        _ = try openssl(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "\(directory)/ca.key",
+        _ = try await openssl(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "\(directory)/ca.key",
                          "-out", pki.ca, "-days", "2", "-subj", "/CN=Tollgate Test CA"])
         for (name, subject, san) in [("server", "/CN=127.0.0.1", "IP:127.0.0.1"), ("alice", "/O=Acme/CN=alice", "email:alice@acme.test"),
                                      ("bob", "/O=Acme/CN=bob", "email:bob@acme.test"), ("mallory", "/O=Evil/CN=mallory", "email:m@evil.test")] {
-            _ = try openssl(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", pki.key(name),
+            _ = try await openssl(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", pki.key(name),
                              "-out", "\(directory)/\(name).csr", "-subj", subject])
             try "subjectAltName=\(san)\n".write(toFile: "\(directory)/\(name).ext", atomically: true, encoding: .utf8)
             // Bob's serial starts with a zero half-byte: it must still match the revoked list.
             let serialOption = name == "bob" ? ["-set_serial", "0x0a1b2c3d4e"] : ["-CAcreateserial"]
-            _ = try openssl(["x509", "-req", "-in", "\(directory)/\(name).csr", "-CA", pki.ca, "-CAkey", "\(directory)/ca.key"]
+            _ = try await openssl(["x509", "-req", "-in", "\(directory)/\(name).csr", "-CA", pki.ca, "-CAkey", "\(directory)/ca.key"]
                             + serialOption + ["-out", pki.certificate(name), "-days", "2", "-extfile", "\(directory)/\(name).ext"])
-            let serial = try openssl(["x509", "-in", pki.certificate(name), "-noout", "-serial"])
+            let serial = try await openssl(["x509", "-in", pki.certificate(name), "-noout", "-serial"])
             pki.serials[name] = serial.trimmingCharacters(in: .whitespacesAndNewlines).replacingOccurrences(of: "serial=", with: "")
         }
         return pki
@@ -78,16 +70,8 @@ import TollgateTesting
         }
     }
 
-    /// The PKI, made on a Dispatch thread: waiting for openssl must not hold a thread of the cooperative
-    /// pool other tests' tasks need.
-    static func makePKIOffPool() async throws -> PKI {
-        try await withCheckedThrowingContinuation { continuation in
-            DispatchQueue.global().async { continuation.resume(with: Result { try makePKI() }) }
-        }
-    }
-
     @Test func clientCertificatesMapToConsumersAndRevokedOnesAreRefused() async throws {
-        let pki = try await Self.makePKIOffPool()
+        let pki = try await Self.makePKI()
         defer { try? FileManager.default.removeItem(atPath: pki.directory) }
         let listen = """
             [{address: "127.0.0.1:0", tls: {certificate: "\(pki.certificate("server"))", key: "\(pki.key("server"))",
@@ -120,7 +104,7 @@ import TollgateTesting
     /// `client_auth: required`: without a certificate the handshake itself fails; a certificate of
     /// another CA too.
     @Test func requiredClientCertificates() async throws {
-        let pki = try await Self.makePKIOffPool()
+        let pki = try await Self.makePKI()
         defer { try? FileManager.default.removeItem(atPath: pki.directory) }
         let listen = #"[{address: "127.0.0.1:0", tls: {certificate: "\#(pki.certificate("server"))", key: "\#(pki.key("server"))", client_ca: "\#(pki.ca)"}}]"#
         try await Harness.with("services:\n  api: {targets: [{url: \"$UPSTREAM0\"}]}\nroutes:\n  - {match: {paths: [\"/api/*\"]}, service: api}\n",
