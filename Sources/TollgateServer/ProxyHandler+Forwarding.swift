@@ -283,7 +283,9 @@ extension ProxyHandler {
         case .proxying:
             exchange.upstream?.writeEnd(trailers: trailers, chunked: exchange.requestChunked)
             exchange.upstreamRequestComplete = true
-            wroteUpstreamSinceFlush = true
+            // Only a chunked body has an end of its own to send (the last chunk); otherwise nothing
+            // was written, and an empty flush costs NIO a pass through the pipeline and the socket.
+            if exchange.requestChunked { wroteUpstreamSinceFlush = true }
             armReadTimer(exchange)
         case .responded:
             exchangeFinished()
