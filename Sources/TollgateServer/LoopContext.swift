@@ -16,6 +16,12 @@ final class LoopContext: @unchecked Sendable {
     private var random: WyRand
 
     let logger: Logger
+    /// The router's path segments, reused by every request on this loop.
+    var segmentScratch: [Substring] = {
+        var scratch: [Substring] = []
+        scratch.reserveCapacity(16)
+        return scratch
+    }()
 
     init(eventLoop: any EventLoop, state: ServerState, logger: Logger = Logger(label: "tollgate")) {
         self.eventLoop = eventLoop

@@ -57,7 +57,7 @@ extension ProxyHandler {
         }
         let routeRequest = RouteRequest(method: method, host: host.map { Substring($0) }, path: path, query: query,
                                         headerFields: headerFields, version: exchange.context.version)
-        guard let match = snapshot.routeTable.match(routeRequest) else {
+        guard let match = snapshot.routeTable.match(routeRequest, scratch: &loop.segmentScratch) else {
             return respondNoRoute(routeRequest, exchange: exchange)
         }
         let route = match.route

@@ -111,6 +111,24 @@ func route(_ table: RouteTable, _ path: String, method: HTTPRequest.Method = .ge
                 "\(c.method) \(c.host ?? "") \(c.path)")
     }
 
+    /// The event loop's way: one scratch array for every request. Each case gives the same route and
+    /// parameters as a fresh match, and the array is left empty with its capacity.
+    @Test func aReusedScratchArrayChangesNothing() throws {
+        let table = try snapshot(Self.routes).routeTable
+        var scratch: [Substring] = []
+        for c in Self.cases + Self.cases {
+            guard let path = try? PathNormalizer.normalize(Substring(c.path), mergeSlashes: true) else { continue }
+            let request = RouteRequest(method: c.method, host: c.host.map { Substring($0) }, path: path,
+                                       query: c.query.map { Substring($0) }, headerFields: c.headers, version: nil)
+            let reused = table.match(request, scratch: &scratch)
+            let fresh = table.match(request)
+            #expect(reused?.route.name == c.expected, "\(c.method) \(c.path)")
+            #expect(reused?.parameters.map(\.value) == fresh?.parameters.map(\.value))
+            #expect(scratch.isEmpty)
+        }
+        #expect(scratch.capacity >= 5)
+    }
+
     @Test func parametersAreExtracted() throws {
         let table = try snapshot(Self.routes).routeTable
         let request = RouteRequest(method: .get, host: nil, path: "/users/42/orders/7", query: nil, headerFields: [:], version: nil)

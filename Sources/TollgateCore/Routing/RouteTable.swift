@@ -47,10 +47,15 @@ public final class RouteTable: Sendable {
     /// Splits a normalized path into segments (empty ones dropped: a trailing slash does not matter).
     @inline(__always)
     static func segments(of path: String) -> [Substring] {
-        // Split on bytes, into one array: splitting a String on a Character walks grapheme clusters,
-        // and the generic split builds an array of its own first.
         var result: [Substring] = []
         result.reserveCapacity(8)
+        segments(of: path, into: &result)
+        return result
+    }
+
+    /// Appends the path's segments to `result`. Split on bytes: splitting a String on a Character
+    /// walks grapheme clusters, and the generic split builds an array of its own first.
+    static func segments(of path: String, into result: inout [Substring]) {
         let utf8 = path.utf8
         var start = utf8.startIndex
         var index = start
@@ -62,7 +67,6 @@ public final class RouteTable: Sendable {
             index = utf8.index(after: index)
         }
         if start != index { result.append(path[start..<index]) }
-        return result
     }
 
     /// Lower-cased host without port, from a Host header value.
@@ -82,7 +86,17 @@ public final class RouteTable: Sendable {
 
     /// Host tries from the most specific; without allocating on the common paths.
     public func match(_ request: RouteRequest) -> RouteMatch? {
-        let segments = Self.segments(of: request.path)
+        var segments: [Substring] = []
+        segments.reserveCapacity(8)
+        return match(request, scratch: &segments)
+    }
+
+    /// `match(_:)` splitting the path into `scratch`, an empty array the caller keeps from one request
+    /// to the next (one per event loop): no allocation per request. Left empty, its capacity kept.
+    public func match(_ request: RouteRequest, scratch segments: inout [Substring]) -> RouteMatch? {
+        assert(segments.isEmpty)
+        defer { segments.removeAll(keepingCapacity: true) }
+        Self.segments(of: request.path, into: &segments)
         if let hostHeader = request.host, !exactHosts.isEmpty || !wildcardHosts.isEmpty {
             let host = Self.hostName(hostHeader)
             if let trie = exactHosts[String(host)], let match = trie.match(request, segments: segments) { return match }
