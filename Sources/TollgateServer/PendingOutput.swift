@@ -44,6 +44,17 @@ struct PendingOutput {
         }
     }
 
+    /// Passes what is pending to the channel and flushes: one trip through the pipeline
+    /// (`writeAndFlush`) when something is pending, instead of a write and then a flush.
+    mutating func flushOut(_ context: ChannelHandlerContext) {
+        guard let pending = buffer else {
+            context.flush()
+            return
+        }
+        buffer = nil
+        context.writeAndFlush(NIOAny(pending), promise: nil)
+    }
+
     /// Passes what is pending to the channel (not flushed).
     mutating func writeOut(_ context: ChannelHandlerContext) {
         guard let pending = buffer else { return }

@@ -282,8 +282,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func flush() {
         guard let context = channelContext else { return }
-        output.writeOut(context)
-        context.flush()
+        output.flushOut(context)
     }
 
     /// Closes once everything written so far has reached the socket: NIO's close fails the writes

@@ -126,8 +126,7 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
 
     func flush() {
         guard let context else { return }
-        output.writeOut(context)
-        context.flush()
+        output.flushOut(context)
     }
 
     func close() {
