@@ -1,3 +1,4 @@
+import Foundation
 import Glibc
 import Synchronization
 
@@ -70,8 +71,8 @@ public final class ChildProcess: Sendable {
 
     /// Runs `executable` to its end with `input` on stdin. Returns its exit status, what it wrote to
     /// stdout and what it wrote to stderr; with `mergeErrors`, stderr is appended to `output` as it
-    /// comes and `errors` is empty. (Temporary files, not pipes: a pipe's write end could leak into a
-    /// child another test spawns at the same moment, and reading to its end would then wait for it.)
+    /// comes and `errors` is empty. (Through temporary files rather than pipes: nothing needs draining
+    /// while the child runs, however much it writes.)
     public static func run(_ executable: String, _ arguments: [String], input: [UInt8] = [], mergeErrors: Bool = true) async throws
         -> (status: Int32, output: String, errors: String) {
         let base = "/tmp/tollgate-child-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
@@ -82,8 +83,7 @@ public final class ChildProcess: Sendable {
         let child = try ChildProcess(executable, arguments, stdin: .file(paths.input), stdout: .appending(paths.output),
                                      stderr: mergeErrors ? .appending(paths.output) : .file(paths.errors))
         let status = await child.exit()
-        return (status, String(decoding: read(paths.output), as: UTF8.self),
-                mergeErrors ? "" : String(decoding: read(paths.errors), as: UTF8.self))
+        return (status, read(paths.output), mergeErrors ? "" : read(paths.errors))
     }
 
     /// glibc's `posix_spawn_file_actions_addclosefrom_np` (2.34 and later), which Swift's Glibc module
@@ -107,10 +107,8 @@ public final class ChildProcess: Sendable {
 
     /// Waits (polling every 5 ms, holding no thread) for the child to exit; returns `terminationStatus`.
     public func exit() async -> Int32 {
-        while true {
-            if let status = poll() { return Self.exitCode(status) }
-            try? await Task.sleep(for: .milliseconds(5))
-        }
+        while await !exit(within: .seconds(60)) {}
+        return terminationStatus!
     }
 
     /// Waits at most `timeout` for the exit; false if the child still runs.
@@ -149,27 +147,12 @@ public final class ChildProcess: Sendable {
     deinit { _ = poll() }
 
     static func write(_ bytes: [UInt8], to path: String) throws {
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw Failure(description: "cannot create \(path)") }
-        defer { close(fd) }
-        var offset = 0
-        while offset < bytes.count {
-            let written = bytes[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-            guard written > 0 else { throw Failure(description: "cannot write \(path)") }
-            offset += written
+        guard FileManager.default.createFile(atPath: path, contents: Data(bytes)) else {
+            throw Failure(description: "cannot create \(path)")
         }
     }
 
-    static func read(_ path: String) -> [UInt8] {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return [] }
-        defer { close(fd) }
-        var out: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 65_536)
-        while true {
-            let count = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-            if count <= 0 { return out }
-            out += buffer[0..<count]
-        }
+    static func read(_ path: String) -> String {
+        String(decoding: FileManager.default.contents(atPath: path) ?? Data(), as: UTF8.self)
     }
 }

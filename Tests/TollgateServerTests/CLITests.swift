@@ -127,8 +127,7 @@ import TollgateTesting
               - {name: access-log, config: {format: combined, sink: {file: "\(log)"}}}
               - {name: opentelemetry, config: {endpoint: "http://127.0.0.1:\(collector.port)", sampling: 1, batch_delay: 50ms, timeout: 1s}}
             """.write(toFile: directory + "/tollgate.yaml", atomically: true, encoding: .utf8)
-        // A file, not a pipe: a pipe's write end can leak into a child another test spawns at the same
-        // moment, and reading to its end would then wait for that child.
+        // A file, not a pipe: read while the process runs and after, nothing to drain.
         let stderrPath = directory + "/stderr.log"
         let process = try ChildProcess(Self.binary.path, ["run", "--config", directory + "/tollgate.yaml"], stderr: .file(stderrPath))
         defer { if process.isRunning { process.terminate() } }

@@ -84,15 +84,16 @@ public final class RouteTable: Sendable {
         return host
     }
 
-    /// Host tries from the most specific; without allocating on the common paths.
+    /// The route for `request`, with an array of its own for the path's segments.
     public func match(_ request: RouteRequest) -> RouteMatch? {
         var segments: [Substring] = []
         segments.reserveCapacity(8)
         return match(request, scratch: &segments)
     }
 
-    /// `match(_:)` splitting the path into `scratch`, an empty array the caller keeps from one request
-    /// to the next (one per event loop): no allocation per request. Left empty, its capacity kept.
+    /// Host tries from the most specific, the path split into `scratch`: an empty array the caller
+    /// keeps from one request to the next (one per event loop), so that nothing is allocated on the
+    /// common paths. Left empty, its capacity kept.
     public func match(_ request: RouteRequest, scratch segments: inout [Substring]) -> RouteMatch? {
         assert(segments.isEmpty)
         defer { segments.removeAll(keepingCapacity: true) }
