@@ -86,6 +86,16 @@ public final class ChildProcess: Sendable {
         return (status, read(paths.output), mergeErrors ? "" : read(paths.errors))
     }
 
+    /// What `executable` printed on stdout; a `Failure` with its status, stdout and stderr when it
+    /// exits non-zero.
+    public static func output(_ executable: String, _ arguments: [String], input: [UInt8] = []) async throws -> String {
+        let result = try await run(executable, arguments, input: input, mergeErrors: false)
+        guard result.status == 0 else {
+            throw Failure(description: "\(executable) \(arguments.first ?? "") exited \(result.status): \(result.output)\(result.errors)")
+        }
+        return result.output
+    }
+
     /// glibc's `posix_spawn_file_actions_addclosefrom_np` (2.34 and later), which Swift's Glibc module
     /// does not declare (it is a GNU extension): so no descriptor of the test process, a socket or a
     /// pipe another test opened without `O_CLOEXEC`, lives on in the child.

@@ -116,8 +116,7 @@ import TollgateTesting
     /// A CA and a certificate for 127.0.0.1 signed by it, made with the openssl command.
     static func makeCertificates(in directory: String) async throws -> (certificate: String, key: String, ca: String) {
         func openssl(_ arguments: [String]) async throws {
-            let result = try await ChildProcess.run("/usr/bin/openssl", arguments)
-            guard result.status == 0 else { throw ChildProcess.Failure(description: "openssl \(arguments[0]): \(result.output)") }
+            _ = try await ChildProcess.output("/usr/bin/openssl", arguments)
         }
         let ca = "\(directory)/ca.pem", caKey = "\(directory)/ca.key", key = "\(directory)/server.key"
         let csr = "\(directory)/server.csr", certificate = "\(directory)/server.pem", ext = "\(directory)/ext.cnf"

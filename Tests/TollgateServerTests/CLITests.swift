@@ -163,7 +163,7 @@ import TollgateTesting
         for _ in 0..<100 where !((try? String(contentsOfFile: stderrPath, encoding: .utf8)) ?? "").contains("tollgate.otel") {
             try await Task.sleep(for: .milliseconds(50))
         }
-        process.signal(SIGTERM)                                 // /d may still be batched
+        process.signal(SIGTERM)   // /d may still be batched
         try #require(await process.exit(within: .seconds(5)))
         #expect(process.terminationStatus == 0)
         #expect(await lines(log, atLeast: 2).contains { $0.contains("/d") })

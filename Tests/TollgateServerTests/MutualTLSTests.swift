@@ -21,9 +21,7 @@ import TollgateTesting
     }
 
     static func openssl(_ arguments: [String]) async throws -> String {
-        let result = try await ChildProcess.run("/usr/bin/openssl", arguments, mergeErrors: false)
-        guard result.status == 0 else { throw ChildProcess.Failure(description: "openssl \(arguments[0]): \(result.errors)") }
-        return result.output
+        try await ChildProcess.output("/usr/bin/openssl", arguments)
     }
 
     /// A CA; a server certificate for 127.0.0.1; client certificates for alice (an e-mail SAN), bob and
