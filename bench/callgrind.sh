@@ -22,7 +22,7 @@ tollgate_config "$work/tollgate.yaml" $tp $up
 cp "$TOLLGATE_BIN" "$work/tollgate"
 strip -g "$work/tollgate"
 nginx -c "$work/upstream.conf" & echo $! > "$work/nginx.pid"
-valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" "$work/tollgate" run --config "$work/tollgate.yaml" \
+valgrind --tool=callgrind ${CALLGRIND_FLAGS:-} --callgrind-out-file="$work/cg.out" "$work/tollgate" run --config "$work/tollgate.yaml" \
   --log-level error >/dev/null 2>&1 & echo $! > "$work/valgrind.pid"
 for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$tp/" && break; sleep 0.2; done
 header=(); [ -n "${WRK_HEADER:-}" ] && header=(-H "$WRK_HEADER")

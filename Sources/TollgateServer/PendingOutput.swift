@@ -7,12 +7,27 @@ struct PendingOutput {
     /// Body buffers up to this size are copied into the pending buffer; larger ones are written as they are.
     static let copyLimit = 4096
 
+    /// A flushed buffer up to this capacity is kept for the next output.
+    static let spareLimit = 4096
+
     private var buffer: ByteBuffer?
+    /// The buffer last flushed, rendered into again next time. Once the channel has written it (at
+    /// once, for a small head on a writable socket) its storage is only ours, and `clear()` reuses it:
+    /// no allocation per response. Still queued in the channel, `clear()` gives it fresh storage.
+    private var spare: ByteBuffer?
 
     /// Renders into the pending buffer.
     @inline(__always)
     mutating func render(_ allocator: ByteBufferAllocator, _ body: (inout ByteBuffer) -> Void) {
-        if buffer == nil { buffer = allocator.buffer(capacity: 1024) }
+        if buffer == nil {
+            if var reused = spare {
+                spare = nil   // the only reference besides the channel's, so that `clear()` can find it unique
+                reused.clear()
+                buffer = reused
+            } else {
+                buffer = allocator.buffer(capacity: 1024)
+            }
+        }
         body(&buffer!)
     }
 
@@ -53,6 +68,7 @@ struct PendingOutput {
         }
         buffer = nil
         context.writeAndFlush(NIOAny(pending), promise: nil)
+        if pending.capacity <= Self.spareLimit { spare = pending }
     }
 
     /// Passes what is pending to the channel (not flushed).
