@@ -484,15 +484,14 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
         exchange.logged = true
         let status = exchange.responseHeadSent || exchange.phase == .responded ? exchange.status : 499
         exchange.closeAttempt(status: exchange.status, error: exchange.errorReason ?? "abandoned")
-        let now = NIODeadline.now().uptimeNanoseconds
-        var summary = RequestSummary(
+        // Built in one piece by an inlinable init (out of line, and with fields set afterwards, the
+        // summary was copied more often).
+        let summary = RequestSummary(
             status: status, bytesReceived: exchange.requestBodyBytes, bytesSent: exchange.bytesSent,
-            startNanos: exchange.context.startNanos, endNanos: now, upstream: exchange.target?.authority,
-            errorReason: exchange.errorReason, head: exchange.head)
-        summary.upstreamNanos = exchange.upstreamNanos
-        summary.attempts = exchange.attempts
-        summary.routeName = exchange.route?.name
-        summary.serviceName = exchange.route?.serviceName
+            startNanos: exchange.context.startNanos, endNanos: NIODeadline.now().uptimeNanoseconds,
+            upstream: exchange.target?.authority, errorReason: exchange.errorReason, head: exchange.head,
+            upstreamNanos: exchange.upstreamNanos, attempts: exchange.attempts, routeName: exchange.route?.name,
+            serviceName: exchange.route?.serviceName)
         // Passed in place: reading the context from the exchange (a class) would copy it, retaining
         // every string and array in it. The chain is used where it is (binding it copies it).
         if let route = exchange.route {

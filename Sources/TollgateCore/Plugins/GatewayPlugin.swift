@@ -206,15 +206,22 @@ public struct RequestSummary: Sendable {
     /// request never went upstream.
     public var upstreamNanos: UInt64?
     /// Each upstream attempt, when a log hook asked for them (`wantsUpstreamAttempts`).
-    public var attempts: [UpstreamAttempt] = []
+    public var attempts: [UpstreamAttempt]
     /// The matched route's name and its service; nil when no route matched (those requests run only
     /// the global plugins' log hooks).
     public var routeName: String?
     public var serviceName: String?
 
+    /// Inlinable, so that the log path builds it with fewer copies.
+    @inlinable
     public init(status: Int, bytesReceived: Int, bytesSent: Int, startNanos: UInt64, endNanos: UInt64,
-                upstream: String?, errorReason: String?, head: RawHead = RawHead()) {
+                upstream: String?, errorReason: String?, head: RawHead = RawHead(), upstreamNanos: UInt64? = nil,
+                attempts: [UpstreamAttempt] = [], routeName: String? = nil, serviceName: String? = nil) {
         self.head = head
+        self.upstreamNanos = upstreamNanos
+        self.attempts = attempts
+        self.routeName = routeName
+        self.serviceName = serviceName
         self.status = status
         self.bytesReceived = bytesReceived
         self.bytesSent = bytesSent
