@@ -23,7 +23,11 @@ public final class BackgroundWorker: Sendable {
     public init(name: String, nice: Int32 = 10) {
         self.name = name
         let queue = self.queue
+        let threadName = String(name.prefix(15))   // Linux takes at most 15 bytes, and ignores a longer name
         let thread = Thread {
+            // Named from the thread itself: set before `start()`, the name never reached the kernel,
+            // and the thread kept the name of the one that created it (a Dispatch worker's, say).
+            Thread.current.name = threadName
             // On Linux the nice value is per thread: this lowers only the worker.
             _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, nice)
             while true {
@@ -35,7 +39,6 @@ public final class BackgroundWorker: Sendable {
                 for job in batch { job() }
             }
         }
-        thread.name = String(name.prefix(15))   // Linux takes at most 15 bytes, and ignores a longer name
         thread.start()
     }
 

@@ -302,4 +302,21 @@ import TollgateCore
         worker.sync()
         #expect(seen.withLock { $0 } == Array(0..<100))
     }
+
+    /// The thread carries its name (what `top -H` and `/proc/PID/task/*/comm` show), cut to Linux's
+    /// 15 bytes, and runs at nice 10.
+    @Test func threadIsNamedAndNiced() throws {
+        let worker = BackgroundWorker(name: "test-named-worker-thread")
+        let found = Mutex<(name: String, nice: Int32)?>(nil)
+        worker.submit {
+            let name = (try? String(contentsOfFile: "/proc/thread-self/comm", encoding: .utf8)) ?? ""
+            errno = 0
+            let nice = getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0)
+            found.withLock { $0 = (name.trimmingCharacters(in: .newlines), nice) }
+        }
+        worker.sync()
+        let seen = try #require(found.withLock { $0 })
+        #expect(seen.name == "test-named-work")
+        #expect(seen.nice == 10)
+    }
 }
