@@ -186,6 +186,10 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
             exchange?.upstream?.flush()
         }
         context.fireChannelReadComplete()
+        // The next read is asked for from here, past the pipeline's tail and this handler's `read`
+        // (NIO asks for one after every read completes, unless one is pending already). When reads
+        // must pause, NIO's own request reaches `read(context:)`, which holds it back.
+        if mayRead { context.read() }
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {

@@ -244,6 +244,8 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelReadComplete(context: ChannelHandlerContext) {
         owner?.upstreamReadComplete()
+        // The next read, asked for here rather than by NIO through the pipeline (see ProxyHandler).
+        if owner?.upstreamMayRead ?? true { context.read() }
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
