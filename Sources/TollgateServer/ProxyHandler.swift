@@ -174,9 +174,9 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
+        // Not passed on: this is the pipeline's last handler (the tail would drop it, one more hop).
         if let relayPeer {
             relayPeer.flush()
-            context.fireChannelReadComplete()
             return
         }
         // A head that has started arriving is noticed here.
@@ -185,7 +185,6 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
             wroteUpstreamSinceFlush = false
             exchange?.upstream?.flush()
         }
-        context.fireChannelReadComplete()
         // The next read is asked for from here, past the pipeline's tail and this handler's `read`
         // (NIO asks for one after every read completes, unless one is pending already). When reads
         // must pause, NIO's own request reaches `read(context:)`, which holds it back.

@@ -11,7 +11,46 @@ private func parse(_ text: String, kind: HeadParser.Kind = .request, maxURI: Int
     return (result, head)
 }
 
+private func parse(bytes: [UInt8]) -> HeadParseResult {
+    var head = RawHead()
+    return HeadParser(kind: .request).parse(ByteBuffer(bytes: bytes), into: &head)
+}
+
 @Suite struct HeadParserTests {
+    /// Every byte value, at the start, inside and at the end of values of lengths around the
+    /// parser's eight-byte steps: accepted exactly when RFC 9110 allows it in a field value (VCHAR,
+    /// obs-text, SP, HTAB).
+    @Test func fieldValueBytesAgreeWithTheGrammar() {
+        for length in [1, 2, 7, 8, 9, 15, 16, 17, 23, 24, 25] {
+            for position in Set([0, length / 2, length - 1]) {
+                for byte in 0...255 {
+                    var value = [UInt8](repeating: UInt8(ascii: "v"), count: length)
+                    value[position] = UInt8(byte)
+                    let allowed = byte >= 0x20 && byte != 0x7F || byte == 0x09
+                    let accepted = parse(bytes: Array("GET / HTTP/1.1\r\nX: ".utf8) + value + Array("\r\n\r\n".utf8))
+                        == .complete(consumed: 19 + length + 4)
+                    #expect(accepted == allowed, "byte \(byte) at \(position) of \(length)")
+                }
+            }
+        }
+    }
+
+    /// The same for field names, against the `tchar` set (a colon would only end the name early).
+    @Test func fieldNameBytesAgreeWithTheGrammar() {
+        let tchar = Set(Array("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz".utf8))
+        for length in [1, 3, 4, 5, 8, 9, 13] {
+            for position in Set([0, length / 2, length - 1]) {
+                for byte in 0...255 where byte != Int(UInt8(ascii: ":")) {
+                    var name = [UInt8](repeating: UInt8(ascii: "n"), count: length)
+                    name[position] = UInt8(byte)
+                    let result = parse(bytes: Array("GET / HTTP/1.1\r\n".utf8) + name + Array(": v\r\n\r\n".utf8))
+                    let accepted = result == .complete(consumed: 16 + length + 7)
+                    #expect(accepted == tchar.contains(UInt8(byte)), "byte \(byte) at \(position) of \(length)")
+                }
+            }
+        }
+    }
+
     @Test func parsesARequestHead() {
         let text = "\r\nGET /users/42?x=1 HTTP/1.1\r\nHost: example.com\r\nX-Request-ID:  abc \r\nContent-Length: 5\r\n\r\nhello"
         let (result, head) = parse(text)
