@@ -17,8 +17,8 @@ final class LoopContext: @unchecked Sendable {
 
     let logger: Logger
     /// The router's path segments, reused by every request on this loop.
-    var segmentScratch: [Substring] = {
-        var scratch: [Substring] = []
+    var segmentScratch: [RouteTable.Segment] = {
+        var scratch: [RouteTable.Segment] = []
         scratch.reserveCapacity(16)
         return scratch
     }()

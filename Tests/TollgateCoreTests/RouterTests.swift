@@ -115,7 +115,7 @@ func route(_ table: RouteTable, _ path: String, method: HTTPRequest.Method = .ge
     /// parameters as a fresh match, and the array is left empty with its capacity.
     @Test func aReusedScratchArrayChangesNothing() throws {
         let table = try snapshot(Self.routes).routeTable
-        var scratch: [Substring] = []
+        var scratch: [RouteTable.Segment] = []
         for c in Self.cases + Self.cases {
             guard let path = try? PathNormalizer.normalize(Substring(c.path), mergeSlashes: true) else { continue }
             let request = RouteRequest(method: c.method, host: c.host.map { Substring($0) }, path: path,

@@ -53,10 +53,10 @@ final class PathTrie: @unchecked Sendable {
     /// The best match: literal segments before parameters before catch-alls, deepest first; among
     /// routes with the same path, the first declared whose predicates match. Cost grows with the path's
     /// length, not with the number of routes.
-    func match(_ request: RouteRequest, segments: [Substring]) -> RouteMatch? {
+    func match(_ request: RouteRequest, segments: [RouteTable.Segment]) -> RouteMatch? {
         if let entry = search(root, segments: segments, depth: 0, request: request) {
             return RouteMatch(route: entry.route, pattern: entry.pattern,
-                              parameters: Self.parameters(of: entry.pattern, segments: segments))
+                              parameters: Self.parameters(of: entry.pattern, path: request.path, segments: segments))
         }
         for (entry, regex) in regexRoutes where entry.route.predicatesMatch(request) {
             if (try? regex.wholeMatch(in: request.path)) != nil {
@@ -66,12 +66,11 @@ final class PathTrie: @unchecked Sendable {
         return nil
     }
 
-    private func search(_ node: Node, segments: [Substring], depth: Int, request: RouteRequest) -> Entry? {
+    private func search(_ node: Node, segments: [RouteTable.Segment], depth: Int, request: RouteRequest) -> Entry? {
         if depth == segments.count {
             for entry in node.terminal where entry.route.predicatesMatch(request) { return entry }
         } else {
-            let segment = segments[depth]
-            if let child = node.literals[segment],
+            if !node.literals.isEmpty, let child = node.literals[RouteTable.text(of: segments[depth], in: request.path)],
                let found = search(child, segments: segments, depth: depth + 1, request: request) {
                 return found
             }
@@ -84,30 +83,33 @@ final class PathTrie: @unchecked Sendable {
     }
 
     /// All routes whose path (and host) match, whatever their other predicates: for 404/405 bodies.
-    func pathCandidates(segments: [Substring], path: String, into result: inout [CompiledRoute]) {
-        collect(root, segments: segments, depth: 0, into: &result)
+    func pathCandidates(segments: [RouteTable.Segment], path: String, into result: inout [CompiledRoute]) {
+        collect(root, path: path, segments: segments, depth: 0, into: &result)
         for (entry, regex) in regexRoutes where (try? regex.wholeMatch(in: path)) != nil { result.append(entry.route) }
     }
 
-    private func collect(_ node: Node, segments: [Substring], depth: Int, into result: inout [CompiledRoute]) {
+    private func collect(_ node: Node, path: String, segments: [RouteTable.Segment], depth: Int,
+                         into result: inout [CompiledRoute]) {
         if depth == segments.count {
             result.append(contentsOf: node.terminal.map(\.route))
         } else {
-            if let child = node.literals[segments[depth]] { collect(child, segments: segments, depth: depth + 1, into: &result) }
-            if let child = node.parameter { collect(child, segments: segments, depth: depth + 1, into: &result) }
+            if let child = node.literals[RouteTable.text(of: segments[depth], in: path)] {
+                collect(child, path: path, segments: segments, depth: depth + 1, into: &result)
+            }
+            if let child = node.parameter { collect(child, path: path, segments: segments, depth: depth + 1, into: &result) }
         }
         result.append(contentsOf: node.catchAll.map(\.route))
     }
 
-    static func parameters(of pattern: PathPattern, segments: [Substring]) -> [(name: String, value: String)] {
+    static func parameters(of pattern: PathPattern, path: String, segments: [RouteTable.Segment]) -> [(name: String, value: String)] {
         var result: [(name: String, value: String)] = []
         for (index, segment) in pattern.segments.enumerated() {
             switch segment {
             case .literal: continue
-            case .parameter(let name): result.append((name, String(segments[index])))
+            case .parameter(let name): result.append((name, String(RouteTable.text(of: segments[index], in: path))))
             case .catchAll(let name):
                 guard let name else { continue }
-                result.append((name, index < segments.count ? segments[index...].joined(separator: "/") : ""))
+                result.append((name, index < segments.count ? segments[index...].map { RouteTable.text(of: $0, in: path) }.joined(separator: "/") : ""))
             }
         }
         return result

@@ -44,29 +44,39 @@ public final class RouteTable: Sendable {
         self.usesHeaders = routes.contains { !$0.headers.isEmpty }
     }
 
+    /// A path segment, as the range of its UTF-8 offsets in the path: the path is sliced only where a
+    /// segment is compared with a literal or becomes a parameter (a catch-all route slices nothing).
+    public typealias Segment = Range<Int>
+
     /// Splits a normalized path into segments (empty ones dropped: a trailing slash does not matter).
     @inline(__always)
-    static func segments(of path: String) -> [Substring] {
-        var result: [Substring] = []
+    static func segments(of path: String) -> [Segment] {
+        var result: [Segment] = []
         result.reserveCapacity(8)
         segments(of: path, into: &result)
         return result
     }
 
-    /// Appends the path's segments to `result`. Split on bytes: splitting a String on a Character
-    /// walks grapheme clusters, and the generic split builds an array of its own first.
-    static func segments(of path: String, into result: inout [Substring]) {
-        let utf8 = path.utf8
-        var start = utf8.startIndex
-        var index = start
-        while index != utf8.endIndex {
-            if utf8[index] == UInt8(ascii: "/") {
-                if start != index { result.append(path[start..<index]) }
-                start = utf8.index(after: index)
+    /// Appends the path's segments to `result`, found in its bytes. Every bound is next to an ASCII `/`
+    /// (or an end), so it falls between Unicode scalars.
+    static func segments(of path: String, into result: inout [Segment]) {
+        var path = path
+        path.withUTF8 { bytes in
+            var start = 0
+            for index in bytes.indices where bytes[index] == UInt8(ascii: "/") {
+                if start != index { result.append(start..<index) }
+                start = index + 1
             }
-            index = utf8.index(after: index)
+            if start != bytes.count { result.append(start..<bytes.count) }
         }
-        if start != index { result.append(path[start..<index]) }
+    }
+
+    /// The text of a segment of `path`.
+    @inline(__always)
+    static func text(of segment: Segment, in path: String) -> Substring {
+        let utf8 = path.utf8
+        let start = utf8.index(utf8.startIndex, offsetBy: segment.lowerBound)
+        return path[start..<utf8.index(start, offsetBy: segment.count)]
     }
 
     /// Lower-cased host without port, from a Host header value.
@@ -86,7 +96,7 @@ public final class RouteTable: Sendable {
 
     /// The route for `request`, with an array of its own for the path's segments.
     public func match(_ request: RouteRequest) -> RouteMatch? {
-        var segments: [Substring] = []
+        var segments: [Segment] = []
         segments.reserveCapacity(8)
         return match(request, scratch: &segments)
     }
@@ -94,7 +104,7 @@ public final class RouteTable: Sendable {
     /// Host tries from the most specific, the path split into `scratch`: an empty array the caller
     /// keeps from one request to the next (one per event loop), so that nothing is allocated on the
     /// common paths. Left empty, its capacity kept.
-    public func match(_ request: RouteRequest, scratch segments: inout [Substring]) -> RouteMatch? {
+    public func match(_ request: RouteRequest, scratch segments: inout [Segment]) -> RouteMatch? {
         assert(segments.isEmpty)
         defer { segments.removeAll(keepingCapacity: true) }
         Self.segments(of: request.path, into: &segments)
