@@ -16,16 +16,17 @@ struct PendingOutput {
     /// no allocation per response. Still queued in the channel, `clear()` gives it fresh storage.
     private var spare: ByteBuffer?
 
-    /// Renders into the pending buffer.
+    /// Renders into the pending buffer. The allocator is asked for only when there is no spare buffer
+    /// (getting it from a channel costs a few hundred instructions).
     @inline(__always)
-    mutating func render(_ allocator: ByteBufferAllocator, _ body: (inout ByteBuffer) -> Void) {
+    mutating func render(_ allocator: @autoclosure () -> ByteBufferAllocator, _ body: (inout ByteBuffer) -> Void) {
         if buffer == nil {
             if var reused = spare {
                 spare = nil   // the only reference besides the channel's, so that `clear()` can find it unique
                 reused.clear()
                 buffer = reused
             } else {
-                buffer = allocator.buffer(capacity: 1024)
+                buffer = allocator().buffer(capacity: 1024)
             }
         }
         body(&buffer!)
