@@ -57,32 +57,42 @@ struct LineWriter {
     }
 
     /// Whether any byte needs escaping in a JSON string: `"`, `\`, control bytes and DEL. Eight bytes
-    /// at a time (SWAR), then the tail one by one.
+    /// at a time (SWAR; the last word overlaps the one before it, and four to seven bytes are two
+    /// overlapping halves of one word); a word that may hold such a byte is checked byte by byte.
     @inline(__always)
     static func needsEscaping(_ p: UnsafeRawBufferPointer) -> Bool {
+        let n = p.count
+        if n >= 8 {
+            var index = 0
+            while index + 8 < n {
+                if mayNeedEscaping(p.loadUnaligned(fromByteOffset: index, as: UInt64.self)) { return bytesNeedEscaping(p) }
+                index += 8
+            }
+            return mayNeedEscaping(p.loadUnaligned(fromByteOffset: n - 8, as: UInt64.self)) && bytesNeedEscaping(p)
+        }
+        if n >= 4 {
+            let word = UInt64(p.loadUnaligned(as: UInt32.self)) | UInt64(p.loadUnaligned(fromByteOffset: n - 4, as: UInt32.self)) << 32
+            return mayNeedEscaping(word) && bytesNeedEscaping(p)
+        }
+        return bytesNeedEscaping(p)
+    }
+
+    /// Nonzero when some byte of `word` is below 0x20, equals 0x22, 0x5C or 0x7F, or is 0x80 and above
+    /// (UTF-8 is copied as it is, but the SWAR tests would misfire on it: such words are checked byte
+    /// by byte).
+    @inline(__always)
+    static func mayNeedEscaping(_ word: UInt64) -> Bool {
         let ones: UInt64 = 0x0101_0101_0101_0101
         let highs: UInt64 = 0x8080_8080_8080_8080
-        var index = 0
-        while index + 8 <= p.count {
-            let word = p.loadUnaligned(fromByteOffset: index, as: UInt64.self)
-            // A byte below 0x20, or equal to 0x22, 0x5C or 0x7F, or 0x80 and above (looked at one by one
-            // below: UTF-8 is copied as it is, but the SWAR tests would misfire on it).
-            let below = (word &- ones &* 0x20) & ~word & highs
-            let quote = word ^ (ones &* 0x22), backslash = word ^ (ones &* 0x5C), del = word ^ (ones &* 0x7F)
-            let zero = ((quote &- ones) & ~quote | (backslash &- ones) & ~backslash | (del &- ones) & ~del) & highs
-            if below | zero | (word & highs) != 0 {
-                for k in index..<index + 8 {
-                    let b = p[k]
-                    if b < 0x20 || b == 0x22 || b == 0x5C || b == 0x7F { return true }
-                }
-            }
-            index += 8
-        }
-        while index < p.count {
-            let b = p[index]
-            if b < 0x20 || b == 0x22 || b == 0x5C || b == 0x7F { return true }
-            index += 1
-        }
+        let below = (word &- ones &* 0x20) & ~word & highs
+        let quote = word ^ (ones &* 0x22), backslash = word ^ (ones &* 0x5C), del = word ^ (ones &* 0x7F)
+        let zero = ((quote &- ones) & ~quote | (backslash &- ones) & ~backslash | (del &- ones) & ~del) & highs
+        return below | zero | (word & highs) != 0
+    }
+
+    /// The exact test, one byte at a time.
+    static func bytesNeedEscaping(_ p: UnsafeRawBufferPointer) -> Bool {
+        for b in p where b < 0x20 || b == 0x22 || b == 0x5C || b == 0x7F { return true }
         return false
     }
 

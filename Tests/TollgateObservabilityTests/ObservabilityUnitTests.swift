@@ -117,6 +117,18 @@ import TollgateCore
                 #expect(bytes.withUnsafeBytes { LineWriter.needsEscaping($0) } == naive, "\(bytes)")
             }
         }
+        // Every byte value at the start, middle and end of plain text of each length up to 20 (the
+        // word-at-a-time paths: under 4 bytes, 4 to 7, 8 and more with an overlapping last word).
+        for length in 1...20 {
+            for position in Set([0, length / 2, length - 1]) {
+                for byte in 0...255 {
+                    var bytes = [UInt8](repeating: UInt8(ascii: "a"), count: length)
+                    bytes[position] = UInt8(byte)
+                    let naive = byte < 0x20 || byte == 0x22 || byte == 0x5C || byte == 0x7F
+                    #expect(bytes.withUnsafeBytes { LineWriter.needsEscaping($0) } == naive, "byte \(byte) at \(position) of \(length)")
+                }
+            }
+        }
     }
 
     @Test func timestampsWithoutFoundation() {
