@@ -6,7 +6,9 @@ import TollgateObservability
 extension ProxyHandler {
     // MARK: request head: checks, routing, plugins
 
-    func requestHeadReceived(_ head: RawHead) {
+    /// `inout` only so that the connection's parsed head is lent, not copied (see `upstreamHead`); it
+    /// is not changed.
+    func requestHeadReceived(_ head: inout RawHead) {
         headStarted()
         let state = loop.state
         let config = state.snapshot.config

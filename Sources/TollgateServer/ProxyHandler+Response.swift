@@ -5,7 +5,7 @@ import TollgateCore
 extension ProxyHandler: UpstreamOwner {
     var upstreamMayRead: Bool { isWritable }
 
-    func upstreamHead(_ head: RawHead, framing: BodyFraming) {
+    func upstreamHead(_ head: inout RawHead, framing: BodyFraming) {
         guard let exchange, exchange.phase == .proxying, let context = channelContext else { return }
         let code = head.status
         if code < 200 && code != 101 {

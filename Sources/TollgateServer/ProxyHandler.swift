@@ -153,7 +153,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 case .complete(let consumed):
                     inbound.moveReaderIndex(forwardBy: consumed)
                     headScanned = 0
-                    requestHeadReceived(head)
+                    requestHeadReceived(&head)
                 }
             }
         }

@@ -6,7 +6,10 @@ import TollgateCore
 /// same event loop, so these are plain synchronous calls.
 protocol UpstreamOwner: AnyObject {
     /// A response head: interim (1xx, framing `.none`), final, or a 101 after which bytes are relayed.
-    func upstreamHead(_ head: RawHead, framing: BodyFraming)
+    /// `inout` only so that the connection's head is lent, not copied: a stored property passed by
+    /// value is copied first (the call could change it) and the copy released, on every response. The
+    /// owner does not change it.
+    func upstreamHead(_ head: inout RawHead, framing: BodyFraming)
     func upstreamBody(_ buffer: ByteBuffer)
     func upstreamEnd(trailers: ByteBuffer?)
     /// Bytes after a 101 Switching Protocols.
@@ -183,11 +186,11 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
                     inbound.moveReaderIndex(forwardBy: consumed)
                     if head.status == 101 {
                         readState = .relay
-                        owner.upstreamHead(head, framing: .none)
+                        owner.upstreamHead(&head, framing: .none)
                         continue
                     }
                     if head.status < 200 {
-                        owner.upstreamHead(head, framing: .none)
+                        owner.upstreamHead(&head, framing: .none)
                         continue
                     }
                     if let problem = head.framingProblem {
@@ -202,7 +205,7 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
                     decoder = BodyDecoder(framing)
                     untilClose = framing == .untilClose
                     readState = .body
-                    owner.upstreamHead(head, framing: framing)
+                    owner.upstreamHead(&head, framing: framing)
                 }
             case .body:
                 let event: BodyEvent?
