@@ -12,7 +12,13 @@ extension ProxyHandler {
         headStarted()
         let state = loop.state
         let config = state.snapshot.config
-        let requestID = head.requestIDIndex.map(head.value).flatMap(Self.acceptableRequestID).map { RequestID($0) } ?? loop.makeRequestID()
+        // Fields read by index, not through `.map(head.value)`: the method reference copied the head.
+        let requestID: RequestID
+        if let index = head.requestIDIndex, let given = Self.acceptableRequestID(head.value(index)) {
+            requestID = RequestID(given)
+        } else {
+            requestID = loop.makeRequestID()
+        }
         let exchange = Exchange(state: state, head: head, requestID: requestID, clientIP: clientIP,
                                 startNanos: NIODeadline.now().uptimeNanoseconds, eventLoop: loop.eventLoop)
         self.exchange = exchange
@@ -69,7 +75,7 @@ extension ProxyHandler {
         exchange.service = state.routeServices[route.index]
         if route.chain.wantsSubrequests { exchange.context.subrequests = state.subrequests }
         if let tracer = route.chain.tracer {
-            tracer.begin(traceparent: head.traceparentIndex.map(head.value), tracestate: head.tracestateIndex.map(head.value),
+            tracer.begin(traceparent: head.traceparentIndex.map { head.value($0) }, tracestate: head.tracestateIndex.map { head.value($0) },
                          context: &exchange.context)
         }
         if route.chain.hasLogHooks {

@@ -52,7 +52,10 @@ public enum HeadWriter {
             bound += edits.addedLines.count
         }
         if let trace { bound += 72 + (trace.traceState?.utf8.count ?? 0) + 16 }
-        _ = head.withBytes { p in
+        // The bytes are borrowed from a copy of the buffer (one retain): through `head.withBytes`, the
+        // closure's use of `head` copied the whole head.
+        let bytes = head.bytes
+        _ = bytes.withUnsafeReadableBytes { p in
             out.writeWithUnsafeMutableBytes(minimumWritableBytes: bound) { memory in
                 var o = HeadOutput(memory)
                 o.put(UnsafeRawBufferPointer(rebasing: p[0..<Int(head.methodEnd)]))
