@@ -351,8 +351,11 @@ public struct HeadOutput {
         bytes.withUnsafeBytes { put($0) }
     }
 
+    /// Borrows the text's bytes where it keeps them contiguous (native and small strings): a copy for
+    /// `withUTF8` retained and released it, once per string written.
     @inline(__always)
     mutating func put(_ text: String) {
+        if let done: Void = text.utf8.withContiguousStorageIfAvailable({ put(UnsafeRawBufferPointer($0)) }) { return done }
         var text = text
         text.withUTF8 { put(UnsafeRawBufferPointer($0)) }
     }

@@ -60,8 +60,7 @@ public final class RouteTable: Sendable {
     /// Appends the path's segments to `result`, found in its bytes. Every bound is next to an ASCII `/`
     /// (or an end), so it falls between Unicode scalars.
     static func segments(of path: String, into result: inout [Segment]) {
-        var path = path
-        path.withUTF8 { bytes in
+        func split(_ bytes: UnsafeBufferPointer<UInt8>) {
             var start = 0
             for index in bytes.indices where bytes[index] == UInt8(ascii: "/") {
                 if start != index { result.append(start..<index) }
@@ -69,6 +68,10 @@ public final class RouteTable: Sendable {
             }
             if start != bytes.count { result.append(start..<bytes.count) }
         }
+        // Borrowed where contiguous (native and small strings); `withUTF8` on a copy retained it.
+        if path.utf8.withContiguousStorageIfAvailable(split) != nil { return }
+        var path = path
+        path.withUTF8(split)
     }
 
     /// The text of a segment of `path`.
