@@ -77,7 +77,7 @@ struct LineWriter {
         return bytesNeedEscaping(p)
     }
 
-    /// Nonzero when some byte of `word` is below 0x20, equals 0x22, 0x5C or 0x7F, or is 0x80 and above
+    /// Whether some byte of `word` is below 0x20, equals 0x22, 0x5C or 0x7F, or is 0x80 and above
     /// (UTF-8 is copied as it is, but the SWAR tests would misfire on it: such words are checked byte
     /// by byte).
     @inline(__always)
