@@ -337,6 +337,15 @@ public struct HeadParser: Sendable {
             head.chunked = last.map { Self.equalsLowercase($0, "chunked") } ?? false
             head.onlyChunked = head.transferEncodingFields == 1 && Self.equalsLowercase(value, "chunked")
         case .connection:
+            // The usual values, whole, without splitting into tokens.
+            if Self.equalsLowercase(value, "keep-alive") {
+                head.connection.keepAlive = true
+                return nil
+            }
+            if Self.equalsLowercase(value, "close") {
+                head.connection.close = true
+                return nil
+            }
             Self.forEachToken(value) { token in
                 if Self.equalsLowercase(token, "close") {
                     head.connection.close = true
