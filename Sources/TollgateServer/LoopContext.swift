@@ -195,6 +195,10 @@ final class ServerState: Sendable {
     let routeServices: [ServiceRuntime?]
     /// Request heads are parsed with this snapshot's limits.
     let requestParser: HeadParser
+    /// `limits.header_read_timeout` and `limits.idle_timeout` as nanoseconds, converted once: a
+    /// `Duration`'s conversion (128-bit arithmetic) cost some 190 instructions on every request.
+    let headerReadTimeout: TimeAmount
+    let idleTimeout: TimeAmount
     /// What plugins send their own requests through (a cache's background refresh).
     let subrequests: ServiceSubrequests
 
@@ -216,6 +220,8 @@ final class ServerState: Sendable {
         let limits = snapshot.config.limits
         self.requestParser = HeadParser(kind: .request, maxURILength: limits.maxURILength,
                                         maxHeaderSize: limits.maxHeaderSize, requestIDHeader: requestIDHeader)
+        self.headerReadTimeout = .nanoseconds(limits.headerReadTimeout.nanoseconds)
+        self.idleTimeout = .nanoseconds(limits.idleTimeout.nanoseconds)
     }
 }
 

@@ -71,10 +71,9 @@ extension ProxyHandler {
     func armConnectionTimer(headerPhase: Bool) {
         headTimerArmed = headerPhase
         waitingForHead = true
-        let limits = self.limits
-        let timeout = headerPhase ? limits.headerReadTimeout : limits.idleTimeout
+        let state = loop.state
         timers.connectionPhase = headerPhase ? .header : .idle
-        timers.connectionDeadline = .now() + .nanoseconds(timeout.nanoseconds)
+        timers.connectionDeadline = .now() + (headerPhase ? state.headerReadTimeout : state.idleTimeout)
         rescheduleTimer()
     }
 
