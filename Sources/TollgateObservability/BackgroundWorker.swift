@@ -25,9 +25,11 @@ public final class BackgroundWorker: Sendable {
         let queue = self.queue
         let threadName = String(name.prefix(15))   // Linux takes at most 15 bytes, and ignores a longer name
         let thread = Thread {
-            // Named from the thread itself: set before `start()`, the name never reached the kernel,
-            // and the thread kept the name of the one that created it (a Dispatch worker's, say).
-            Thread.current.name = threadName
+            // Named from the thread itself, through /proc (what `prctl(PR_SET_NAME)` does):
+            // Foundation's `Thread.name` reached the kernel only when set after `start()` had
+            // recorded the thread, a race; the thread then kept its creator's name (a Dispatch
+            // worker's, say).
+            Self.nameCurrentThread(threadName)
             // On Linux the nice value is per thread: this lowers only the worker.
             _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, nice)
             while true {
@@ -40,6 +42,14 @@ public final class BackgroundWorker: Sendable {
             }
         }
         thread.start()
+    }
+
+    private static func nameCurrentThread(_ name: String) {
+        let descriptor = open("/proc/thread-self/comm", O_WRONLY)
+        guard descriptor >= 0 else { return }
+        defer { close(descriptor) }
+        var name = name
+        name.withUTF8 { _ = write(descriptor, $0.baseAddress, $0.count) }
     }
 
     /// Runs `job` on the worker, after the jobs submitted before it.
