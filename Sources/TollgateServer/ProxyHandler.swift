@@ -65,8 +65,6 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
         self.inbound = Self.empty
     }
 
-    var limits: LimitsConfig { loop.state.snapshot.config.limits }
-
     /// What this connection adds to forwarded requests (X-Forwarded-For, Forwarded, Via...).
     func forwardingValues(_ state: ServerState) -> ForwardingValues {
         if let cache = forwardingCache, cache.state === state { return cache.values }
@@ -299,7 +297,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
         let written = context.eventLoop.makePromise(of: Void.self)
         context.writeAndFlush(NIOAny(ByteBuffer()), promise: written)
         let channel = context.channel
-        let deadline = context.eventLoop.scheduleTask(in: .nanoseconds(limits.idleTimeout.nanoseconds)) {
+        let deadline = context.eventLoop.scheduleTask(in: loop.state.idleTimeout) {
             channel.close(promise: nil)
         }
         written.futureResult.whenComplete { _ in
