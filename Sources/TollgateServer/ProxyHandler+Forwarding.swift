@@ -35,15 +35,15 @@ extension ProxyHandler {
             return respondError(.contentTooLarge, "request body larger than \(config.limits.maxBodySize) bytes", exchange: exchange)
         }
 
-        let uri = head.target
-        let pathLength = Int(head.queryStart - head.targetStart)
-        let hasQuery = head.queryStart < head.targetEnd
-        let queryStart = uri.utf8.index(uri.startIndex, offsetBy: pathLength)   // O(1) on native strings
-        let rawPath = uri[..<queryStart]
-        let query = hasQuery ? uri[uri.utf8.index(after: queryStart)...] : nil
+        // The path is normalized straight from the head's bytes (no String of the whole target first).
+        let query = head.queryStart < head.targetEnd ? Substring(head.string(head.queryStart + 1, head.targetEnd)) : nil
         let normalized: String
         do {
-            normalized = try PathNormalizer.normalize(rawPath, mergeSlashes: config.limits.mergeSlashes)
+            let (start, end) = (Int(head.targetStart), Int(head.queryStart))
+            let mergeSlashes = config.limits.mergeSlashes
+            normalized = try head.withBytes { p in
+                try PathNormalizer.normalize(bytes: UnsafeRawBufferPointer(rebasing: p[start..<end]), mergeSlashes: mergeSlashes)
+            }
         } catch {
             exchange.keepAlive = false
             return respondError(.badRequest, "invalid request path", exchange: exchange)

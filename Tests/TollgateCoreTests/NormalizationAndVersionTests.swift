@@ -11,16 +11,23 @@ import TollgateCore
     ])
     func normalizes(_ input: String, _ expected: String) throws {
         #expect(try PathNormalizer.normalize(Substring(input), mergeSlashes: true) == expected)
+        // From a head's bytes (what the proxy uses), the same.
+        #expect(try Array(input.utf8).withUnsafeBytes { try PathNormalizer.normalize(bytes: $0, mergeSlashes: true) } == expected)
     }
 
     @Test func keepsEmptySegmentsWhenAsked() throws {
         #expect(try PathNormalizer.normalize("//a//b", mergeSlashes: false) == "//a//b")
     }
 
-    @Test func rejectsBadInput() {
+    @Test func rejectsBadInput() throws {
         #expect(throws: PathNormalizer.Failure.notOriginForm) { try PathNormalizer.normalize("a/b", mergeSlashes: true) }
         #expect(throws: PathNormalizer.Failure.invalidPercentEncoding) { try PathNormalizer.normalize("/a%zz", mergeSlashes: true) }
         #expect(throws: PathNormalizer.Failure.invalidPercentEncoding) { try PathNormalizer.normalize("/a%2", mergeSlashes: true) }
+        for (input, failure) in [("a/b", PathNormalizer.Failure.notOriginForm), ("", .notOriginForm), ("/a%zz", .invalidPercentEncoding),
+                                 ("/a\u{01}b", .invalidCharacter)] {
+            #expect(throws: failure) { try Array(input.utf8).withUnsafeBytes { try PathNormalizer.normalize(bytes: $0, mergeSlashes: true) } }
+        }
+        #expect(try Array("//a//b".utf8).withUnsafeBytes { try PathNormalizer.normalize(bytes: $0, mergeSlashes: false) } == "//a//b")
     }
 }
 

@@ -41,6 +41,16 @@ public enum PathNormalizer {
         return true
     }
 
+    /// The same, from the bytes of a request target's path: the common already-normal path becomes
+    /// its String directly.
+    public static func normalize(bytes: UnsafeRawBufferPointer, mergeSlashes: Bool) throws(Failure) -> String {
+        guard bytes.first == UInt8(ascii: "/") else { throw .notOriginForm }
+        if isAlreadyNormal(bytes.assumingMemoryBound(to: UInt8.self), mergeSlashes: mergeSlashes) {
+            return String(decoding: bytes, as: UTF8.self)
+        }
+        return try normalize(Substring(String(decoding: bytes, as: UTF8.self)), mergeSlashes: mergeSlashes)
+    }
+
     public static func normalize(_ path: Substring, mergeSlashes: Bool) throws(Failure) -> String {
         guard path.utf8.first == UInt8(ascii: "/") else { throw .notOriginForm }
         let fast = path.utf8.withContiguousStorageIfAvailable { isAlreadyNormal($0, mergeSlashes: mergeSlashes) }
