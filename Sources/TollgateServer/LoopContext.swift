@@ -199,6 +199,10 @@ final class ServerState: Sendable {
     /// `Duration`'s conversion (128-bit arithmetic) cost some 190 instructions on every request.
     let headerReadTimeout: TimeAmount
     let idleTimeout: TimeAmount
+    /// Whether routing or versioning reads request header fields, and whether versioning is on, known
+    /// once: asking the snapshot's optional resolver copied it (and destroyed the copy) per request.
+    let routingReadsFields: Bool
+    let versions: Bool
     /// What plugins send their own requests through (a cache's background refresh).
     let subrequests: ServiceSubrequests
 
@@ -222,6 +226,8 @@ final class ServerState: Sendable {
                                         maxHeaderSize: limits.maxHeaderSize, requestIDHeader: requestIDHeader)
         self.headerReadTimeout = .nanoseconds(limits.headerReadTimeout.nanoseconds)
         self.idleTimeout = .nanoseconds(limits.idleTimeout.nanoseconds)
+        self.routingReadsFields = snapshot.routeTable.usesHeaders || snapshot.versionResolver?.usesHeaders == true
+        self.versions = snapshot.versionResolver != nil
     }
 }
 

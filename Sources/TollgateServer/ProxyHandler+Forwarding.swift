@@ -50,11 +50,10 @@ extension ProxyHandler {
         }
         let snapshot = state.snapshot
         // Converted only when routing or versioning reads headers; plugins convert on their own.
-        var headerFields = snapshot.routeTable.usesHeaders || snapshot.versionResolver?.usesHeaders == true
-            ? head.httpFields() : HTTPFields()
+        var headerFields = state.routingReadsFields ? head.httpFields() : HTTPFields()
         let host = snapshot.routeTable.usesHosts ? head.host : nil
         var path = normalized
-        if let resolver = snapshot.versionResolver {
+        if state.versions, let resolver = snapshot.versionResolver {
             let resolved = resolver.resolve(path: normalized, query: query, headerFields: headerFields)
             exchange.context.version = resolved.version
             path = resolved.path
