@@ -41,25 +41,29 @@ public enum PathNormalizer {
         return true
     }
 
-    /// The same, from the bytes of a request target's path: the common already-normal path becomes
-    /// its String directly.
+    /// Normalizes the bytes of a request target's path; the common already-normal path becomes its
+    /// String directly.
     public static func normalize(bytes: UnsafeRawBufferPointer, mergeSlashes: Bool) throws(Failure) -> String {
         guard bytes.first == UInt8(ascii: "/") else { throw .notOriginForm }
         if isAlreadyNormal(bytes.assumingMemoryBound(to: UInt8.self), mergeSlashes: mergeSlashes) {
             return String(decoding: bytes, as: UTF8.self)
         }
-        return try normalize(Substring(String(decoding: bytes, as: UTF8.self)), mergeSlashes: mergeSlashes)
+        return try resolve(bytes, mergeSlashes: mergeSlashes)
     }
 
     public static func normalize(_ path: Substring, mergeSlashes: Bool) throws(Failure) -> String {
-        guard path.utf8.first == UInt8(ascii: "/") else { throw .notOriginForm }
-        let fast = path.utf8.withContiguousStorageIfAvailable { isAlreadyNormal($0, mergeSlashes: mergeSlashes) }
-        if fast == true { return String(path) }
+        var path = String(path)
+        return try path.withUTF8 { bytes in
+            Result { () throws(Failure) -> String in try normalize(bytes: UnsafeRawBufferPointer(bytes), mergeSlashes: mergeSlashes) }
+        }.get()
+    }
 
+    /// The general case: escapes decoded, dot segments (and, if asked, empty ones) removed.
+    private static func resolve(_ path: UnsafeRawBufferPointer, mergeSlashes: Bool) throws(Failure) -> String {
         // Decode unreserved escapes first, keeping reserved ones encoded.
         var decoded: [UInt8] = []
-        decoded.reserveCapacity(path.utf8.count)
-        var iterator = Array(path.utf8)[...]
+        decoded.reserveCapacity(path.count)
+        var iterator = Array(path)[...]
         while let byte = iterator.popFirst() {
             if byte == UInt8(ascii: "%") {
                 guard let high = iterator.popFirst(), let low = iterator.popFirst(),
