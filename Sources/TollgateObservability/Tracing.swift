@@ -110,6 +110,9 @@ public final class TracingBackend: Sendable {
 
     public let settings: Settings
     public let tracer: any Tracer
+    /// Sampled requests whose spans were dropped: more than `maxQueue` jobs waited for the telemetry
+    /// thread (which fell behind).
+    public let droppedRequests = Atomic<Int>(0)
     private let task: Task<Void, Never>
     private static let logger = Logger(label: "tollgate.tracing")
 

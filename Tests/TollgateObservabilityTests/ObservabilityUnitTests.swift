@@ -331,4 +331,22 @@ import TollgateCore
         #expect(seen.name == "test-named-work")
         #expect(seen.nice == 10)
     }
+
+    /// A bounded submit refuses a job once `limit` wait, and accepts again once they have run.
+    @Test func boundedSubmitRefusesBeyondTheLimit() {
+        let worker = BackgroundWorker(name: "test-bounded")
+        let gate = DispatchSemaphore(value: 0)
+        let started = DispatchSemaphore(value: 0)
+        worker.submit { started.signal(); gate.wait() }   // holds the thread while the queue fills
+        started.wait()
+        let ran = Mutex(0)
+        let accepted = (0..<5).map { _ in worker.submit(ifFewerThan: 3) { ran.withLock { $0 += 1 } } }
+        #expect(accepted == [true, true, true, false, false])
+        gate.signal()
+        worker.sync()
+        #expect(ran.withLock { $0 } == 3)
+        #expect(worker.submit(ifFewerThan: 3) { ran.withLock { $0 += 1 } })
+        worker.sync()
+        #expect(ran.withLock { $0 } == 4)
+    }
 }

@@ -421,6 +421,7 @@ import TollgateTesting
         let collector = try await StubUpstream(group: group) { _ in StubResponse(headers: ["content-type": "application/x-protobuf"], body: .bytes("")) }
         let closed = ClosedPort()
         try await Harness.with("""
+            admin: {address: "127.0.0.1:0"}
             services:
               app: {targets: [{url: "$UPSTREAM0"}]}
               flaky: {targets: [{url: "http://127.0.0.1:\(closed.port)"}, {url: "$UPSTREAM0"}], balancer: round_robin, retries: {attempts: 2, on: [connect_error]}}
@@ -487,6 +488,9 @@ import TollgateTesting
                 }
             }
             #expect(retries >= 1)
+            // Every sampled request reached the exporter: none waited beyond its queue.
+            let metrics = try await Self.adminGet(harness, "/metrics")
+            #expect(Self.value(in: metrics, "tollgate_trace_requests_dropped_total") == 0)
         }
         try await collector.close()
         try await group.shutdownGracefully()

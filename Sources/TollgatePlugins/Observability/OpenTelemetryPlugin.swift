@@ -79,10 +79,19 @@ public struct OpenTelemetryPlugin: GatewayPlugin, RequestTracer {
         self.sampler = TraceSampler(ratio: configuration.sampling)
         self.ids = configuration.state.value(for: "tracing|ids") { TraceIDGenerator() }
         let settings = configuration.exporter
+        // Made before: the state registry is locked while `make` runs.
+        let metrics = GatewayMetrics.of(configuration.state)
         // One exporter per gateway and settings: a reload that keeps them keeps its queue.
         self.backend = configuration.state.value(for: "tracing|backend|\(settings.tracesURL)|\(settings.serviceName)|\(settings.headers.sorted { $0.key < $1.key })|\(settings.batchDelay)|\(settings.maxQueue)|\(settings.maxBatch)|\(settings.timeout)") { () -> BackendSlot in
             do {
-                return BackendSlot(try TracingBackend(settings: settings))
+                let backend = try TracingBackend(settings: settings)
+                metrics.addCollector { [weak backend] in
+                    guard let backend else { return [] }
+                    return [GatewayMetrics.Sample(name: "tollgate_trace_requests_dropped_total",
+                                                  help: "Sampled requests whose spans were dropped (the telemetry thread fell behind)",
+                                                  labels: [], value: Double(backend.droppedRequests.load(ordering: .relaxed)), type: "counter")]
+                }
+                return BackendSlot(backend)
             } catch {
                 Self.logger.error("trace exporter not started", metadata: ["error": "\(error)"])
                 return BackendSlot(nil)
@@ -123,9 +132,10 @@ public struct OpenTelemetryPlugin: GatewayPlugin, RequestTracer {
         let finished = FinishedRequest(context: context, summary: summary,
                                        timings: configuration.slowPluginNanos == nil ? nil : context.pluginTimings)
         let threshold = configuration.slowPluginNanos
-        BackgroundWorker.telemetry.submit {
+        let accepted = BackgroundWorker.telemetry.submit(ifFewerThan: backend.settings.maxQueue) {
             Self.finish(span, finished, backend: backend, slowPluginNanos: threshold)
         }
+        if !accepted { backend.droppedRequests.add(1, ordering: .relaxed) }
     }
 
     /// A sampled request's facts, for its spans.
