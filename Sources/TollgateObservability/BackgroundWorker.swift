@@ -58,18 +58,10 @@ public final class BackgroundWorker: Sendable {
         queue.wakeup.signal()
     }
 
-    /// Runs `job` on the worker unless `limit` jobs are already waiting; false when it was refused
-    /// (for work that may be dropped and counted, such as sampled spans, so that a worker that falls
-    /// behind never holds an unbounded queue).
-    public func submit(ifFewerThan limit: Int, _ job: @escaping @Sendable () -> Void) -> Bool {
-        let accepted = queue.jobs.withLock { jobs -> Bool in
-            guard jobs.count < limit else { return false }
-            jobs.append(job)
-            return true
-        }
-        if accepted { queue.wakeup.signal() }
-        return accepted
-    }
+    /// Jobs submitted and not yet taken by the worker: how far behind it is. Work that may be skipped
+    /// (tracing a sampled request) is not started while this is high, so a worker that cannot keep
+    /// up never holds an unbounded queue.
+    public var waitingJobs: Int { queue.jobs.withLock { $0.count } }
 
     /// Waits until every job submitted so far has run (tests, shutdown).
     public func sync() {

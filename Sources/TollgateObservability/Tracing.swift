@@ -100,6 +100,11 @@ public final class TracingBackend: Sendable {
         public var maxQueue = 2_048
         public var maxBatch = 512
         public var timeout: Duration = .seconds(10)
+        /// The most sampled requests given spans per second, by the whole process. A sampled request
+        /// costs the telemetry thread about 80 µs in swift-otel (finishing, batching, protobuf), so
+        /// 1 000 a second is about 8% of a core; beyond what the thread can do, swift-otel's queues
+        /// would grow without bound.
+        public var maxTracesPerSecond = 1_000
 
         public init(endpoint: String) { self.endpoint = endpoint }
 
@@ -110,9 +115,11 @@ public final class TracingBackend: Sendable {
 
     public let settings: Settings
     public let tracer: any Tracer
-    /// Sampled requests whose spans were dropped: more than `maxQueue` jobs waited for the telemetry
-    /// thread (which fell behind).
+    /// Sampled requests that got no spans: more than `maxQueue` jobs waited for the telemetry thread
+    /// (which fell behind).
     public let droppedRequests = Atomic<Int>(0)
+    /// This second's admissions: the second (monotonic) in the high 32 bits, the count in the low.
+    private let window = Atomic<UInt64>(0)
     private let task: Task<Void, Never>
     private static let logger = Logger(label: "tollgate.tracing")
 
@@ -146,6 +153,35 @@ public final class TracingBackend: Sendable {
     }
 
     deinit { task.cancel() }
+
+    /// Whether a sampled request may have spans now: not beyond `maxTracesPerSecond` in this second,
+    /// nor while more than `maxQueue` jobs wait for the telemetry thread. A span once started is kept
+    /// by swift-otel until it ends, and its end, its export and the request's child spans all take
+    /// turns on that thread, so spans are refused before they start (and counted), never dropped
+    /// half-way. The request's trace context is propagated as sampled either way.
+    public func admitsSpans(nowNanos: UInt64 = MonotonicClock.nanoseconds()) -> Bool {
+        if withinRate(second: nowNanos / 1_000_000_000), BackgroundWorker.telemetry.waitingJobs < settings.maxQueue { return true }
+        droppedRequests.add(1, ordering: .relaxed)
+        return false
+    }
+
+    private func withinRate(second: UInt64) -> Bool {
+        let limit = UInt64(settings.maxTracesPerSecond)
+        var current = window.load(ordering: .relaxed)
+        while true {
+            let next: UInt64
+            if current >> 32 != second & 0xFFFF_FFFF {
+                next = (second & 0xFFFF_FFFF) << 32 | 1
+            } else if current & 0xFFFF_FFFF < limit {
+                next = current &+ 1
+            } else {
+                return false
+            }
+            let (exchanged, original) = window.compareExchange(expected: current, desired: next, ordering: .relaxed)
+            if exchanged { return true }
+            current = original
+        }
+    }
 
     /// Starts the server span of a sampled request (a child of the caller's, when it sent one).
     public func startRequestSpan(name: String, traceparent: String?, tracestate: String?, startNanosSinceEpoch: UInt64) -> any Span {

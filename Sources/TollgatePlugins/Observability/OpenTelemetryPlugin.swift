@@ -36,7 +36,7 @@ public struct OpenTelemetryPlugin: GatewayPlugin, RequestTracer {
 
         public init(from config: ConfigNode) {
             config.expectMapping(keys: ["endpoint", "sampling", "service_name", "headers", "batch_delay", "max_queue",
-                                        "max_batch", "timeout", "slow_plugin", "propagate"])
+                                        "max_batch", "timeout", "slow_plugin", "propagate", "max_traces_per_second"])
             state = config.diagnostics.state
             if let endpoint = config["endpoint"].string() {
                 if endpoint.hasPrefix("http://") || endpoint.hasPrefix("https://") {
@@ -58,6 +58,7 @@ public struct OpenTelemetryPlugin: GatewayPlugin, RequestTracer {
             if let delay = config["batch_delay"].duration() { exporter.batchDelay = delay }
             if let value = config["max_queue"].int(range: 1...1_000_000) { exporter.maxQueue = value }
             if let value = config["max_batch"].int(range: 1...100_000) { exporter.maxBatch = value }
+            if let value = config["max_traces_per_second"].int(range: 1...1_000_000) { exporter.maxTracesPerSecond = value }
             if let value = config["timeout"].duration() { exporter.timeout = value }
             if exporter.maxBatch > exporter.maxQueue { config["max_batch"].error("must not exceed max_queue (\(exporter.maxQueue))") }
             let slow = config["slow_plugin"]
@@ -82,13 +83,13 @@ public struct OpenTelemetryPlugin: GatewayPlugin, RequestTracer {
         // Made before: the state registry is locked while `make` runs.
         let metrics = GatewayMetrics.of(configuration.state)
         // One exporter per gateway and settings: a reload that keeps them keeps its queue.
-        self.backend = configuration.state.value(for: "tracing|backend|\(settings.tracesURL)|\(settings.serviceName)|\(settings.headers.sorted { $0.key < $1.key })|\(settings.batchDelay)|\(settings.maxQueue)|\(settings.maxBatch)|\(settings.timeout)") { () -> BackendSlot in
+        self.backend = configuration.state.value(for: "tracing|backend|\(settings.tracesURL)|\(settings.serviceName)|\(settings.headers.sorted { $0.key < $1.key })|\(settings.batchDelay)|\(settings.maxQueue)|\(settings.maxBatch)|\(settings.timeout)|\(settings.maxTracesPerSecond)") { () -> BackendSlot in
             do {
                 let backend = try TracingBackend(settings: settings)
                 metrics.addCollector { [weak backend] in
                     guard let backend else { return [] }
                     return [GatewayMetrics.Sample(name: "tollgate_trace_requests_dropped_total",
-                                                  help: "Sampled requests whose spans were dropped (the telemetry thread fell behind)",
+                                                  help: "Sampled requests that got no spans (the telemetry thread fell behind)",
                                                   labels: [], value: Double(backend.droppedRequests.load(ordering: .relaxed)), type: "counter")]
                 }
                 return BackendSlot(backend)
@@ -108,7 +109,7 @@ public struct OpenTelemetryPlugin: GatewayPlugin, RequestTracer {
                                  spanID: ids.next(), parentSpanID: parent?.parentID ?? 0, sampled: false, traceState: state)
         trace.sampled = parent?.sampled ?? sampler.samples(traceIDLow: trace.traceIDLow)
         trace.propagate = configuration.propagate
-        if trace.sampled, let backend {
+        if trace.sampled, let backend, backend.admitsSpans() {
             // Only sampled requests reach the exporter: their span is made now, so the upstream's
             // parent id is the span's own.
             let startWall = WallClock.nanoseconds() &- (MonotonicClock.nanoseconds() &- context.startNanos)
@@ -132,10 +133,11 @@ public struct OpenTelemetryPlugin: GatewayPlugin, RequestTracer {
         let finished = FinishedRequest(context: context, summary: summary,
                                        timings: configuration.slowPluginNanos == nil ? nil : context.pluginTimings)
         let threshold = configuration.slowPluginNanos
-        let accepted = BackgroundWorker.telemetry.submit(ifFewerThan: backend.settings.maxQueue) {
+        // Always finished: a started span stays in swift-otel's tracer until it ends (`begin` is
+        // where a backlog refuses spans).
+        BackgroundWorker.telemetry.submit {
             Self.finish(span, finished, backend: backend, slowPluginNanos: threshold)
         }
-        if !accepted { backend.droppedRequests.add(1, ordering: .relaxed) }
     }
 
     /// A sampled request's facts, for its spans.
