@@ -100,10 +100,10 @@ public final class TracingBackend: Sendable {
         public var maxQueue = 2_048
         public var maxBatch = 512
         public var timeout: Duration = .seconds(10)
-        /// The most sampled requests given spans per second, by the whole process. A sampled request
-        /// costs the telemetry thread about 80 µs in swift-otel (finishing, batching, protobuf), so
-        /// 1 000 a second is about 8% of a core; beyond what the thread can do, swift-otel's queues
-        /// would grow without bound.
+        /// The most sampled requests given spans per second, by all routes using this exporter. A
+        /// sampled request costs the telemetry thread about 80 µs in swift-otel (finishing, batching,
+        /// protobuf), so 1 000 a second is about 8% of a core; beyond what the thread can do,
+        /// swift-otel's queues would grow without bound.
         public var maxTracesPerSecond = 1_000
 
         public init(endpoint: String) { self.endpoint = endpoint }
@@ -115,8 +115,8 @@ public final class TracingBackend: Sendable {
 
     public let settings: Settings
     public let tracer: any Tracer
-    /// Sampled requests that got no spans: more than `maxQueue` jobs waited for the telemetry thread
-    /// (which fell behind).
+    /// Sampled requests that got no spans: over `maxTracesPerSecond`, or more than `maxQueue` jobs
+    /// waiting for the telemetry thread (which fell behind).
     public let droppedRequests = Atomic<Int>(0)
     /// This second's admissions: the second (monotonic) in the high 32 bits, the count in the low.
     private let window = Atomic<UInt64>(0)

@@ -89,7 +89,7 @@ public struct OpenTelemetryPlugin: GatewayPlugin, RequestTracer {
                 metrics.addCollector { [weak backend] in
                     guard let backend else { return [] }
                     return [GatewayMetrics.Sample(name: "tollgate_trace_requests_dropped_total",
-                                                  help: "Sampled requests that got no spans (the telemetry thread fell behind)",
+                                                  help: "Sampled requests that got no spans (over max_traces_per_second, or the telemetry thread behind)",
                                                   labels: [], value: Double(backend.droppedRequests.load(ordering: .relaxed)), type: "counter")]
                 }
                 return BackendSlot(backend)
