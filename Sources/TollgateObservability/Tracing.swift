@@ -160,18 +160,20 @@ public final class TracingBackend: Sendable {
     /// turns on that thread, so spans are refused before they start (and counted), never dropped
     /// half-way. The request's trace context is propagated as sampled either way.
     public func admitsSpans(nowNanos: UInt64 = MonotonicClock.nanoseconds()) -> Bool {
-        if withinRate(second: nowNanos / 1_000_000_000), BackgroundWorker.telemetry.waitingJobs < settings.maxQueue { return true }
+        // The backlog first: a request it refuses does not use up this second's budget.
+        if BackgroundWorker.telemetry.waitingJobs < settings.maxQueue, withinRate(second: nowNanos / 1_000_000_000) { return true }
         droppedRequests.add(1, ordering: .relaxed)
         return false
     }
 
     private func withinRate(second: UInt64) -> Bool {
         let limit = UInt64(settings.maxTracesPerSecond)
+        let stamp = second & 0xFFFF_FFFF
         var current = window.load(ordering: .relaxed)
         while true {
             let next: UInt64
-            if current >> 32 != second & 0xFFFF_FFFF {
-                next = (second & 0xFFFF_FFFF) << 32 | 1
+            if current >> 32 != stamp {
+                next = stamp << 32 | 1
             } else if current & 0xFFFF_FFFF < limit {
                 next = current &+ 1
             } else {
