@@ -88,22 +88,30 @@ public struct SpanInstant: TracerInstant {
     public static func < (a: SpanInstant, b: SpanInstant) -> Bool { a.nanosecondsSinceEpoch < b.nanosecondsSinceEpoch }
 }
 
-/// The OTLP/HTTP exporter of one gateway (swift-otel): a tracer, and its batch processor running in
-/// a task of its own. Spans are made only for sampled requests.
+/// The OTLP/HTTP exporter of one gateway. Spans are made only for sampled requests, by one of two
+/// engines: Tollgate's own (the default), which encodes a request's spans on its event loop in a few
+/// thousand instructions and sends them in batches from the telemetry thread, or swift-otel's tracer
+/// (through swift-distributed-tracing), whose spans cost about 300 000 instructions each on that thread.
 public final class TracingBackend: Sendable {
+    public enum Engine: String, Sendable, CaseIterable {
+        case tollgate
+        case swiftOTel = "swift-otel"
+    }
+
     public struct Settings: Sendable, Equatable {
         /// The collector's base URL (`http://127.0.0.1:4318`); spans go to `/v1/traces` under it.
         public var endpoint: String
+        public var engine = Engine.tollgate
         public var serviceName = "tollgate"
         public var headers: [String: String] = [:]
         public var batchDelay: Duration = .seconds(1)
         public var maxQueue = 2_048
         public var maxBatch = 512
         public var timeout: Duration = .seconds(10)
-        /// The most sampled requests given spans per second, by all routes using this exporter. A
-        /// sampled request costs the telemetry thread about 80 µs in swift-otel (finishing, batching,
-        /// protobuf), so 1 000 a second is about 8% of a core; beyond what the thread can do,
-        /// swift-otel's queues would grow without bound.
+        /// The most sampled requests given spans per second, by all routes using this exporter. With
+        /// swift-otel a sampled request costs the telemetry thread about 80 µs (finishing, batching,
+        /// protobuf), so 1 000 a second is about 8% of a core, and beyond what the thread can do its
+        /// queues would grow without bound; Tollgate's engine spends a few µs on the event loop.
         public var maxTracesPerSecond = 1_000
 
         public init(endpoint: String) { self.endpoint = endpoint }
@@ -114,17 +122,27 @@ public final class TracingBackend: Sendable {
     }
 
     public let settings: Settings
-    public let tracer: any Tracer
-    /// Sampled requests that got no spans: over `maxTracesPerSecond`, or more than `maxQueue` jobs
-    /// waiting for the telemetry thread (which fell behind).
+    /// swift-otel's tracer (the `swift-otel` engine).
+    public let tracer: (any Tracer)?
+    /// Tollgate's exporter (the `tollgate` engine).
+    public let exporter: OTLPTraceExporter?
+    /// Sampled requests that got no spans: over `maxTracesPerSecond`, or no room to queue them (for
+    /// swift-otel, more than `maxQueue` jobs waiting for the telemetry thread).
     public let droppedRequests = Atomic<Int>(0)
     /// This second's admissions: the second (monotonic) in the high 32 bits, the count in the low.
     private let window = Atomic<UInt64>(0)
-    private let task: Task<Void, Never>
+    private let task: Task<Void, Never>?
     private static let logger = Logger(label: "tollgate.tracing")
 
     public init(settings: Settings) throws {
         self.settings = settings
+        guard settings.engine == .swiftOTel else {
+            tracer = nil
+            exporter = OTLPTraceExporter(settings: settings)
+            task = nil
+            return
+        }
+        exporter = nil
         var configuration = OTel.Configuration.default
         configuration.serviceName = settings.serviceName
         configuration.diagnosticLogger = .custom(Logger(label: "tollgate.otel"))
@@ -152,16 +170,21 @@ public final class TracingBackend: Sendable {
         }
     }
 
-    deinit { task.cancel() }
+    deinit { task?.cancel() }
+
+    /// Sampled requests without spans, for whatever reason (admission, a full queue, a failed batch).
+    public var droppedRequestsTotal: Int { droppedRequests.load(ordering: .relaxed) + (exporter?.droppedRequests ?? 0) }
 
     /// Whether a sampled request may have spans now: not beyond `maxTracesPerSecond` in this second,
-    /// nor while more than `maxQueue` jobs wait for the telemetry thread. A span once started is kept
+    /// nor while the exporter's queue is full (for swift-otel: while more than `maxQueue` jobs wait for
+    /// the telemetry thread). A swift-otel span once started is kept
     /// by swift-otel until it ends, and its end, its export and the request's child spans all take
     /// turns on that thread, so spans are refused before they start (and counted), never dropped
     /// half-way. The request's trace context is propagated as sampled either way.
     public func admitsSpans(nowNanos: UInt64 = MonotonicClock.nanoseconds()) -> Bool {
         // The backlog first: a request it refuses does not use up this second's budget.
-        if BackgroundWorker.telemetry.waitingJobs < settings.maxQueue, withinRate(second: nowNanos / 1_000_000_000) { return true }
+        let room = exporter?.hasRoom ?? (BackgroundWorker.telemetry.waitingJobs < settings.maxQueue)
+        if room, withinRate(second: nowNanos / 1_000_000_000) { return true }
         droppedRequests.add(1, ordering: .relaxed)
         return false
     }
@@ -185,27 +208,30 @@ public final class TracingBackend: Sendable {
         }
     }
 
+    /// swift-otel's tracer (a no-op one for the `tollgate` engine, which starts no span objects).
+    private var otelTracer: any Tracer { tracer ?? NoOpTracer() }
+
     /// Starts the server span of a sampled request (a child of the caller's, when it sent one).
     public func startRequestSpan(name: String, traceparent: String?, tracestate: String?, startNanosSinceEpoch: UInt64) -> any Span {
         var context = ServiceContext.topLevel
         if let traceparent {
             var carrier = ["traceparent": traceparent]
             if let tracestate { carrier["tracestate"] = tracestate }
-            tracer.extract(carrier, into: &context, using: DictionaryCarrier())
+            otelTracer.extract(carrier, into: &context, using: DictionaryCarrier())
         }
-        return tracer.startSpan(name, context: context, ofKind: .server,
+        return otelTracer.startSpan(name, context: context, ofKind: .server,
                                 at: SpanInstant(nanosecondsSinceEpoch: startNanosSinceEpoch))
     }
 
     /// The `traceparent` (and `tracestate`) naming `span` as the parent.
     public func headers(for span: any Span) -> [String: String] {
         var carrier: [String: String] = [:]
-        tracer.inject(span.context, into: &carrier, using: DictionaryCarrier())
+        otelTracer.inject(span.context, into: &carrier, using: DictionaryCarrier())
         return carrier
     }
 
     public func startChild(of span: any Span, name: String, kind: SpanKind, startNanosSinceEpoch: UInt64) -> any Span {
-        tracer.startSpan(name, context: span.context, ofKind: kind, at: SpanInstant(nanosecondsSinceEpoch: startNanosSinceEpoch))
+        otelTracer.startSpan(name, context: span.context, ofKind: kind, at: SpanInstant(nanosecondsSinceEpoch: startNanosSinceEpoch))
     }
 }
 

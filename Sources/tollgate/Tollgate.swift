@@ -59,6 +59,7 @@ struct Run: AsyncParsableCommand {
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger))
         try await group.run()
+        await OpenTelemetryPlugin.flushExporters()    // the spans still queued (at most 2 s)
         await BackgroundWorker.telemetry.drained()   // the last log lines and access-log writes
     }
 }

@@ -6,13 +6,13 @@ import TollgateObservability
 import TollgateTesting
 
 @Suite struct OpenTelemetryPluginTests {
-    /// While more than `max_queue` jobs wait for the telemetry thread, sampled requests get no spans
+    /// swift-otel's engine: while more than `max_queue` jobs wait for the telemetry thread, sampled requests get no spans
     /// (counted), so nothing piles up in the exporter; their trace context is still propagated as
     /// sampled. Once the thread catches up, spans are made again.
     @Test func aBackloggedTelemetryThreadRefusesSpansAndCountsThem() throws {
         let closed = ClosedPort()
         let tracing = try plugin(OpenTelemetryPlugin.self, """
-            {endpoint: "http://127.0.0.1:\(closed.port)", sampling: 1, max_queue: 200, max_batch: 1, service_name: backlog-test}
+            {endpoint: "http://127.0.0.1:\(closed.port)", engine: swift-otel, sampling: 1, max_queue: 200, max_batch: 1, service_name: backlog-test}
             """)
         let backend = try #require(tracing.backend)
         let summary = RequestSummary(status: 200, bytesReceived: 0, bytesSent: 0, startNanos: 0, endNanos: 0, upstream: nil, errorReason: nil)
@@ -61,5 +61,65 @@ import TollgateTesting
         #expect(backend.admitsSpans(nowNanos: 8 * second))
         #expect(backend.admitsSpans(nowNanos: 8 * second + second - 1))
         #expect(backend.droppedRequests.load(ordering: .relaxed) == 2)
+    }
+
+    /// Tollgate's engine writes a sampled request's spans when it ends and queues them for the
+    /// exporter; once `max_queue` spans wait (the collector down, say), further sampled requests get
+    /// none, and are counted. Their trace context stays sampled.
+    @Test func theBuiltInEngineQueuesSpansUpToMaxQueue() throws {
+        let closed = ClosedPort()
+        let tracing = try plugin(OpenTelemetryPlugin.self, """
+            {endpoint: "http://127.0.0.1:\(closed.port)", sampling: 1, max_queue: 4, max_batch: 4, batch_delay: 1h, service_name: queue-test}
+            """)
+        let backend = try #require(tracing.backend)
+        let exporter = try #require(backend.exporter)
+        #expect(backend.tracer == nil)
+        let attempt = UpstreamAttempt(target: "127.0.0.1:9", startNanos: 10, endNanos: 20, status: 200, error: nil)
+        let summary = RequestSummary(status: 200, bytesReceived: 0, bytesSent: 0, startNanos: 0, endNanos: 30, upstream: nil,
+                                     errorReason: nil, attempts: [attempt])
+        var recorded = 0
+        for _ in 0..<4 {
+            var context = RequestContext(requestID: "r", clientIP: "192.0.2.1")
+            tracing.begin(traceparent: nil, tracestate: nil, context: &context)
+            #expect(context.trace?.sampled == true)
+            if context.trace?.span != nil { recorded += 1 }
+            tracing.onLog(context: context, summary: summary)   // a server span and a client span each
+        }
+        #expect(recorded == 2)
+        #expect(exporter.hasRoom == false)
+        #expect(backend.droppedRequestsTotal == 2)
+        // A request admitted while there was room, whose spans then do not fit, is counted too.
+        let full = OTLPSpanWriter.sample(spans: 1)
+        #expect(exporter.enqueue(full) == false)
+        #expect(backend.droppedRequestsTotal == 3)
+    }
+
+    /// A collector that cannot be reached: the batch is tried again with backoff, then dropped and
+    /// counted; the queue is empty again.
+    @Test func aBatchTheCollectorNeverTakesIsDroppedAndCounted() async throws {
+        let closed = ClosedPort()
+        var settings = TracingBackend.Settings(endpoint: "http://127.0.0.1:\(closed.port)")
+        settings.batchDelay = .milliseconds(10)
+        settings.timeout = .milliseconds(500)
+        settings.maxQueue = 3
+        let exporter = OTLPTraceExporter(settings: settings)
+        #expect(exporter.enqueue(OTLPSpanWriter.sample(spans: 3)))
+        #expect(exporter.hasRoom == false)
+        let deadline = ContinuousClock.now + .seconds(15)
+        while exporter.droppedRequests == 0, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(exporter.droppedRequests == 1)
+        #expect(exporter.exportedSpans == 0)
+        #expect(exporter.hasRoom)
+    }
+}
+
+extension OTLPSpanWriter {
+    static func sample(spans: Int) -> OTLPSpanWriter {
+        var writer = OTLPSpanWriter()
+        for index in 0..<spans {
+            writer.span(traceIDHigh: 1, traceIDLow: 2, spanID: UInt64(index + 1), parentID: 0, traceState: nil, name: "s", kind: .server,
+                        startNanos: 1, endNanos: 2, attributes: [], error: false)
+        }
+        return writer
     }
 }

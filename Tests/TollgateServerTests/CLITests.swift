@@ -103,6 +103,46 @@ import TollgateTesting
         try await group.shutdownGracefully()
     }
 
+    /// With Tollgate's trace engine, spans still queued at SIGTERM (here `batch_delay` is an hour) are
+    /// sent before the process exits.
+    @Test func sigtermSendsTheQueuedSpans() async throws {
+        try #require(FileManager.default.fileExists(atPath: Self.binary.path), "build the tollgate product first")
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let upstream = try await StubUpstream(group: group)
+        let collector = try await StubUpstream(group: group) { _ in StubResponse(headers: ["content-type": "application/x-protobuf"], body: .bytes("")) }
+        let port = try freePort()
+        let path = NSTemporaryDirectory() + "tollgate-cli-spans-\(UUID()).yaml"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try """
+            listen: [{address: "127.0.0.1:\(port)"}]
+            server: {threads: 1, drain_timeout: 5s}
+            services: {api: {targets: [{url: "\(upstream.url)"}]}}
+            routes: [{match: {paths: ["/*"]}, service: api}]
+            plugins: [{name: opentelemetry, config: {endpoint: "\(collector.url)", sampling: 1, batch_delay: 1h}}]
+            """.write(toFile: path, atomically: true, encoding: .utf8)
+        let process = try ChildProcess(Self.binary.path, ["run", "--config", path, "--log-level", "error"], stdout: .inherit, stderr: .inherit)
+        defer { if process.isRunning { process.terminate() } }
+        var served = false
+        for _ in 0..<100 where !served {
+            let response = try? await RawClient.exchange("GET /a HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                                                          port: port, group: group, timeout: .seconds(2))
+            served = response?.status == 200
+            if !served { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        #expect(served)
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(collector.requests.isEmpty)   // still queued
+        process.signal(SIGTERM)
+        #expect(await process.exit(within: .seconds(5)))
+        #expect(process.terminationStatus == 0)
+        let exports = collector.requests.filter { $0.head.uri == "/v1/traces" && $0.head.method == .POST }
+        #expect(exports.count == 1)
+        #expect((exports.first?.body.readableBytes ?? 0) > 100)
+        try await collector.close()
+        try await upstream.close()
+        try await group.shutdownGracefully()
+    }
+
     /// The real process: SIGUSR1 reopens a rotated access log, SIGTERM writes what was still batched,
     /// and the application log is JSON lines on stderr, the trace exporter's included.
     @Test func sigusr1ReopensTheAccessLogAndTheAppLogIsJSON() async throws {
@@ -125,7 +165,7 @@ import TollgateTesting
             routes: [{match: {paths: ["/*"]}, service: api}]
             plugins:
               - {name: access-log, config: {format: combined, sink: {file: "\(log)"}}}
-              - {name: opentelemetry, config: {endpoint: "http://127.0.0.1:\(collector.port)", sampling: 1, batch_delay: 50ms, timeout: 1s}}
+              - {name: opentelemetry, config: {endpoint: "http://127.0.0.1:\(collector.port)", engine: swift-otel, sampling: 1, batch_delay: 50ms, timeout: 1s}}
             """.write(toFile: directory + "/tollgate.yaml", atomically: true, encoding: .utf8)
         // A file, not a pipe: read while the process runs and after, nothing to drain.
         let stderrPath = directory + "/stderr.log"

@@ -35,7 +35,7 @@ public struct OpenTelemetryPlugin: GatewayPlugin, RequestTracer {
         public var state = PluginStateRegistry.shared
 
         public init(from config: ConfigNode) {
-            config.expectMapping(keys: ["endpoint", "sampling", "service_name", "headers", "batch_delay", "max_queue",
+            config.expectMapping(keys: ["endpoint", "engine", "sampling", "service_name", "headers", "batch_delay", "max_queue",
                                         "max_batch", "timeout", "slow_plugin", "propagate", "max_traces_per_second"])
             state = config.diagnostics.state
             if let endpoint = config["endpoint"].string() {
@@ -43,6 +43,11 @@ public struct OpenTelemetryPlugin: GatewayPlugin, RequestTracer {
                     exporter.endpoint = endpoint
                 } else {
                     config["endpoint"].error("expected an http:// or https:// URL of an OTLP/HTTP collector")
+                }
+            }
+            if let text = config["engine"].string() {
+                if let engine = TracingBackend.Engine(rawValue: text) { exporter.engine = engine } else {
+                    config["engine"].error("expected tollgate or swift-otel")
                 }
             }
             if let text = config["sampling"].string() {
@@ -83,14 +88,19 @@ public struct OpenTelemetryPlugin: GatewayPlugin, RequestTracer {
         // Made before: the state registry is locked while `make` runs.
         let metrics = GatewayMetrics.of(configuration.state)
         // One exporter per gateway and settings: a reload that keeps them keeps its queue.
-        self.backend = configuration.state.value(for: "tracing|backend|\(settings.tracesURL)|\(settings.serviceName)|\(settings.headers.sorted { $0.key < $1.key })|\(settings.batchDelay)|\(settings.maxQueue)|\(settings.maxBatch)|\(settings.timeout)|\(settings.maxTracesPerSecond)") { () -> BackendSlot in
+        self.backend = configuration.state.value(for: "tracing|backend|\(settings.engine)|\(settings.tracesURL)|\(settings.serviceName)|\(settings.headers.sorted { $0.key < $1.key })|\(settings.batchDelay)|\(settings.maxQueue)|\(settings.maxBatch)|\(settings.timeout)|\(settings.maxTracesPerSecond)") { () -> BackendSlot in
             do {
                 let backend = try TracingBackend(settings: settings)
                 metrics.addCollector { [weak backend] in
                     guard let backend else { return [] }
-                    return [GatewayMetrics.Sample(name: "tollgate_trace_requests_dropped_total",
-                                                  help: "Sampled requests that got no spans (over max_traces_per_second, or the telemetry thread behind)",
-                                                  labels: [], value: Double(backend.droppedRequests.load(ordering: .relaxed)), type: "counter")]
+                    var samples = [GatewayMetrics.Sample(name: "tollgate_trace_requests_dropped_total",
+                                                         help: "Sampled requests whose spans were not exported (over max_traces_per_second, the queue full, or a batch that failed for good)",
+                                                         labels: [], value: Double(backend.droppedRequestsTotal), type: "counter")]
+                    if let exporter = backend.exporter {
+                        samples.append(GatewayMetrics.Sample(name: "tollgate_trace_spans_exported_total", help: "Spans the collector accepted",
+                                                             labels: [], value: Double(exporter.exportedSpans), type: "counter"))
+                    }
+                    return samples
                 }
                 return BackendSlot(backend)
             } catch {
@@ -109,7 +119,10 @@ public struct OpenTelemetryPlugin: GatewayPlugin, RequestTracer {
                                  spanID: ids.next(), parentSpanID: parent?.parentID ?? 0, sampled: false, traceState: state)
         trace.sampled = parent?.sampled ?? sampler.samples(traceIDLow: trace.traceIDLow)
         trace.propagate = configuration.propagate
-        if trace.sampled, let backend, backend.admitsSpans() {
+        if trace.sampled, let backend, backend.exporter != nil {
+            // Tollgate's engine: nothing to start; the spans are written when the request ends.
+            if backend.admitsSpans() { trace.span = RecordedSpans.marker }
+        } else if trace.sampled, let backend, backend.admitsSpans() {
             // Only sampled requests reach the exporter: their span is made now, so the upstream's
             // parent id is the span's own.
             let startWall = WallClock.nanoseconds() &- (MonotonicClock.nanoseconds() &- context.startNanos)
@@ -128,11 +141,19 @@ public struct OpenTelemetryPlugin: GatewayPlugin, RequestTracer {
     }
 
     public func onLog(context: RequestContext, summary: RequestSummary) {
-        guard let trace = context.trace, trace.sampled, let span = trace.span as? any Span, let backend else { return }
-        // What the spans need, taken now; they are finished on the telemetry thread, off the loop.
+        guard let trace = context.trace, trace.sampled, let recorded = trace.span, let backend else { return }
         let finished = FinishedRequest(context: context, summary: summary,
                                        timings: configuration.slowPluginNanos == nil ? nil : context.pluginTimings)
         let threshold = configuration.slowPluginNanos
+        if let exporter = backend.exporter {
+            // Encoded here, on the event loop (a few µs); sent in batches from the telemetry thread.
+            var spans = OTLPSpanWriter()
+            Self.write(finished, trace: trace, ids: ids, slowPluginNanos: threshold, into: &spans)
+            exporter.enqueue(spans)
+            return
+        }
+        guard let span = recorded as? any Span else { return }
+        // What the spans need was taken above; swift-otel's spans are finished on the telemetry thread.
         // Always finished: a started span stays in swift-otel's tracer until it ends (`begin` is
         // where a backlog refuses spans).
         BackgroundWorker.telemetry.submit {
@@ -174,35 +195,17 @@ public struct OpenTelemetryPlugin: GatewayPlugin, RequestTracer {
     static func finish(_ span: any Span, _ r: FinishedRequest, backend: TracingBackend, slowPluginNanos: UInt64?) {
         // Monotonic times become wall-clock ones through one common offset.
         let offset = WallClock.nanoseconds() &- MonotonicClock.nanoseconds()
-        span.operationName = "\(r.method) \(r.route)"
+        span.operationName = r.spanName
         // Attributes are built here and given to each span in one assignment: a span's attributes sit
         // behind a lock, and setting them one by one copies the whole set each time.
-        var attributes: [String: SpanAttribute] = Dictionary(minimumCapacity: 16)
-        attributes["http.request.method"] = .string(r.method)
-        attributes["url.path"] = .string(r.path)
-        if let query = r.query { attributes["url.query"] = .string(query) }
-        attributes["http.response.status_code"] = .int64(Int64(r.status))
-        attributes["http.route"] = .string(r.route)
-        if let host = r.host { attributes["server.address"] = .string(host) }
-        attributes["client.address"] = .string(r.clientIP)
-        attributes["network.protocol.version"] = .string(r.httpVersion)
-        if let agent = r.userAgent { attributes["user_agent.original"] = .string(agent) }
-        attributes["tollgate.request_id"] = .string(r.requestID)
-        if let service = r.service { attributes["tollgate.service"] = .string(service) }
-        if let consumer = r.consumer { attributes["tollgate.consumer"] = .string(consumer) }
-        if let outcome = r.rateLimit { attributes["tollgate.rate_limit"] = .string(outcome) }
-        span.attributes = SpanAttributes(attributes)
-        if r.status >= 500 || r.status == 499 {
+        span.attributes = Self.spanAttributes(r.attributes)
+        if r.failed {
             span.setStatus(SpanStatus(code: .error, message: r.error))
         }
         for (index, attempt) in r.attempts.enumerated() {
             let child = backend.startChild(of: span, name: "upstream \(attempt.target)", kind: .client,
                                            startNanosSinceEpoch: attempt.startNanos &+ offset)
-            var childAttributes: [String: SpanAttribute] = ["server.address": .string(attempt.target),
-                                                            "tollgate.attempt": .int64(Int64(index + 1))]
-            if attempt.status > 0 { childAttributes["http.response.status_code"] = .int64(Int64(attempt.status)) }
-            if let error = attempt.error { childAttributes["error.type"] = .string(error) }
-            child.attributes = SpanAttributes(childAttributes)
+            child.attributes = Self.spanAttributes(FinishedRequest.attributes(of: attempt, number: index + 1))
             if let error = attempt.error {
                 child.setStatus(SpanStatus(code: .error, message: error))
             } else if attempt.status >= 500 {
@@ -225,6 +228,98 @@ public struct OpenTelemetryPlugin: GatewayPlugin, RequestTracer {
         }
         span.end(at: SpanInstant(nanosecondsSinceEpoch: r.endNanos &+ offset))
     }
+}
+
+extension OpenTelemetryPlugin {
+    /// Sends the spans still queued by the gateway's exporters (graceful shutdown), waiting at most
+    /// `limit`: one try each, no retries.
+    public static func flushExporters(state: PluginStateRegistry = .shared, within limit: Duration = .seconds(2)) async {
+        let exporters = state.all(BackendSlot.self).compactMap { $0.backend?.exporter }
+        guard !exporters.isEmpty else { return }
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for exporter in exporters { await exporter.flush() }
+            }
+            group.addTask { try? await Task.sleep(for: limit) }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    static func spanAttributes(_ list: [(String, OTLPSpanWriter.Value)]) -> SpanAttributes {
+        var attributes: [String: SpanAttribute] = Dictionary(minimumCapacity: list.count)
+        for (key, value) in list {
+            switch value {
+            case .string(let text): attributes[key] = .string(text)
+            case .int(let number): attributes[key] = .int64(number)
+            }
+        }
+        return SpanAttributes(attributes)
+    }
+
+    /// A sampled request's spans for Tollgate's engine: the server span (the id the upstream saw as
+    /// its parent), a client span per upstream attempt and a span per plugin slower than the threshold.
+    static func write(_ r: FinishedRequest, trace: TraceContext, ids: TraceIDGenerator, slowPluginNanos: UInt64?,
+                      into spans: inout OTLPSpanWriter) {
+        let offset = WallClock.nanoseconds() &- MonotonicClock.nanoseconds()
+        spans.span(traceIDHigh: trace.traceIDHigh, traceIDLow: trace.traceIDLow, spanID: trace.spanID, parentID: trace.parentSpanID,
+                   traceState: trace.traceState, name: r.spanName, kind: .server, startNanos: r.startNanos &+ offset,
+                   endNanos: r.endNanos &+ offset, attributes: r.attributes, error: r.failed, statusMessage: r.error)
+        for (index, attempt) in r.attempts.enumerated() {
+            spans.span(traceIDHigh: trace.traceIDHigh, traceIDLow: trace.traceIDLow, spanID: ids.next(), parentID: trace.spanID,
+                       traceState: nil, name: "upstream \(attempt.target)", kind: .client, startNanos: attempt.startNanos &+ offset,
+                       endNanos: attempt.endNanos &+ offset, attributes: FinishedRequest.attributes(of: attempt, number: index + 1),
+                       error: attempt.error != nil || attempt.status >= 500, statusMessage: attempt.error)
+        }
+        if let threshold = slowPluginNanos {
+            var at = r.startNanos &+ offset
+            for (name, nanos) in r.plugins {
+                if nanos >= threshold {
+                    spans.span(traceIDHigh: trace.traceIDHigh, traceIDLow: trace.traceIDLow, spanID: ids.next(), parentID: trace.spanID,
+                               traceState: nil, name: "plugin \(name)", kind: .internal, startNanos: at, endNanos: at &+ nanos,
+                               attributes: [("tollgate.plugin", .string(name))], error: false)
+                }
+                at &+= nanos
+            }
+        }
+    }
+}
+
+extension OpenTelemetryPlugin.FinishedRequest {
+    var spanName: String { "\(method) \(route)" }
+    var failed: Bool { status >= 500 || status == 499 }
+
+    /// The server span's attributes (OpenTelemetry's HTTP semantic conventions, and Tollgate's own).
+    var attributes: [(String, OTLPSpanWriter.Value)] {
+        var list: [(String, OTLPSpanWriter.Value)] = []
+        list.reserveCapacity(13)
+        list.append(("http.request.method", .string(method)))
+        list.append(("url.path", .string(path)))
+        if let query { list.append(("url.query", .string(query))) }
+        list.append(("http.response.status_code", .int(Int64(status))))
+        list.append(("http.route", .string(route)))
+        if let host { list.append(("server.address", .string(host))) }
+        list.append(("client.address", .string(clientIP)))
+        list.append(("network.protocol.version", .string(httpVersion)))
+        if let userAgent { list.append(("user_agent.original", .string(userAgent))) }
+        list.append(("tollgate.request_id", .string(requestID)))
+        if let service { list.append(("tollgate.service", .string(service))) }
+        if let consumer { list.append(("tollgate.consumer", .string(consumer))) }
+        if let rateLimit { list.append(("tollgate.rate_limit", .string(rateLimit))) }
+        return list
+    }
+
+    static func attributes(of attempt: UpstreamAttempt, number: Int) -> [(String, OTLPSpanWriter.Value)] {
+        var list: [(String, OTLPSpanWriter.Value)] = [("server.address", .string(attempt.target)), ("tollgate.attempt", .int(Int64(number)))]
+        if attempt.status > 0 { list.append(("http.response.status_code", .int(Int64(attempt.status)))) }
+        if let error = attempt.error { list.append(("error.type", .string(error))) }
+        return list
+    }
+}
+
+/// What marks a sampled request whose spans Tollgate's engine writes when it ends.
+final class RecordedSpans: Sendable {
+    static let marker = RecordedSpans()
 }
 
 /// The exporter kept in the plugin state (a class: an optional would read back as "present but nil").
