@@ -32,17 +32,18 @@ import TollgateTesting
         let startMillis = (nowMillis / 1_000 + 2) * 1_000
         let endMillis = startMillis + 10_000 - 500
         try await Task.sleep(for: .milliseconds(startMillis - nowMillis))
-        let statuses = try await withThrowingTaskGroup(of: [Int].self) { group in
+        let sent = try await withThrowingTaskGroup(of: [(at: Int64, status: Int)].self) { group in
             for node in 0..<3 {
                 for client in 0..<4 {
                     group.addTask {
-                        var seen: [Int] = []
+                        var seen: [(at: Int64, status: Int)] = []
                         var next = startMillis + Int64(client * 6)
                         // The clock decides the end, not the schedule: a client that fell behind
                         // it on a loaded machine would otherwise send into an eleventh window.
                         while next < endMillis && WallClock.milliseconds() < endMillis {
+                            let at = WallClock.milliseconds()
                             let result = try await cluster.get(node: node, path: "/api/x")
-                            seen.append(result.statuses.first ?? 0)
+                            seen.append((at, result.statuses.first ?? 0))
                             next += 25
                             let wait = next - WallClock.milliseconds()
                             if wait > 0 { try await Task.sleep(for: .milliseconds(wait)) }
@@ -51,10 +52,16 @@ import TollgateTesting
                     }
                 }
             }
-            var all: [Int] = []
+            var all: [(at: Int64, status: Int)] = []
             for try await part in group { all += part }
             return all
         }
+        let statuses = sent.map(\.status)
+        // Each window must have been offered well over its 100 for the total to be exactly 1 000: on
+        // a machine so loaded that the clients fell silent for most of a second, only the upper
+        // bound (never more than the limit) is checked.
+        let offered = Dictionary(grouping: sent, by: { ($0.at - startMillis) / 1_000 }).mapValues(\.count)
+        let saturated = (0..<10).allSatisfy { offered[Int64($0), default: 0] >= 200 }
         let allowed = statuses.filter { $0 == 200 }.count
         let refused = statuses.filter { $0 == 429 }.count
         print("cluster rate limit, policy \(policy): \(allowed) allowed, \(refused) refused of \(statuses.count), "
@@ -62,9 +69,9 @@ import TollgateTesting
         #expect(allowed + refused == statuses.count, "only 200 and 429 expected")
         #expect(statuses.count > 3_000, "the nodes were offered too little traffic to saturate the limit")
         if policy == "redis" {
-            #expect(abs(allowed - 1_000) <= 10, "\(allowed) allowed")
+            #expect(allowed <= 1_010 && (!saturated || allowed >= 990), "\(allowed) allowed; offered per window: \(offered.sorted { $0.key < $1.key })")
         } else {
-            #expect(allowed >= 990 && allowed <= 1_100, "\(allowed) allowed")
+            #expect(allowed <= 1_100 && (!saturated || allowed >= 990), "\(allowed) allowed; offered per window: \(offered.sorted { $0.key < $1.key })")
             // Most decisions made without waiting for Redis.
             let (decisions, roundTrips) = cluster.hybridCounts()
             #expect(decisions > 0 && Double(roundTrips) <= 0.1 * Double(decisions), "\(roundTrips) round trips of \(decisions)")
