@@ -71,8 +71,9 @@ struct ProtobufWriter {
 
 /// Spans encoded as OTLP `Span` messages (opentelemetry/proto/trace/v1/trace.proto), each already
 /// framed as a `ScopeSpans.spans` field, so that a batch is the spans' bytes put one after another
-/// inside a small envelope. Written on the event loop when a sampled request ends: a few thousand
-/// instructions per request, where swift-otel spends about 300 000.
+/// inside a small envelope. Written on the event loop when a sampled request ends: about 25 000
+/// instructions for a request's server and client spans (their attributes' strings included), where
+/// swift-otel spends about 300 000.
 public struct OTLPSpanWriter: Sendable {
     public enum Kind: UInt64, Sendable { case `internal` = 1, server = 2, client = 3 }
     public enum Value: Sendable {

@@ -556,7 +556,7 @@ import TollgateTesting
             logging: {level: loud, modules: {tollgate.redis: chatty}}
             plugins:
               - {name: access-log, config: {format: xml, fields: [status, colour], sink: {http: {url: "ftp://x", format: splunk, batch: 10, buffer: 5}}}}
-              - {name: opentelemetry, config: {endpoint: "localhost:4318", sampling: 2, max_traces_per_second: 0}}
+              - {name: opentelemetry, config: {endpoint: "localhost:4318", engine: jaeger, sampling: 2, max_traces_per_second: 0}}
               - {name: prometheus, config: {max_consumers: 0}}
             """
         #expect(throws: ConfigErrors.self) { try ConfigLoader.load(yaml: yaml, environment: [:], registry: BuiltinPlugins.registry, state: PluginStateRegistry()) }
@@ -568,7 +568,7 @@ import TollgateTesting
                              "logging.modules.tollgate.redis: expected trace", "plugins[0].config.format: expected json or combined",
                              "plugins[0].config.fields[1]: unknown field 'colour'", "plugins[0].config.sink.http.url: expected an http:// or https:// URL",
                              "plugins[1].config.endpoint: expected an http:// or https:// URL", "plugins[1].config.sampling: expected a number from 0 to 1",
-                             "plugins[1].config.max_traces_per_second",
+                             "plugins[1].config.max_traces_per_second", "plugins[1].config.engine: expected tollgate or swift-otel",
                              "plugins[2].config.max_consumers"] {
                 #expect(text.contains(expected), "missing: \(expected)\n\(text)")
             }

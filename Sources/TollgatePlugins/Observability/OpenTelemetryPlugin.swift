@@ -10,7 +10,8 @@ import Tracing
 /// request carries `traceparent` (and `tracestate`) naming the gateway's span as parent. Sampling is
 /// parent-based: a caller's sampled flag is followed; new traces are sampled at `sampling`. Only
 /// sampled requests touch the exporter: one server span per request, a client span per upstream
-/// attempt, and a span per plugin slower than `slow_plugin`, exported in batches by swift-otel.
+/// attempt, and a span per plugin slower than `slow_plugin`, exported in batches by Tollgate's own
+/// OTLP encoder (`engine: tollgate`, the default) or by swift-otel (`engine: swift-otel`).
 public struct OpenTelemetryPlugin: GatewayPlugin, RequestTracer {
     public static let name = "opentelemetry"
     public static let phase = PluginPhase.rewrite
