@@ -128,31 +128,13 @@ public final class HTTPLogShipper: LineDestination {
     }
 
     private func send(_ batch: [ArraySlice<UInt8>]) async {
-        let body = self.body(batch, now: WallClock.milliseconds())
-        var backoff = settings.initialBackoff
-        for attempt in 0...settings.maxRetries {
-            if Task.isCancelled { return }
-            do {
-                var request = HTTPClientRequest(url: settings.url)
-                request.method = .POST
-                request.headers.add(name: "Content-Type", value: settings.format == .logstash ? "application/json" : "application/x-ndjson")
-                for (name, value) in settings.headers { request.headers.add(name: name, value: value) }
-                request.body = .bytes(ByteBuffer(bytes: body))
-                // The client waits for a connection until this deadline: a receiver that is down
-                // costs one timeout per attempt, never more.
-                let response = try await HTTPClient.shared.execute(request, timeout: .nanoseconds(Int64(settings.timeout.unsignedNanoseconds)))
-                _ = try? await response.body.collect(upTo: 1 << 20)
-                if (200..<300).contains(response.status.code) { return }
-                // A 4xx other than 429 will not get better by sending the same bytes again.
-                if response.status.code != 429 && response.status.code < 500 { break }
-                Self.logger.debug("log receiver refused a batch", metadata: ["status": "\(response.status.code)", "attempt": "\(attempt)"])
-            } catch {
-                Self.logger.debug("log receiver unreachable", metadata: ["error": "\(error)", "attempt": "\(attempt)"])
-            }
-            if attempt == settings.maxRetries { break }
-            try? await Task.sleep(for: backoff)
-            backoff = min(backoff * 2, settings.maxBackoff)
-        }
+        // A 4xx other than 429 will not get better by sending the same bytes again.
+        let policy = BatchPost.Policy(retries: settings.maxRetries, initialBackoff: settings.initialBackoff, maxBackoff: settings.maxBackoff,
+                                      timeout: settings.timeout, retryable: { $0 == 429 || $0 >= 500 })
+        let delivered = await BatchPost.send(body(batch, now: WallClock.milliseconds()), to: settings.url,
+                                             contentType: settings.format == .logstash ? "application/json" : "application/x-ndjson",
+                                             headers: settings.headers, policy: policy, receiver: "log receiver", logger: Self.logger)
+        if delivered { return }
         state.withLock { $0.dropped += batch.count }
         Self.logger.warning("access-log batch dropped after retries", metadata: ["lines": "\(batch.count)", "url": "\(settings.url)"])
     }

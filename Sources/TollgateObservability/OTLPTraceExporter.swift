@@ -1,7 +1,5 @@
-import AsyncHTTPClient
 import DequeModule
 import Logging
-import NIOCore
 import Synchronization
 import TollgateCore
 
@@ -208,32 +206,15 @@ public final class OTLPTraceExporter: Sendable {
         }
 
         private func send(_ chunks: [[UInt8]], spans: Int, retrying: Bool) async {
-            let body = OTLPSpanWriter.request(serviceName: settings.serviceName, spans: chunks)
-            var backoff = Duration.milliseconds(250)
-            for attempt in 0...(retrying ? Self.maxRetries : 0) {
-                do {
-                    var request = HTTPClientRequest(url: settings.tracesURL)
-                    request.method = .POST
-                    request.headers.add(name: "Content-Type", value: "application/x-protobuf")
-                    for (name, value) in settings.headers.sorted(by: { $0.key < $1.key }) { request.headers.add(name: name, value: value) }
-                    request.body = .bytes(ByteBuffer(bytes: body))
-                    let response = try await HTTPClient.shared.execute(request, timeout: .nanoseconds(Int64(settings.timeout.unsignedNanoseconds)))
-                    _ = try? await response.body.collect(upTo: 1 << 20)
-                    if (200..<300).contains(response.status.code) {
-                        exportedSpans.add(spans, ordering: .relaxed)
-                        return
-                    }
-                    // OTLP/HTTP: only 429, 502, 503 and 504 are worth sending again.
-                    guard [429, 502, 503, 504].contains(response.status.code) else {
-                        Self.logger.warning("trace collector refused a batch", metadata: ["status": "\(response.status.code)", "spans": "\(spans)"])
-                        break
-                    }
-                } catch {
-                    Self.logger.debug("trace collector unreachable", metadata: ["error": "\(error)", "attempt": "\(attempt)"])
-                }
-                if !retrying || attempt == Self.maxRetries || Task.isCancelled { break }
-                try? await Task.sleep(for: backoff)
-                backoff *= 2
+            // OTLP/HTTP: only 429, 502, 503 and 504 are worth sending again.
+            let policy = BatchPost.Policy(retries: retrying ? Self.maxRetries : 0, initialBackoff: .milliseconds(250), maxBackoff: .seconds(1),
+                                          timeout: settings.timeout, retryable: { [429, 502, 503, 504].contains($0) })
+            let delivered = await BatchPost.send(OTLPSpanWriter.request(serviceName: settings.serviceName, spans: chunks), to: settings.tracesURL,
+                                                 contentType: "application/x-protobuf", headers: settings.headers.sorted { $0.key < $1.key },
+                                                 policy: policy, receiver: "trace collector", logger: Self.logger)
+            if delivered {
+                exportedSpans.add(spans, ordering: .relaxed)
+                return
             }
             droppedRequests.add(chunks.count, ordering: .relaxed)
             Self.logger.warning("trace batch dropped", metadata: ["spans": "\(spans)", "url": "\(settings.tracesURL)"])

@@ -177,10 +177,10 @@ public final class TracingBackend: Sendable {
 
     /// Whether a sampled request may have spans now: not beyond `maxTracesPerSecond` in this second,
     /// nor while the exporter's queue is full (for swift-otel: while more than `maxQueue` jobs wait for
-    /// the telemetry thread). A swift-otel span once started is kept
-    /// by swift-otel until it ends, and its end, its export and the request's child spans all take
-    /// turns on that thread, so spans are refused before they start (and counted), never dropped
-    /// half-way. The request's trace context is propagated as sampled either way.
+    /// the telemetry thread). A swift-otel span once started is kept by swift-otel until it ends, and
+    /// its end, its export and the request's child spans all take turns on that thread, so spans are
+    /// refused before they start (and counted), never dropped half-way. The request's trace context
+    /// is propagated as sampled either way.
     public func admitsSpans(nowNanos: UInt64 = MonotonicClock.nanoseconds()) -> Bool {
         // The backlog first: a request it refuses does not use up this second's budget.
         let room = exporter?.hasRoom ?? (BackgroundWorker.telemetry.waitingJobs < settings.maxQueue)

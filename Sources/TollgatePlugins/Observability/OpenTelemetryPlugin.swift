@@ -147,16 +147,15 @@ public struct OpenTelemetryPlugin: GatewayPlugin, RequestTracer {
                                        timings: configuration.slowPluginNanos == nil ? nil : context.pluginTimings)
         let threshold = configuration.slowPluginNanos
         if let exporter = backend.exporter {
-            // Encoded here, on the event loop (a few µs); sent in batches from the telemetry thread.
+            // Encoded here, on the event loop (under 10 µs); sent in batches from the telemetry thread.
             var spans = OTLPSpanWriter()
             Self.write(finished, trace: trace, ids: ids, slowPluginNanos: threshold, into: &spans)
             exporter.enqueue(spans)
             return
         }
         guard let span = recorded as? any Span else { return }
-        // What the spans need was taken above; swift-otel's spans are finished on the telemetry thread.
-        // Always finished: a started span stays in swift-otel's tracer until it ends (`begin` is
-        // where a backlog refuses spans).
+        // swift-otel's spans are finished on the telemetry thread, always: a started span stays in its
+        // tracer until it ends (`begin` is where a backlog refuses spans).
         BackgroundWorker.telemetry.submit {
             Self.finish(span, finished, backend: backend, slowPluginNanos: threshold)
         }
