@@ -2,7 +2,8 @@
 # Tollgate vs nginx as reverse proxies, in one run on this machine.
 # nginx (1 worker) serves a small JSON body as the upstream; wrk measures the upstream directly,
 # nginx as a proxy (proxy_pass, upstream keepalive, logs off) and Tollgate (release, 1 event loop).
-# The proxy under test gets core 1; wrk and the upstream share core 0 (see DESIGN.md).
+# The proxy under test gets core 1; wrk and the upstream share core 0 (see DESIGN.md). Each row also
+# gives the process's CPU time per request, all of it and split into user space and the kernel.
 # Usage: bench/run.sh [rounds=3] [seconds=10]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,25 +37,30 @@ measure() { # port -> "rps p50 p99"
     /^ +50%/ {p50=$2} /^ +99%/ {p99=$2}
     END {print rps, p50, p99}'
 }
-cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+# user and system CPU ticks of the whole process (every thread), as "utime stime".
+cpu_split() { awk '{print $14, $15}' "/proc/$1/stat"; }
 
-printf "%-6s %-10s %12s %10s %10s %14s\n" round target req/s p50 p99 "cpu us/req"
+printf "%-6s %-10s %12s %10s %10s %14s %10s %10s\n" round target req/s p50 p99 "cpu us/req" user sys
 for round in $(seq 1 "$rounds"); do
   for target in upstream nginx tollgate nginx3 tollgate3; do
     case $target in upstream) port=$up;; nginx) port=$np;; tollgate) port=$tp;; nginx3) port=$np3;; tollgate3) port=$tp3;; esac
     pidfile=$target; [ "$target" = nginx3 ] && pidfile=nginx
     pid=$(cat "$work/$pidfile.pid"); [ "$pidfile" = nginx ] && pid=$(pgrep -P "$pid" | head -1 || echo "$pid")
     [ "$target" = upstream ] && pid=$(pgrep -P "$(cat "$work/upstream.pid")" | head -1 || cat "$work/upstream.pid")
-    before=$(cpu_ticks "$pid")
+    read -r user0 sys0 < <(cpu_split "$pid")
     read -r rps p50 p99 < <(measure $port)
-    after=$(cpu_ticks "$pid")
+    read -r user1 sys1 < <(cpu_split "$pid")
     total=$(awk -v r="$rps" -v s="$seconds" 'BEGIN{print r*(s+3)}')
-    cpu=$(awk -v a="$after" -v b="$before" -v n="$total" -v hz="$(getconf CLK_TCK)" 'BEGIN{ if (n>0) printf "%.1f", (a-b)/hz*1e6/n; else print "-" }')
-    printf "%-6s %-10s %12s %10s %10s %14s\n" "$round" "$target" "$rps" "$p50" "$p99" "$cpu"
-    echo "$round $target $rps" >> "$work/results"
+    # Microseconds per request: all, in user space, in the kernel.
+    read -r cpu user sys < <(awk -v u="$((user1 - user0))" -v k="$((sys1 - sys0))" -v n="$total" -v hz="$(getconf CLK_TCK)" \
+      'BEGIN{ if (n>0) printf "%.1f %.1f %.1f\n", (u+k)/hz*1e6/n, u/hz*1e6/n, k/hz*1e6/n; else print "- - -" }')
+    printf "%-6s %-10s %12s %10s %10s %14s %10s %10s\n" "$round" "$target" "$rps" "$p50" "$p99" "$cpu" "$user" "$sys"
+    echo "$round $target $rps $user $sys" >> "$work/results"
   done
 done
-median() { awk -v t="$1" '$2==t {print $3}' "$work/results" | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
+median() { awk -v t="$1" -v c="${2:-3}" '$2==t {print $c}' "$work/results" | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
 mu=$(median upstream); mn=$(median nginx); mt=$(median tollgate); mn3=$(median nginx3); mt3=$(median tollgate3)
 awk -v u="$mu" -v n="$mn" -v t="$mt" 'BEGIN { printf "\nmedian req/s: upstream %s, nginx %s, tollgate %s; tollgate/nginx = %.2f\n", u, n, t, t/n }'
 awk -v n="$mn3" -v t="$mt3" -v t1="$mt" 'BEGIN { printf "3 targets (round robin): nginx %s, tollgate %s; tollgate/nginx = %.2f; tollgate 3 targets / 1 target = %.2f\n", n, t, t/n, t/t1 }'
+awk -v nu="$(median nginx 4)" -v ns="$(median nginx 5)" -v tu="$(median tollgate 4)" -v ts="$(median tollgate 5)" 'BEGIN {
+  printf "CPU per request (median, us): nginx user %s + kernel %s; tollgate user %s + kernel %s (user %.2fx, kernel %.2fx)\n", nu, ns, tu, ts, tu/nu, ts/ns }'

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# What a plugin mix costs in CPU, measured so that the machine's noise cancels out: two Tollgates
+# (release, 1 event loop each), one with nothing on its route and one with $ON_PLUGINS, run at the
+# same time on the same core (1), each driven by its own wrk (core 0) with the upstream nginx. The
+# scheduler shares the core between the two busy processes, so the ratio of their req/s is the
+# inverse ratio of their CPU per request; a stolen or slowed core slows both alike. Sequential runs
+# (bench/observability.sh) also show the effect on p99, but their rounds swing by +-10% on a shared
+# VM; these ratios repeat to within about +-1.5%.
+# Usage: bench/cost.sh [rounds=5] [seconds=6]
+# ON_PLUGINS: a YAML flow list (ACCESS_LOG and COLLECTOR are replaced); the default is issue 6's mix.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source bench/lib.sh
+bench_init "$@"
+
+up=18581; off=18582; on=18583
+upstream_config "$work/upstream.conf" $up
+tollgate_config "$work/off.yaml" $off $up
+on_plugins=${ON_PLUGINS:-'[{name: access-log, config: {sink: {file: "ACCESS_LOG"}}}, {name: prometheus},
+  {name: opentelemetry, config: {endpoint: "COLLECTOR", sampling: 0.01}}]'}
+on_plugins=${on_plugins//ACCESS_LOG/$work/access.log}
+ROUTE_PLUGINS=${on_plugins//COLLECTOR/http://127.0.0.1:$up} tollgate_config "$work/on.yaml" $on $up
+
+start upstream 0 nginx -c "$work/upstream.conf"
+start off 1 "$bin" run --config "$work/off.yaml" --log-level error
+start on 1 "$bin" run --config "$work/on.yaml" --log-level error
+sleep 1.5
+
+load() { # port seconds output
+  taskset -c 0 wrk -t1 -c50 -d"$2s" "http://127.0.0.1:$1/users/42" > "$3" 2>/dev/null
+}
+rps() { awk '/Requests\/sec/ {print $2}' "$1"; }
+# Warm-up, both at once as measured.
+load $off 2 "$work/warm.off" & a=$!
+load $on 2 "$work/warm.on" & b=$!
+wait $a $b   # (a bare `wait` would also wait for the servers)
+
+printf "%-6s %10s %10s %8s %8s\n" round off_req/s on_req/s on/off cost
+for round in $(seq 1 "$rounds"); do
+  load $off "$seconds" "$work/off.out" & a=$!
+  load $on "$seconds" "$work/on.out" & b=$!
+  wait $a $b
+  for mode in off on; do
+    if grep -q "Non-2xx" "$work/$mode.out"; then echo "$mode: answers other than 2xx" >&2; exit 1; fi
+  done
+  r0=$(rps "$work/off.out"); r1=$(rps "$work/on.out")
+  awk -v r="$round" -v a="$r0" -v b="$r1" 'BEGIN { printf "%-6s %10.0f %10.0f %8.3f %7.1f%%\n", r, a, b, b/a, (1-b/a)*100 }' | tee -a "$work/results"
+done
+awk '{print $5+0}' "$work/results" | sort -n | awk '{v[NR]=$1} END {
+  printf "\nmedian cost %.1f%% of CPU per request (rounds from %.1f%% to %.1f%%)\n", v[int((NR+1)/2)], v[1], v[NR] }'
