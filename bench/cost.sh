@@ -15,11 +15,7 @@ bench_init "$@"
 
 up=18581; off=18582; on=18583
 upstream_config "$work/upstream.conf" $up
-tollgate_config "$work/off.yaml" $off $up
-on_plugins=${ON_PLUGINS:-'[{name: access-log, config: {sink: {file: "ACCESS_LOG"}}}, {name: prometheus},
-  {name: opentelemetry, config: {endpoint: "COLLECTOR", sampling: 0.01}}]'}
-on_plugins=${on_plugins//ACCESS_LOG/$work/access.log}
-ROUTE_PLUGINS=${on_plugins//COLLECTOR/http://127.0.0.1:$up} tollgate_config "$work/on.yaml" $on $up
+on_off_configs $off $on $up
 
 start upstream 0 nginx -c "$work/upstream.conf"
 start off 1 "$bin" run --config "$work/off.yaml" --log-level error

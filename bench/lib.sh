@@ -48,6 +48,19 @@ routes:
 YAML
 }
 
+# on_off_configs OFF_PORT ON_PORT UPSTREAM_PORT: $work/off.yaml (a route with no plugins) and
+# $work/on.yaml (the same route with $ON_PLUGINS, a YAML flow list in which ACCESS_LOG becomes
+# $work/access.log and COLLECTOR the upstream nginx, which answers trace exports). By default the mix
+# of issue 6: the access log to a file, prometheus, and opentelemetry at 1%.
+on_off_configs() {
+  local off=$1 on=$2 up=$3
+  tollgate_config "$work/off.yaml" "$off" "$up"
+  local mix=${ON_PLUGINS:-'[{name: access-log, config: {sink: {file: "ACCESS_LOG"}}}, {name: prometheus},
+    {name: opentelemetry, config: {endpoint: "COLLECTOR", sampling: 0.01}}]'}
+  mix=${mix//ACCESS_LOG/$work/access.log}
+  ROUTE_PLUGINS=${mix//COLLECTOR/http://127.0.0.1:$up} tollgate_config "$work/on.yaml" "$on" "$up"
+}
+
 # start NAME CORE COMMAND...: runs COMMAND in its own session pinned to CORE, its pid in $work/NAME.pid.
 start() {
   local name=$1 core=$2; shift 2

@@ -11,12 +11,7 @@ bench_init "$@"
 
 up=18481; off=18482; on=18483; admin=18484
 upstream_config "$work/upstream.conf" $up
-tollgate_config "$work/off.yaml" $off $up
-# ON_PLUGINS (a YAML flow list; ACCESS_LOG and COLLECTOR are replaced) measures another mix.
-on_plugins=${ON_PLUGINS:-'[{name: access-log, config: {sink: {file: "ACCESS_LOG"}}}, {name: prometheus},
-  {name: opentelemetry, config: {endpoint: "COLLECTOR", sampling: 0.01}}]'}
-on_plugins=${on_plugins//ACCESS_LOG/$work/access.log}
-ROUTE_PLUGINS=${on_plugins//COLLECTOR/http://127.0.0.1:$up} tollgate_config "$work/on.yaml" $on $up
+on_off_configs $off $on $up   # ON_PLUGINS measures another mix (see lib.sh)
 echo "admin: {address: \"127.0.0.1:$admin\"}" >> "$work/on.yaml"
 
 start upstream 0 nginx -c "$work/upstream.conf"
