@@ -68,7 +68,9 @@ import TollgateTesting
         print("cluster rate limit, policy \(policy): \(allowed) allowed, \(refused) refused of \(statuses.count), "
               + "\(statuses.filter { $0 == 503 }.count) unavailable")
         #expect(allowed + refused == statuses.count, "only 200 and 429 expected")
-        #expect(statuses.count > 3_000, "the nodes were offered too little traffic to saturate the limit")
+        // 4 560 are scheduled; a loaded machine delays clients (2 841 were sent in one CI run). Well
+        // over the 1 000 the ten windows allow is enough for the upper bound to be tested.
+        #expect(statuses.count > 1_500, "the nodes were offered too little traffic to test the limit")
         if policy == "redis" {
             #expect(allowed <= 1_010 && (!saturated || allowed >= 990), "\(allowed) allowed; offered per window: \(offered.sorted { $0.key < $1.key })")
         } else {
