@@ -51,10 +51,10 @@ import TollgateTesting
                 if n > 1 { return answer("broken", [], status: .internalServerError) }
                 return answer("sie-\(n)", [("Cache-Control", "max-age=5, stale-if-error=60"), ("Age", "10")])
             case "/slow-leader":
-                // The first fetch takes 2 s, later ones none: a waiter that gives up and fetches for
+                // The first fetch takes 3 s, later ones none: a waiter that gives up and fetches for
                 // itself is answered at once.
                 let fields = HTTPHeaders([("Content-Type", "text/plain"), ("Cache-Control", "max-age=60")])
-                return StubResponse(headers: fields, body: n == 1 ? .delayed(.seconds(2), "leader") : .bytes("waiter-\(n)"))
+                return StubResponse(headers: fields, body: n == 1 ? .delayed(.seconds(3), "leader") : .bytes("waiter-\(n)"))
             case "/slow":
                 var fields = HTTPHeaders([("Content-Type", "text/plain"), ("Cache-Control", "max-age=60")])
                 fields.add(name: "X-N", value: "\(n)")
@@ -237,7 +237,8 @@ import TollgateTesting
             }
             let waited = ContinuousClock.now - start
             #expect(bodies.allSatisfy { $0.hasPrefix("waiter-") }, "\(bodies)")
-            #expect(waited < .milliseconds(1_500), "the waiters waited \(waited) for a 2 s leader")
+            // About 100 ms (the four wait at once); a loaded CI machine has taken 1.5 s.
+            #expect(waited < .milliseconds(2_500), "the waiters waited \(waited) for a 3 s leader")
             #expect(Self.hits(harness, "/slow-leader") == 5)
             #expect(try await leader.lastBody == "leader")
         }
