@@ -239,7 +239,8 @@ import TollgateTesting
             #expect(bodies.allSatisfy { $0.hasPrefix("waiter-") }, "\(bodies)")
             // About 100 ms (the four wait at once); a loaded CI machine has taken 1.5 s.
             #expect(waited < .milliseconds(2_500), "the waiters waited \(waited) for a 3 s leader")
-            #expect(Self.hits(harness, "/slow-leader") == 5)
+            // At least one waiter fetched for itself; later ones may hit what it stored.
+            #expect(Self.hits(harness, "/slow-leader") >= 2)
             #expect(try await leader.lastBody == "leader")
         }
     }
