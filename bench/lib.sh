@@ -83,6 +83,9 @@ bench_init() {
 # nginx master, pass its worker's pid (`worker_pid`).
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 
+# cpu_split PID: the same, user space and kernel apart, as "utime stime".
+cpu_split() { awk '{print $14, $15}' "/proc/$1/stat"; }
+
 # worker_pid MASTER_PID: the first child of an nginx master (its one worker).
 worker_pid() { pgrep -P "$1" | head -1; }
 

@@ -26,9 +26,8 @@ measure() { # port -> "req/s p99_ms"
   awk '/Requests\/sec/ {rps=$2} $1=="99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; p=v}
        END {printf "%s %.3f\n", rps, p}' "$work/wrk.out"
 }
-# CPU time per request (utime + stime of the whole process, every thread): steadier than req/s on a
-# shared machine, since it does not count the time other programs take the core away.
-cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+# CPU time per request (lib.sh's cpu_ticks: every thread): steadier than req/s on a shared machine,
+# since it does not count the time other programs take the core away.
 printf "%-6s %-6s %12s %10s %12s\n" round mode req/s p99_ms "cpu us/req"
 for round in $(seq 1 "$rounds"); do
   for mode in off on; do

@@ -37,8 +37,6 @@ measure() { # port -> "rps p50 p99"
     /^ +50%/ {p50=$2} /^ +99%/ {p99=$2}
     END {print rps, p50, p99}'
 }
-# user and system CPU ticks of the whole process (every thread), as "utime stime".
-cpu_split() { awk '{print $14, $15}' "/proc/$1/stat"; }
 
 printf "%-6s %-10s %12s %10s %10s %14s %10s %10s\n" round target req/s p50 p99 "cpu us/req" user sys
 for round in $(seq 1 "$rounds"); do
