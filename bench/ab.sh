@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# A/B of two builds or two plugin mixes, measured as bench/cost.sh measures: both Tollgates (release,
+# 1 event loop each) share core 1 at the same time, each driven by its own wrk (core 0), so the
+# ratio of their req/s is the inverse ratio of their CPU per request and the machine's noise hits
+# both alike. For judging a change to a hot path whose effect is a few percent.
+# Usage: bench/ab.sh [rounds=6] [seconds=5]
+#   A_BIN, B_BIN: the two binaries (default: this tree's release build for both)
+#   A_PLUGINS, B_PLUGINS: each side's route plugins (YAML flow lists; ACCESS_LOG and COLLECTOR are
+#   replaced as in lib.sh's on_off_configs; default: issue 6's telemetry mix for both)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source bench/lib.sh
+bench_init "${1:-6}" "${2:-5}"
+a_bin=${A_BIN:-$bin}; b_bin=${B_BIN:-$bin}
+
+up=18681; pa=18682; pb=18683
+upstream_config "$work/upstream.conf" $up
+for side in a b; do
+  port=$pa; plugins=${A_PLUGINS:-}; [ $side = b ] && { port=$pb; plugins=${B_PLUGINS:-}; }
+  ON_PLUGINS=$plugins on_off_configs 18689 "$port" $up
+  sed "s#$work/access.log#$work/access-$side.log#" "$work/on.yaml" > "$work/$side.yaml"
+done
+
+start upstream 0 nginx -c "$work/upstream.conf"
+start a 1 "$a_bin" run --config "$work/a.yaml" --log-level error
+start b 1 "$b_bin" run --config "$work/b.yaml" --log-level error
+sleep 1.5
+
+load() { taskset -c 0 wrk -t1 -c50 -d"$2s" "http://127.0.0.1:$1/users/42" > "$3" 2>/dev/null; }
+rps() { awk '/Requests\/sec/ {print $2}' "$1"; }
+load $pa 2 "$work/warm.a" & x=$!
+load $pb 2 "$work/warm.b" & y=$!
+wait $x $y   # (a bare `wait` would also wait for the servers)
+
+printf "%-6s %10s %10s %8s\n" round A_req/s B_req/s B/A
+for round in $(seq 1 "$rounds"); do
+  load $pa "$seconds" "$work/a.out" & x=$!
+  load $pb "$seconds" "$work/b.out" & y=$!
+  wait $x $y
+  for side in a b; do
+    if grep -q "Non-2xx" "$work/$side.out"; then echo "$side: answers other than 2xx" >&2; exit 1; fi
+  done
+  awk -v r="$round" -v a="$(rps "$work/a.out")" -v b="$(rps "$work/b.out")" \
+    'BEGIN { printf "%-6s %10.0f %10.0f %8.3f\n", r, a, b, b/a }' | tee -a "$work/results"
+done
+awk '{print $4}' "$work/results" | sort -n | awk '{v[NR]=$1} END {
+  printf "\nmedian B/A %.3f (rounds from %.3f to %.3f): B costs %.1f%% %s CPU per request than A\n",
+    v[int((NR+1)/2)], v[1], v[NR], (v[int((NR+1)/2)] >= 1 ? 1 - 1/v[int((NR+1)/2)] : 1/v[int((NR+1)/2)] - 1) * 100,
+    (v[int((NR+1)/2)] >= 1 ? "less" : "more") }'
