@@ -19,8 +19,13 @@ public struct AccessLogFormat: Sendable {
 
     public var style: Style
     public var fields: [Field] {
-        didSet { keys = Self.keys(fields) }
+        didSet {
+            keys = Self.keys(fields)
+            isDefaultFields = fields == Field.defaults
+        }
     }
+    /// The default fields in their order: lines are written by a path with the keys built in.
+    private var isDefaultFields = true
     /// Each field's JSON key, pre-rendered with its separator: `{"timestamp":`, `,"status":`.
     private var keys: [[UInt8]] = []
     /// Query parameters whose values are replaced by `REDACTED` (case-insensitive names).
@@ -30,6 +35,7 @@ public struct AccessLogFormat: Sendable {
         self.style = style
         self.fields = fields
         self.keys = Self.keys(fields)
+        self.isDefaultFields = fields == Field.defaults
         self.redactedParameters = Set(redactedParameters.map { $0.lowercased() })
     }
 
@@ -87,75 +93,119 @@ public struct AccessLogFormat: Sendable {
 
     private func json(_ context: RequestContext, _ summary: RequestSummary, _ nowMillis: Int64, pluginNames: [String]?,
                       timestamps: inout TimestampCache, into out: inout LineWriter) {
-        let latency = summary.endNanos &- summary.startNanos
         summary.head.withBytes { p in
-            let head = summary.head
-            func slice(_ from: UInt32, _ to: UInt32) -> UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: p[Int(from)..<Int(to)]) }
-            func value(_ index: Int?) {
-                if let index { out.quoted(slice(head.fields[index].valueStart, head.fields[index].valueEnd)) } else { out.ascii("null") }
+            func value(_ field: Field) {
+                write(field, context, summary, p, nowMillis, pluginNames, &timestamps, &out)
+            }
+            if isDefaultFields {
+                // The usual case, written straight through: the keys are constants and each
+                // `value` call folds to its one field (no loop, no key arrays, no dispatch).
+                out.ascii(#"{"timestamp":"#); value(.timestamp)
+                out.ascii(#","request_id":"#); value(.requestID)
+                out.ascii(#","trace_id":"#); value(.traceID)
+                out.ascii(#","client_ip":"#); value(.clientIP)
+                out.ascii(#","method":"#); value(.method)
+                out.ascii(#","host":"#); value(.host)
+                out.ascii(#","path":"#); value(.path)
+                out.ascii(#","query":"#); value(.query)
+                out.ascii(#","protocol":"#); value(.protocol)
+                out.ascii(#","status":"#); value(.status)
+                out.ascii(#","bytes_in":"#); value(.bytesIn)
+                out.ascii(#","bytes_out":"#); value(.bytesOut)
+                out.ascii(#","latency_ms":"#); value(.latencyMs)
+                out.ascii(#","upstream_latency_ms":"#); value(.upstreamLatencyMs)
+                out.ascii(#","gateway_overhead_ms":"#); value(.gatewayOverheadMs)
+                out.ascii(#","route":"#); value(.route)
+                out.ascii(#","service":"#); value(.service)
+                out.ascii(#","upstream":"#); value(.upstream)
+                out.ascii(#","consumer":"#); value(.consumer)
+                out.ascii(#","rate_limit":"#); value(.rateLimit)
+                out.ascii(#","cache":"#); value(.cache)
+                out.ascii(#","user_agent":"#); value(.userAgent)
+                out.ascii(#","error":"#); value(.error)
+                out.byte(UInt8(ascii: "}"))
+                return
             }
             if fields.isEmpty { out.byte(UInt8(ascii: "{")) }
             for (field, key) in zip(fields, keys) {
                 out.bytes(key)
-                switch field {
-                case .timestamp:
-                    out.byte(0x22)
-                    timestamps.rfc3339(millis: Self.startMillis(summary, nowMillis: nowMillis), into: &out)
-                    out.byte(0x22)
-                case .requestID: context.id.withUTF8 { out.quoted($0) }
-                case .traceID:
-                    if let trace = context.trace {
-                        out.byte(0x22)
-                        out.hex(trace.traceIDHigh)
-                        out.hex(trace.traceIDLow)
-                        out.byte(0x22)
-                    } else {
-                        out.ascii("null")
-                    }
-                case .clientIP: out.quoted(context.clientIP)
-                case .method: out.quoted(slice(0, head.methodEnd))
-                case .host: value(head.hostIndex)
-                case .path: out.quoted(slice(head.targetStart, head.queryStart))
-                case .query:
-                    if head.queryStart < head.targetEnd {
-                        if redactedParameters.isEmpty {
-                            out.quoted(slice(head.queryStart + 1, head.targetEnd))
-                        } else {
-                            out.quoted(redacted(summary.query ?? ""))
-                        }
-                    } else {
-                        out.ascii("null")
-                    }
-                case .protocol: out.ascii(head.minorVersion == 0 ? "\"HTTP/1.0\"" : "\"HTTP/1.1\"")
-                case .status: out.integer(summary.status)
-                case .bytesIn: out.integer(summary.bytesReceived)
-                case .bytesOut: out.integer(summary.bytesSent)
-                case .latencyMs: out.millis(latency)
-                case .upstreamLatencyMs:
-                    if let nanos = summary.upstreamNanos { out.millis(nanos) } else { out.ascii("null") }
-                case .gatewayOverheadMs: out.millis(latency &- min(latency, summary.upstreamNanos ?? 0))
-                case .route: out.quotedOrNull(summary.routeName)
-                case .service: out.quotedOrNull(summary.serviceName)
-                case .upstream: out.quotedOrNull(summary.upstream)
-                case .consumer: out.quotedOrNull(context.consumer?.name)
-                case .rateLimit: out.quotedOrNull(context.rateLimitOutcome)
-                case .cache: out.quotedOrNull(context.cacheStatus)
-                case .userAgent: value(head.userAgentIndex)
-                case .error: out.quotedOrNull(summary.errorReason)
-                case .pluginTimings:
-                    guard let timings = context.pluginTimings, let names = pluginNames ?? context.route?.chain.names else {
-                        out.ascii("null")
-                        continue
-                    }
-                    out.byte(UInt8(ascii: "{"))
-                    for (index, (name, nanos)) in zip(names, timings).enumerated() {
-                        if index > 0 { out.byte(UInt8(ascii: ",")) }
-                        out.quoted(name)
-                        out.byte(UInt8(ascii: ":"))
-                        out.millis(nanos)
-                    }
-                    out.byte(UInt8(ascii: "}"))
+                value(field)
+            }
+            out.byte(UInt8(ascii: "}"))
+        }
+    }
+
+    /// One field's value (its key is written by the caller). Everything comes in as a parameter, so
+    /// nothing is copied; inlined, a call with a constant field is just that field's code.
+    @inline(__always)
+    private func write(_ field: Field, _ context: RequestContext, _ summary: RequestSummary, _ p: UnsafeRawBufferPointer,
+                       _ nowMillis: Int64, _ pluginNames: [String]?, _ timestamps: inout TimestampCache, _ out: inout LineWriter) {
+        func slice(_ from: UInt32, _ to: UInt32) -> UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: p[Int(from)..<Int(to)]) }
+        func fieldValue(_ index: Int?) {
+            if let index {
+                out.quoted(slice(summary.head.fields[index].valueStart, summary.head.fields[index].valueEnd))
+            } else {
+                out.ascii("null")
+            }
+        }
+        switch field {
+        case .timestamp:
+            out.byte(0x22)
+            timestamps.rfc3339(millis: AccessLogFormat.startMillis(summary, nowMillis: nowMillis), into: &out)
+            out.byte(0x22)
+        case .requestID: context.id.withUTF8 { out.quoted($0) }
+        case .traceID:
+            if let trace = context.trace {
+                out.byte(0x22)
+                out.hex(trace.traceIDHigh)
+                out.hex(trace.traceIDLow)
+                out.byte(0x22)
+            } else {
+                out.ascii("null")
+            }
+        case .clientIP: out.quoted(context.clientIP)
+        case .method: out.quoted(slice(0, summary.head.methodEnd))
+        case .host: fieldValue(summary.head.hostIndex)
+        case .path: out.quoted(slice(summary.head.targetStart, summary.head.queryStart))
+        case .query:
+            if summary.head.queryStart < summary.head.targetEnd {
+                if redactedParameters.isEmpty {
+                    out.quoted(slice(summary.head.queryStart + 1, summary.head.targetEnd))
+                } else {
+                    out.quoted(redacted(summary.query ?? ""))
                 }
+            } else {
+                out.ascii("null")
+            }
+        case .protocol: out.ascii(summary.head.minorVersion == 0 ? "\"HTTP/1.0\"" : "\"HTTP/1.1\"")
+        case .status: out.integer(summary.status)
+        case .bytesIn: out.integer(summary.bytesReceived)
+        case .bytesOut: out.integer(summary.bytesSent)
+        case .latencyMs: out.millis(summary.endNanos &- summary.startNanos)
+        case .upstreamLatencyMs:
+            if let nanos = summary.upstreamNanos { out.millis(nanos) } else { out.ascii("null") }
+        case .gatewayOverheadMs:
+            let latency = summary.endNanos &- summary.startNanos
+            out.millis(latency &- min(latency, summary.upstreamNanos ?? 0))
+        case .route: out.quotedOrNull(summary.routeName)
+        case .service: out.quotedOrNull(summary.serviceName)
+        case .upstream: out.quotedOrNull(summary.upstream)
+        case .consumer: out.quotedOrNull(context.consumer?.name)
+        case .rateLimit: out.quotedOrNull(context.rateLimitOutcome)
+        case .cache: out.quotedOrNull(context.cacheStatus)
+        case .userAgent: fieldValue(summary.head.userAgentIndex)
+        case .error: out.quotedOrNull(summary.errorReason)
+        case .pluginTimings:
+            guard let timings = context.pluginTimings, let names = pluginNames ?? context.route?.chain.names else {
+                out.ascii("null")
+                return
+            }
+            out.byte(UInt8(ascii: "{"))
+            for (index, (name, nanos)) in zip(names, timings).enumerated() {
+                if index > 0 { out.byte(UInt8(ascii: ",")) }
+                out.quoted(name)
+                out.byte(UInt8(ascii: ":"))
+                out.millis(nanos)
             }
             out.byte(UInt8(ascii: "}"))
         }

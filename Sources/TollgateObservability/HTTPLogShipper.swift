@@ -84,6 +84,7 @@ public final class HTTPLogShipper: LineDestination {
                 state.incomingLines -= oldest.lines
                 state.dropped += oldest.lines
                 excess -= oldest.lines
+                oldest.recycle()
             }
         }
     }
@@ -108,7 +109,10 @@ public final class HTTPLogShipper: LineDestination {
                 // Split what arrived into lines (here, off the event loops).
                 while let chunk = state.incoming.popFirst() {
                     state.incomingLines -= chunk.lines
-                    for line in chunk.bytes.split(separator: 0x0A) { state.lines.append(line) }
+                    // One copy per chunk (its lines share it), and the chunk's memory goes back.
+                    let bytes = Array(chunk.bytes)
+                    chunk.recycle()
+                    for line in bytes.split(separator: 0x0A) { state.lines.append(line) }
                 }
                 while state.lines.count > settings.buffer {
                     state.lines.removeFirst()

@@ -1,3 +1,10 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import TollgateCore
 
 /// What the log phase tells the metrics about one request.
@@ -46,22 +53,30 @@ public struct RequestObservation: Sendable {
     /// The method labels; methods outside the standard ones are counted as `OTHER`.
     public static let methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE", "OTHER"]
 
-    /// The label index of a request's method, from its head (no string for the common methods).
+    /// The label index of a request's method, from the bytes of its head (no string, no
+    /// `HTTPRequest.Method` to compare).
     public static func methodIndex(_ head: RawHead) -> UInt8 {
-        guard let method = head.method else { return 9 }
-        switch method {
-        case .get: return 0
-        case .post: return 1
-        case .put: return 2
-        case .delete: return 3
-        case .patch: return 4
-        case .head: return 5
-        case .options: return 6
-        case .connect: return 7
-        case .trace: return 8
-        default: return 9
+        head.withBytes { p -> UInt8 in
+            let method = UnsafeRawBufferPointer(rebasing: p[0..<Int(head.methodEnd)])
+            // The only standard method of this length and first letter, then a check of the rest.
+            let index: Int
+            switch (method.count, method.first ?? 0) {
+            case (3, UInt8(ascii: "G")): index = 0
+            case (4, UInt8(ascii: "P")): index = 1
+            case (3, UInt8(ascii: "P")): index = 2
+            case (6, UInt8(ascii: "D")): index = 3
+            case (5, UInt8(ascii: "P")): index = 4
+            case (4, UInt8(ascii: "H")): index = 5
+            case (7, UInt8(ascii: "O")): index = 6
+            case (7, UInt8(ascii: "C")): index = 7
+            case (5, UInt8(ascii: "T")): index = 8
+            default: return 9
+            }
+            return methodBytes[index].withUnsafeBytes { memcmp($0.baseAddress!, method.baseAddress!, method.count) } == 0 ? UInt8(index) : 9
         }
     }
+
+    private static let methodBytes: [[UInt8]] = methods.map { Array($0.utf8) }
 
     public static func methodIndex(_ name: String) -> UInt8 {
         UInt8(methods.firstIndex(of: name) ?? 9)

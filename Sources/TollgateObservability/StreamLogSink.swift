@@ -54,10 +54,11 @@ public final class StreamLogSink: LineDestination {
     public func deliver(_ chunk: LineChunk) {
         let schedule = state.withLock { state -> Bool in
             state.pending.append(chunk)
-            state.pendingBytes += chunk.bytes.count
+            state.pendingBytes += chunk.count
             while state.pendingBytes > capacityBytes, let oldest = state.pending.popFirst() {
-                state.pendingBytes -= oldest.bytes.count
+                state.pendingBytes -= oldest.count
                 state.dropped += oldest.lines
+                oldest.recycle()
             }
             if state.draining { return false }
             state.draining = true
@@ -91,13 +92,14 @@ public final class StreamLogSink: LineDestination {
                 descriptor = -1
             }
             if chunks.isEmpty { return }
-            for chunk in chunks where !write(chunk.bytes) {
-                state.withLock { $0.dropped += chunk.lines }
+            for chunk in chunks {
+                if !write(chunk.bytes) { state.withLock { $0.dropped += chunk.lines } }
+                chunk.recycle()
             }
         }
     }
 
-    private func write(_ bytes: [UInt8]) -> Bool {
+    private func write(_ buffer: UnsafeRawBufferPointer) -> Bool {
         if descriptor < 0, case .file(let path) = destination {
             descriptor = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
             if descriptor < 0 {
@@ -105,18 +107,16 @@ public final class StreamLogSink: LineDestination {
                 return false
             }
         }
-        return bytes.withUnsafeBytes { buffer -> Bool in
-            var offset = 0
-            while offset < buffer.count {
-                let written = Glibc.write(descriptor, buffer.baseAddress! + offset, buffer.count - offset)
-                if written < 0 {
-                    if errno == EINTR { continue }
-                    return false
-                }
-                offset += written
+        var offset = 0
+        while offset < buffer.count {
+            let written = Glibc.write(descriptor, buffer.baseAddress! + offset, buffer.count - offset)
+            if written < 0 {
+                if errno == EINTR { continue }
+                return false
             }
-            return true
+            offset += written
         }
+        return true
     }
 }
 

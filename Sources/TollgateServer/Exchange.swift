@@ -4,7 +4,7 @@ import TollgateCore
 
 /// One request/response on a downstream connection: what was asked, where it goes, and how far each
 /// direction has got. Lives on the connection's event loop.
-final class Exchange {
+final class Exchange: RequestSummary {
     enum Phase {
         /// Head received; routing and request plugins run (possibly suspended for I/O).
         case preparing
@@ -17,14 +17,12 @@ final class Exchange {
     }
 
     let state: ServerState
-    /// The client's head, as it arrived.
-    let head: RawHead
     var context: RequestContext
     var phase: Phase = .preparing
     var route: CompiledRoute?
     var service: ServiceRuntime?
-    var target: ResolvedTarget?
-    var upstream: UpstreamConnection?
+    var resolvedTarget: ResolvedTarget?
+    var upstreamConnection: UpstreamConnection?
     /// The head request plugins produced (nil: the client's head is forwarded), and the target.
     var forwardHead: RawHead?
     var upstreamTarget = ""
@@ -47,12 +45,13 @@ final class Exchange {
     var responseHeadSent = false
     /// How the response body goes to the client.
     var responseFraming = BodyFraming.none
-    var status = 0
-    var bytesSent = 0
+    /// The response's status and body bytes so far (the summary's are set when the log phase starts).
+    var responseStatus = 0
+    var responseBytes = 0
     /// What the response body passes through on its way to the client (from the response hooks).
     var responseFilters: [any ResponseBodyFilter] = []
     var upstreamKeepAlive = true
-    var errorReason: String?
+    var failureReason: String?
     /// The log phase ran (it runs once, however the exchange ends).
     var logged = false
     /// Whether upstream time is measured (some log hook of the route reads it), and attempts kept.
@@ -60,8 +59,8 @@ final class Exchange {
     var keepsAttempts = false
     /// When the attempt in flight started (0: none), the time of the finished ones, and each attempt.
     var attemptSince: UInt64 = 0
-    var upstreamNanos: UInt64?
-    var attempts: [UpstreamAttempt] = []
+    var upstreamTime: UInt64?
+    var attemptRecords: [UpstreamAttempt] = []
 
     // Balancing and retries.
     /// The current attempt's target, as an index into `service.targets` (-1 before the first).
@@ -88,7 +87,6 @@ final class Exchange {
     init(state: ServerState, head: RawHead, requestID: RequestID, clientIP: String, startNanos: UInt64,
          eventLoop: any EventLoop) {
         self.state = state
-        self.head = head
         self.context = RequestContext(requestID: requestID, clientIP: clientIP, startNanos: startNanos,
                                       eventLoop: eventLoop)
         self.keepAlive = head.isKeepAlive
@@ -97,6 +95,7 @@ final class Exchange {
         let framing = BodyFraming.request(head)
         self.body = BodyDecoder(framing)
         self.requestChunked = framing == .chunked
+        super.init(head: head, startNanos: startNanos)
     }
 
     var isHeadRequest: Bool { head.isHeadMethod }
@@ -108,14 +107,15 @@ final class Exchange {
         attemptSince = NIODeadline.now().uptimeNanoseconds
     }
 
-    /// The attempt in flight ended: with the upstream's status, or an error.
-    func closeAttempt(status: Int, error: String?) {
+    /// The attempt in flight ended: with the upstream's status, or an error (at `now`, when the caller
+    /// has read the clock already).
+    func closeAttempt(status: Int, error: String?, now: UInt64? = nil) {
         guard attemptSince != 0 else { return }
-        let now = NIODeadline.now().uptimeNanoseconds
-        upstreamNanos = (upstreamNanos ?? 0) &+ (now &- attemptSince)
+        let now = now ?? NIODeadline.now().uptimeNanoseconds
+        upstreamTime = (upstreamTime ?? 0) &+ (now &- attemptSince)
         if keepsAttempts {
-            attempts.append(UpstreamAttempt(target: target?.authority ?? "", startNanos: attemptSince, endNanos: now,
-                                            status: status, error: error))
+            attemptRecords.append(UpstreamAttempt(target: resolvedTarget?.authority ?? "", startNanos: attemptSince,
+                                                  endNanos: now, status: status, error: error))
         }
         attemptSince = 0
     }

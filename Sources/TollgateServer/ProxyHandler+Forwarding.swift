@@ -271,7 +271,7 @@ extension ProxyHandler {
             exchange.pendingBody.append(buffer)
             if exchange.bodyWaiter != nil { bodyProgressed(exchange) }
         case .proxying:
-            exchange.upstream?.writeBody(buffer, chunked: exchange.requestChunked)
+            exchange.upstreamConnection?.writeBody(buffer, chunked: exchange.requestChunked)
             wroteUpstreamSinceFlush = true
             armWriteTimer(exchange)
         case .responded:
@@ -288,7 +288,7 @@ extension ProxyHandler {
             exchange.pendingTrailers = trailers
             if exchange.bodyWaiter != nil { bodyProgressed(exchange) }
         case .proxying:
-            exchange.upstream?.writeEnd(trailers: trailers, chunked: exchange.requestChunked)
+            exchange.upstreamConnection?.writeEnd(trailers: trailers, chunked: exchange.requestChunked)
             exchange.upstreamRequestComplete = true
             // Only a chunked body has an end of its own to send (the last chunk); otherwise nothing
             // was written, and an empty flush costs NIO a pass through the pipeline and the socket.
@@ -359,7 +359,7 @@ extension ProxyHandler {
         }
         let target = service.targets[index]
         exchange.targetIndex = index
-        exchange.target = target
+        exchange.resolvedTarget = target
         exchange.attempt += 1
         exchange.beginAttempt()
         if index < 64 { exchange.tried |= 1 << UInt64(index) }
@@ -403,9 +403,9 @@ extension ProxyHandler {
     }
 
     private func attach(_ connection: UpstreamConnection, exchange: Exchange) {
-        guard let target = exchange.target, let service = exchange.service else { return }
+        guard let target = exchange.resolvedTarget, let service = exchange.service else { return }
         connection.lease(to: self)
-        exchange.upstream = connection
+        exchange.upstreamConnection = connection
         exchange.phase = .proxying
         exchange.upstreamRequestComplete = false
         if service.balancer == .leastConnections || service.balancer == .p2cEWMA {
@@ -506,8 +506,8 @@ extension ProxyHandler {
             guard service.counters.acquire(.retry, limits: service.circuitBreaker) else { return false }
             exchange.holdsRetry = true
         }
-        if let upstream = exchange.upstream {
-            exchange.upstream = nil
+        if let upstream = exchange.upstreamConnection {
+            exchange.upstreamConnection = nil
             upstream.owner = nil
             upstream.close()
         }
@@ -565,7 +565,7 @@ extension ProxyHandler {
     /// A circuit-breaker limit is reached: refused at once, marked so clients and operators can tell.
     func respondOverloaded(_ limit: String, exchange: Exchange) {
         exchange.keepAlive = exchange.keepAlive && exchange.requestComplete
-        exchange.errorReason = "circuit breaker: \(limit)"
+        exchange.failureReason = "circuit breaker: \(limit)"
         exchange.state.metrics.circuitOpened(service: exchange.service?.config.name ?? "", reason: limit)
         var response = LocalResponse.error(.serviceUnavailable, "service overloaded (\(limit) reached)",
                                            requestID: exchange.context.requestID)

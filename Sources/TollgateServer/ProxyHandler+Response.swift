@@ -51,7 +51,7 @@ extension ProxyHandler: UpstreamOwner {
         let state = exchange.state
         let route = exchange.route
         let extra = route?.deprecationFields ?? []
-        exchange.status = code
+        exchange.responseStatus = code
         exchange.responseHeadSent = true
         exchange.responseFraming = clientFraming
         if let route, !route.chain.isEmpty, code == 101 || !route.chain.responseHooksOnlyAdd && route.chain.responseFieldNames == nil {
@@ -65,7 +65,7 @@ extension ProxyHandler: UpstreamOwner {
             }
             var response = HTTPResponse(status: HTTPResponse.Status(code: code, reasonPhrase: head.reason), headerFields: fields)
             route.chain.runResponse(&response, context: &exchange.context)
-            exchange.status = response.status.code
+            exchange.responseStatus = response.status.code
             if !exchange.context.responseFilters.isEmpty && code != 101 {
                 // The body passes filters: framed by the Content-Length the hooks left (they vouch
                 // for it), else chunked (or until close, for HTTP/1.0).
@@ -170,7 +170,7 @@ extension ProxyHandler: UpstreamOwner {
             // A filter may hold bytes back (a coder's block): nothing goes out this time.
             buffer = exchange.responseFilters.process(buffer, allocator: context.channel.allocator)
         }
-        exchange.bytesSent += buffer.readableBytes
+        exchange.responseBytes += buffer.readableBytes
         if buffer.readableBytes == 0 {
             if exchange.upstreamRequestComplete { armReadTimer(exchange) }
             return
@@ -189,12 +189,12 @@ extension ProxyHandler: UpstreamOwner {
             let rest = exchange.responseFilters.finish(allocator: context.channel.allocator)
             exchange.responseFilters = []
             if rest.readableBytes > 0 && exchange.responseFraming != .none {
-                exchange.bytesSent += rest.readableBytes
+                exchange.responseBytes += rest.readableBytes
                 if case .chunked = exchange.responseFraming { output.chunk(rest, context: context) } else { output.data(rest, context: context) }
             }
         }
         if case .chunked = exchange.responseFraming { output.lastChunk(trailers, context: context) }
-        exchange.closeAttempt(status: exchange.status, error: nil)
+        exchange.closeAttempt(status: exchange.responseStatus, error: nil)
         flush()
         responseFinished(exchange)
     }
@@ -228,7 +228,7 @@ extension ProxyHandler: UpstreamOwner {
             return close()
         }
         guard let exchange, exchange.phase == .proxying else { return }
-        exchange.upstream = nil
+        exchange.upstreamConnection = nil
         exchange.upstreamKeepAlive = false
         if exchange.responseHeadSent {
             finishCounting(exchange)
@@ -246,8 +246,8 @@ extension ProxyHandler: UpstreamOwner {
     /// connection and its bytes come back through `upstreamRelay`, with backpressure through the same
     /// read gating as bodies.
     private func switchToRelay(_ exchange: Exchange) {
-        guard let upstream = exchange.upstream else { return close() }
-        exchange.upstream = nil
+        guard let upstream = exchange.upstreamConnection else { return close() }
+        exchange.upstreamConnection = nil
         runLogPhase(exchange)   // the exchange ends here; the relay that follows is not a request
         self.exchange = nil
         timers.cancel()

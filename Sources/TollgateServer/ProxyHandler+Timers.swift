@@ -116,8 +116,8 @@ extension ProxyHandler {
     private func upstreamTimedOut() {
         guard let exchange, exchange.phase == .proxying else { return }
         exchange.upstreamKeepAlive = false
-        if let upstream = exchange.upstream {
-            exchange.upstream = nil
+        if let upstream = exchange.upstreamConnection {
+            exchange.upstreamConnection = nil
             upstream.owner = nil
             upstream.close()
         }

@@ -181,7 +181,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
         bytesArrived()
         if wroteUpstreamSinceFlush {
             wroteUpstreamSinceFlush = false
-            exchange?.upstream?.flush()
+            exchange?.upstreamConnection?.flush()
         }
         // The next read is asked for from here, past the pipeline's tail and this handler's `read`
         // (NIO asks for one after every read completes, unless one is pending already). When reads
@@ -192,7 +192,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         isWritable = context.channel.isWritable
         if isWritable {
-            exchange?.upstream?.resumeReading()
+            exchange?.upstreamConnection?.resumeReading()
             relayPeer?.resumeReading()
         }
         context.fireChannelWritabilityChanged()
@@ -207,15 +207,15 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
             relayPeer.close()
         }
         if let exchange {
-            if let upstream = exchange.upstream {
+            if let upstream = exchange.upstreamConnection {
                 // The client went away mid-exchange: the upstream stream is out of step, drop it.
-                exchange.upstream = nil
+                exchange.upstreamConnection = nil
                 upstream.owner = nil
                 upstream.close()
             }
             finishCounting(exchange)
             releaseLimits(exchange)
-            if exchange.errorReason == nil && !exchange.responseHeadSent { exchange.errorReason = "client closed the connection" }
+            if exchange.failureReason == nil && !exchange.responseHeadSent { exchange.failureReason = "client closed the connection" }
             runLogPhase(exchange)
             self.exchange = nil
         }
@@ -268,7 +268,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if exchange.requestComplete { return inbound.readableBytes < Self.maxPipelinedBytes }
         switch exchange.phase {
         case .preparing, .connecting: return exchange.bodyWaiter != nil || exchange.pendingBody.count < 4
-        case .proxying: return exchange.upstream?.isWritable ?? true
+        case .proxying: return exchange.upstreamConnection?.isWritable ?? true
         case .responded: return true
         }
     }
@@ -361,10 +361,10 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
         if status.code == 304 || status.code == 204 { fields[.contentLength] = nil }
         let connection = connectionHeader(exchange)
-        exchange.status = status.code
+        exchange.responseStatus = status.code
         exchange.responseHeadSent = true
         let withBody = !exchange.isHeadRequest && status.code != 204 && status.code != 304
-        exchange.bytesSent = withBody ? body.readableBytes : 0
+        exchange.responseBytes = withBody ? body.readableBytes : 0
         output.render(context.channel.allocator) { out in
             HeadWriter.writeResponse(minorVersion: exchange.clientMinorVersion, status: status, fields: fields,
                                      addChunked: false, connection: connection, into: &out)
@@ -387,10 +387,10 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
         let body = response.payload ?? context.channel.allocator.buffer(string: response.body)
         let noBody = status.code == 304 || status.code == 204
         let connection = connectionHeader(exchange)
-        exchange.status = status.code
+        exchange.responseStatus = status.code
         exchange.responseHeadSent = true
         let withBody = !exchange.isHeadRequest && !noBody
-        exchange.bytesSent = withBody ? body.readableBytes : 0
+        exchange.responseBytes = withBody ? body.readableBytes : 0
         output.render(context.channel.allocator) { out in
             HeadWriter.writeResponse(minorVersion: exchange.clientMinorVersion, status: status, rendered: base, fields: added,
                                      contentLength: noBody ? nil : body.readableBytes, requestID: requestID,
@@ -403,11 +403,11 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func respondError(_ status: HTTPResponse.Status, _ message: String, exchange: Exchange,
                       extra: [(String, String)] = []) {
-        exchange.errorReason = message
+        exchange.failureReason = message
         if status.code >= 500 {
             loop.logger.warning("request failed", metadata: [
                 "request_id": "\(exchange.context.requestID)", "route": "\(exchange.route?.name ?? "-")",
-                "service": "\(exchange.service?.config.name ?? "-")", "target": "\(exchange.target?.authority ?? "-")",
+                "service": "\(exchange.service?.config.name ?? "-")", "target": "\(exchange.resolvedTarget?.authority ?? "-")",
                 "status": "\(status.code)", "error": "\(message)",
             ])
         }
@@ -425,16 +425,16 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
         let requestID = exchange?.context.requestID ?? loop.makeRequestID().string
         if let exchange {
             timers.upstreamDeadline = nil
-            if let upstream = exchange.upstream {
-                exchange.upstream = nil
+            if let upstream = exchange.upstreamConnection {
+                exchange.upstreamConnection = nil
                 upstream.owner = nil
                 upstream.close()
             }
             finishCounting(exchange)
             releaseLimits(exchange)
-            exchange.status = status.code
+            exchange.responseStatus = status.code
             exchange.phase = .responded
-            exchange.errorReason = exchange.errorReason ?? message
+            exchange.failureReason = exchange.failureReason ?? message
             runLogPhase(exchange)
         }
         let body = LocalResponse.error(status, message, requestID: requestID).body
@@ -459,8 +459,8 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
         timers.upstreamDeadline = nil
         finishCounting(exchange)
         releaseLimits(exchange)
-        if let upstream = exchange.upstream {
-            exchange.upstream = nil
+        if let upstream = exchange.upstreamConnection {
+            exchange.upstreamConnection = nil
             let reusable = exchange.upstreamKeepAlive && exchange.upstreamRequestComplete && !exchange.isUpgrade
                 && upstream.isClean
             loop.pool.release(upstream, reusable: reusable, maxIdle: exchange.service?.maxIdlePerTarget ?? 0)
@@ -483,22 +483,21 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
         let hasLogHooks = exchange.route.map { $0.chain.hasLogHooks } ?? exchange.state.snapshot.globalChain.hasLogHooks
         guard hasLogHooks else { return }
         exchange.logged = true
-        let status = exchange.responseHeadSent || exchange.phase == .responded ? exchange.status : 499
-        exchange.closeAttempt(status: exchange.status, error: exchange.errorReason ?? "abandoned")
-        // Built in one piece by an inlinable init (out of line, and with fields set afterwards, the
-        // summary was copied more often).
-        let summary = RequestSummary(
-            status: status, bytesReceived: exchange.requestBodyBytes, bytesSent: exchange.bytesSent,
-            startNanos: exchange.context.startNanos, endNanos: NIODeadline.now().uptimeNanoseconds,
-            upstream: exchange.target?.authority, errorReason: exchange.errorReason, head: exchange.head,
-            upstreamNanos: exchange.upstreamNanos, attempts: exchange.attempts, routeName: exchange.route?.name,
-            serviceName: exchange.route?.serviceName)
-        // Passed in place: reading the context from the exchange (a class) would copy it, retaining
-        // every string and array in it. The chain is used where it is (binding it copies it).
+        let status = exchange.responseHeadSent || exchange.phase == .responded ? exchange.responseStatus : 499
+        let now = NIODeadline.now().uptimeNanoseconds
+        exchange.closeAttempt(status: exchange.responseStatus, error: exchange.failureReason ?? "abandoned", now: now)
+        // The exchange is the summary the hooks read: its summary fields are set here, nothing is
+        // built or copied.
+        exchange.finish(status: status, bytesReceived: exchange.requestBodyBytes, bytesSent: exchange.responseBytes,
+                        endNanos: now, upstream: exchange.resolvedTarget?.authority,
+                        errorReason: exchange.failureReason, upstreamNanos: exchange.upstreamTime,
+                        attempts: exchange.attemptRecords, routeName: exchange.route?.name, serviceName: exchange.route?.serviceName)
+        // The context is passed in place: reading it from the exchange (a class) would copy it,
+        // retaining every string and array in it. The chain is used where it is (binding it copies it).
         if let route = exchange.route {
-            route.chain.runLog(context: &exchange.context, summary: summary)
+            route.chain.runLog(context: &exchange.context, summary: exchange)
         } else {
-            exchange.state.snapshot.globalChain.runLog(context: &exchange.context, summary: summary)
+            exchange.state.snapshot.globalChain.runLog(context: &exchange.context, summary: exchange)
         }
     }
 
@@ -517,7 +516,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
         if exchange != nil && wroteUpstreamSinceFlush {
             wroteUpstreamSinceFlush = false
-            exchange?.upstream?.flush()
+            exchange?.upstreamConnection?.flush()
         }
         resumeReadingIfPossible()
     }

@@ -24,12 +24,10 @@ import TollgateCore
         context.trace = TraceContext(traceIDHigh: 0x4bf9_2f35_77b3_4da6, traceIDLow: 0xa3ce_929d_0e0e_4736, spanID: 0x00f0_67aa_0ba9_02b7,
                                      sampled: false)
         context.pluginTimings = [1_500_000, 250_000]
-        var summary = RequestSummary(status: 200, bytesReceived: 12, bytesSent: 345, startNanos: 1_000_000_000,
-                                     endNanos: 1_012_345_678, upstream: "127.0.0.1:9001", errorReason: nil)
-        summary.head = head("GET \(target) HTTP/1.1\r\nHost: api.test\r\nUser-Agent: curl/8.0 \"quoted\"\r\n\r\n")
-        summary.upstreamNanos = 10_000_000
-        summary.routeName = "users"
-        summary.serviceName = "app"
+        let summary = RequestSummary(status: 200, bytesReceived: 12, bytesSent: 345, startNanos: 1_000_000_000,
+                                     endNanos: 1_012_345_678, upstream: "127.0.0.1:9001", errorReason: nil,
+                                     head: head("GET \(target) HTTP/1.1\r\nHost: api.test\r\nUser-Agent: curl/8.0 \"quoted\"\r\n\r\n"),
+                                     upstreamNanos: 10_000_000, routeName: "users", serviceName: "app")
         return (context, summary)
     }
 
@@ -46,6 +44,20 @@ import TollgateCore
         #expect(line.hasPrefix(#"{"timestamp":"2026-11-27T14:05:07.488Z","request_id":"req-1","trace_id":"4bf92f3577b34da6a3ce929d0e0e4736","client_ip":"10.0.0.9","method":"GET","host":"api.test","path":"/users/7","query":"token=REDACTED&page=2","protocol":"HTTP/1.1","status":200,"bytes_in":12,"bytes_out":345,"latency_ms":12.345,"upstream_latency_ms":10.000,"gateway_overhead_ms":2.345,"route":"users","service":"app","upstream":"127.0.0.1:9001","consumer":"alice","rate_limit":"allowed","cache":null,"user_agent":"curl/8.0 \"quoted\"","error":null}"#))
         let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
         #expect(object.count == AccessLogFormat.Field.defaults.count)
+    }
+
+    /// The default fields have a straight-through writer of their own; it must write what the
+    /// field-by-field one writes for the same fields.
+    @Test(arguments: ["/users/7?token=abc&page=2", "/", "/a%22b?x=\"y\""], [nil, "alice"])
+    func defaultLineMatchesTheFieldByFieldOne(target: String, consumer: String?) {
+        for redacted in [[], ["token"]] as [Set<String>] {
+            let whole = Self.line(AccessLogFormat(redactedParameters: redacted), target: target, consumer: consumer)
+            let pieces = AccessLogFormat.Field.defaults.map { field in
+                Self.line(AccessLogFormat(fields: [field], redactedParameters: redacted), target: target, consumer: consumer)
+                    .dropFirst().dropLast(2)   // {"key":value}\n -> "key":value
+            }
+            #expect(whole == "{" + pieces.joined(separator: ",") + "}\n")
+        }
     }
 
     @Test func selectedFieldsAndPluginTimings() {
@@ -92,6 +104,11 @@ import TollgateCore
 
     @Test func anOverlongLineIsReplacedByAShortOne() throws {
         var (context, summary) = Self.request()
+        func with(_ head: RawHead) -> RequestSummary {
+            RequestSummary(status: summary.status, bytesReceived: summary.bytesReceived, bytesSent: summary.bytesSent,
+                           startNanos: summary.startNanos, endNanos: summary.endNanos, upstream: summary.upstream,
+                           errorReason: summary.errorReason, head: head)
+        }
         var head = RawHead()
         let agent = String(repeating: "\"", count: 40_000)   // 80 000 bytes once escaped
         guard case .complete = HeadParser(kind: .request, maxHeaderSize: 64 << 10)
@@ -99,11 +116,11 @@ import TollgateCore
             Issue.record("head not parsed")
             return
         }
-        summary.head = head
+        summary = with(head)
         let line = AccessLogFormat().line(context: context, summary: summary, nowMillis: Self.now)
         #expect(line == #"{"error":"access-log line longer than 64KB","request_id":"req-1","status":200}"# + "\n")
         context.requestID = "next"
-        summary.head = Self.head("GET /ok HTTP/1.1\r\nHost: a\r\n\r\n")
+        summary = with(Self.head("GET /ok HTTP/1.1\r\nHost: a\r\n\r\n"))
         #expect(AccessLogFormat(fields: [.path]).line(context: context, summary: summary, nowMillis: Self.now) == #"{"path":"/ok"}"# + "\n")
     }
 
@@ -295,6 +312,17 @@ import TollgateCore
         #expect(text.contains(#"tollgate_response_bytes_total{route="r",service="s",method="GET",status_class="2xx"} 4000"#))
         #expect(!text.contains("tollgate_upstream_duration_seconds_bucket"))
         #expect(text.contains(#"tollgate_build_info{version="test"} 1"#))
+    }
+
+    @Test func methodLabelsFromTheHeadBytes() {
+        let cases: [(String, String)] = [("GET", "GET"), ("POST", "POST"), ("PUT", "PUT"), ("DELETE", "DELETE"), ("PATCH", "PATCH"),
+                                         ("HEAD", "HEAD"), ("OPTIONS", "OPTIONS"), ("CONNECT", "CONNECT"), ("TRACE", "TRACE"),
+                                         ("MKCOL", "OTHER"), ("PURGE", "OTHER"), ("GOT", "OTHER"), ("PUTS", "OTHER"), ("DELETES", "OTHER"),
+                                         ("CONNECX", "OTHER"), ("TRACK", "OTHER"), ("PATCX", "OTHER")]
+        for (method, label) in cases {
+            let head = AccessLogFormatTests.head("\(method) / HTTP/1.1\r\nHost: a\r\n\r\n")
+            #expect(RequestObservation.methods[Int(RequestObservation.methodIndex(head))] == label, "\(method)")
+        }
     }
 
     @Test func labelValuesAreEscaped() {

@@ -36,8 +36,9 @@ public struct FilterChain: Sendable {
     public let requestFieldNames: [HTTPField.Name]?
     /// The plugins with a response hook, last on the way in first: the response phase runs only these.
     let responders: [any GatewayPlugin]
-    /// The plugins with a log hook.
-    let loggers: [any GatewayPlugin]
+    /// The log hooks, each a closure around its plugin's concrete type: calling one neither copies
+    /// nor opens an existential (which retains and releases the plugin's box on every request).
+    let logHooks: [@Sendable (RequestContext, RequestSummary) -> Void]
     /// Each responder's index in `plugins` (where its timing goes).
     let responderIndices: [Int]
     /// By plugin index: whether every other plugin's response hook only adds fields (so an answer
@@ -69,7 +70,7 @@ public struct FilterChain: Sendable {
         self.tracer = ordered.lazy.compactMap(\.plugin.requestTracer).first
         self.recordsUpstreamAttempts = ordered.contains { $0.plugin.wantsUpstreamAttempts }
         self.wantsSubrequests = ordered.contains { $0.plugin.wantsSubrequests }
-        self.loggers = ordered.map(\.plugin).filter(\.hasLogHook)
+        self.logHooks = ordered.map(\.plugin).filter(\.hasLogHook).map(\.logHook)
         self.responderIndices = ordered.indices.reversed().filter { ordered[$0].plugin.hasResponseHook }
         var names: [HTTPField.Name]? = []
         for entry in ordered where entry.plugin.mayChangeRequest || entry.plugin.readsRequestFields {
@@ -214,7 +215,7 @@ public struct FilterChain: Sendable {
     /// Runs the log hooks. `context` is inout only so a caller holding it in a class passes it without
     /// a copy; the hooks cannot change it.
     public func runLog(context: inout RequestContext, summary: RequestSummary) {
-        for plugin in loggers { plugin.onLog(context: context, summary: summary) }
+        for hook in logHooks { hook(context, summary) }
     }
 }
 
@@ -222,4 +223,11 @@ extension HTTPRequest {
     /// What request hooks get when none of a route's reads the request (`GatewayPlugin.readsRequest`):
     /// `GET /` without fields, made once.
     public static let placeholder = HTTPRequest(method: .get, scheme: nil, authority: nil, path: "/")
+}
+
+extension GatewayPlugin {
+    /// `onLog` as a closure over this plugin's concrete type (see `FilterChain.logHooks`).
+    var logHook: @Sendable (RequestContext, RequestSummary) -> Void {
+        { context, summary in self.onLog(context: context, summary: summary) }
+    }
 }

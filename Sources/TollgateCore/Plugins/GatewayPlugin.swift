@@ -189,46 +189,63 @@ public struct LocalResponse: Sendable {
     }
 }
 
-/// What the log phase sees of a finished request.
-public struct RequestSummary: Sendable {
-    public var status: Int
-    public var bytesReceived: Int
-    public var bytesSent: Int
-    public var startNanos: UInt64
-    public var endNanos: UInt64
+/// What the log phase sees of a finished request. The server's per-request object is one (a
+/// subclass, which fills these fields in when the log phase starts), so every log hook reads the same
+/// object and nothing is built or copied for the log phase. It belongs to the request's event loop:
+/// read it during the hook, and copy out what must outlive it or go to another thread.
+open class RequestSummary {
+    public final private(set) var status = 0
+    public final private(set) var bytesReceived = 0
+    public final private(set) var bytesSent = 0
+    /// Monotonic nanoseconds: when the request head arrived, and when the log phase started.
+    public let startNanos: UInt64
+    public final private(set) var endNanos: UInt64 = 0
     /// The upstream target of the last attempt (`host:port`), nil when none was tried.
-    public var upstream: String?
-    public var errorReason: String?
+    public final private(set) var upstream: String?
+    public final private(set) var errorReason: String?
     /// The client's request head as it arrived (its bytes are shared, not copied): the request line
     /// and fields, read on demand.
-    public var head: RawHead
+    public let head: RawHead
     /// Time spent on upstream attempts (connect to last byte, summed over retries); nil when the
     /// request never went upstream.
-    public var upstreamNanos: UInt64?
+    public final private(set) var upstreamNanos: UInt64?
     /// Each upstream attempt, when a log hook asked for them (`wantsUpstreamAttempts`).
-    public var attempts: [UpstreamAttempt]
+    public final private(set) var attempts: [UpstreamAttempt] = []
     /// The matched route's name and its service; nil when no route matched (those requests run only
     /// the global plugins' log hooks).
-    public var routeName: String?
-    public var serviceName: String?
+    public final private(set) var routeName: String?
+    public final private(set) var serviceName: String?
 
-    /// Inlinable, so that the log path builds it with fewer copies.
-    @inlinable
-    public init(status: Int, bytesReceived: Int, bytesSent: Int, startNanos: UInt64, endNanos: UInt64,
-                upstream: String?, errorReason: String?, head: RawHead = RawHead(), upstreamNanos: UInt64? = nil,
-                attempts: [UpstreamAttempt] = [], routeName: String? = nil, serviceName: String? = nil) {
+    /// A request whose head arrived at `startNanos`; the rest is set by `finish`.
+    public init(head: RawHead, startNanos: UInt64) {
         self.head = head
+        self.startNanos = startNanos
+    }
+
+    /// A finished request in one go (tests, tools).
+    public convenience init(status: Int, bytesReceived: Int, bytesSent: Int, startNanos: UInt64, endNanos: UInt64,
+                            upstream: String?, errorReason: String?, head: RawHead = RawHead(), upstreamNanos: UInt64? = nil,
+                            attempts: [UpstreamAttempt] = [], routeName: String? = nil, serviceName: String? = nil) {
+        self.init(head: head, startNanos: startNanos)
+        finish(status: status, bytesReceived: bytesReceived, bytesSent: bytesSent, endNanos: endNanos, upstream: upstream,
+               errorReason: errorReason, upstreamNanos: upstreamNanos, attempts: attempts, routeName: routeName,
+               serviceName: serviceName)
+    }
+
+    /// How the request ended, set once before the log hooks run.
+    public final func finish(status: Int, bytesReceived: Int, bytesSent: Int, endNanos: UInt64, upstream: String?,
+                             errorReason: String?, upstreamNanos: UInt64?, attempts: [UpstreamAttempt], routeName: String?,
+                             serviceName: String?) {
+        self.status = status
+        self.bytesReceived = bytesReceived
+        self.bytesSent = bytesSent
+        self.endNanos = endNanos
+        self.upstream = upstream
+        self.errorReason = errorReason
         self.upstreamNanos = upstreamNanos
         self.attempts = attempts
         self.routeName = routeName
         self.serviceName = serviceName
-        self.status = status
-        self.bytesReceived = bytesReceived
-        self.bytesSent = bytesSent
-        self.startNanos = startNanos
-        self.endNanos = endNanos
-        self.upstream = upstream
-        self.errorReason = errorReason
     }
 
     public var method: String { head.methodString }
