@@ -125,7 +125,8 @@ public final class GatewayMetrics: Sendable {
                        latencyNanos: summary.endNanos &- summary.startNanos, upstreamNanos: summary.upstreamNanos,
                        bytesIn: summary.bytesReceived, bytesOut: summary.bytesSent, rateLimit: context.rateLimitOutcome,
                        authFailure: context.authFailure, cache: context.cacheStatus, consumer: consumer,
-                       pluginTimings: pluginTimings ? context.pluginTimings : nil, pluginNames: route?.chain.names ?? [])
+                       pluginTimings: pluginTimings ? context.pluginTimings : nil,
+                       pluginNames: pluginTimings ? route?.chain.names ?? [] : [])
     }
 
     /// The label a consumer gets: its name while fewer than `cap` consumers have one, else `other`.

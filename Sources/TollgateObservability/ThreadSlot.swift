@@ -20,6 +20,14 @@ final class ThreadSlot<Value: AnyObject>: @unchecked Sendable {
         return Unmanaged<Value>.fromOpaque(raw).takeUnretainedValue()
     }
 
+    /// Calls `body` with this thread's object, without retaining it (the owner keeps it alive); nil
+    /// when this thread has none yet.
+    @inline(__always)
+    func withValue<Result>(_ body: (Value) -> Result) -> Result? {
+        guard let raw = pthread_getspecific(key) else { return nil }
+        return Unmanaged<Value>.fromOpaque(raw)._withUnsafeGuaranteedRef(body)
+    }
+
     func set(_ value: Value) {
         pthread_setspecific(key, Unmanaged.passUnretained(value).toOpaque())
     }

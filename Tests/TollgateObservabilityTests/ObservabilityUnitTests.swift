@@ -234,6 +234,19 @@ import TollgateCore
         #expect(seen.count == 1_000)
     }
 
+    @Test func threadsDrawDistinctIDs() async {
+        let ids = TraceIDGenerator(seed: 42)
+        let drawn = await withTaskGroup(of: [UInt64].self) { group in
+            for _ in 0..<4 {
+                group.addTask { await Task.detached { (0..<5_000).map { _ in ids.next() } }.value }
+            }
+            var all: [UInt64] = []
+            for await part in group { all += part }
+            return all
+        }
+        #expect(drawn.count == 20_000 && Set(drawn).count == 20_000 && !drawn.contains(0))
+    }
+
     @Test func samplerFollowsItsRatio() {
         let ids = TraceIDGenerator(seed: 7)
         for ratio in [0.0, 0.01, 0.25, 1.0] {

@@ -116,8 +116,14 @@ public struct OpenTelemetryPlugin: GatewayPlugin, RequestTracer {
         let parent = traceparent.flatMap(TraceParent.parse)
         // tracestate belongs to a valid parent only (W3C: drop it with a bad traceparent).
         let state = parent == nil ? nil : tracestate
-        var trace = TraceContext(traceIDHigh: parent?.traceIDHigh ?? ids.next(), traceIDLow: parent?.traceIDLow ?? ids.next(),
-                                 spanID: ids.next(), parentSpanID: parent?.parentID ?? 0, sampled: false, traceState: state)
+        var trace: TraceContext
+        if let parent {
+            trace = TraceContext(traceIDHigh: parent.traceIDHigh, traceIDLow: parent.traceIDLow, spanID: ids.next(),
+                                 parentSpanID: parent.parentID, sampled: false, traceState: state)
+        } else {
+            let new = ids.nextTrace()
+            trace = TraceContext(traceIDHigh: new.high, traceIDLow: new.low, spanID: new.span, sampled: false)
+        }
         trace.sampled = parent?.sampled ?? sampler.samples(traceIDLow: trace.traceIDLow)
         trace.propagate = configuration.propagate
         if trace.sampled, let backend, backend.exporter != nil {
