@@ -168,7 +168,8 @@ let package = Package(
         ),
         .testTarget(
             name: "TollgateObservabilityTests",
-            dependencies: ["TollgateCore", "TollgateObservability", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["TollgateCore", "TollgateObservability", .product(name: "Logging", package: "swift-log"),
+                           .product(name: "NIOEmbedded", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -19,11 +19,16 @@ public struct LineChunk: Sendable {
         self.lines = lines
     }
 
+    /// A chunk holding a copy of `bytes`, in memory of its size.
+    init(copying bytes: UnsafeRawBufferPointer, lines: Int) {
+        let buffer = LineBuffer(capacity: bytes.count)
+        if let base = bytes.baseAddress { UnsafeMutableRawPointer(buffer.memory).copyMemory(from: base, byteCount: bytes.count) }
+        self.init(buffer: buffer, count: bytes.count, lines: lines)
+    }
+
     /// A chunk holding a copy of `bytes` (tests, tools).
     public init(bytes: [UInt8], lines: Int) {
-        let buffer = LineBuffer(capacity: bytes.count)
-        bytes.withUnsafeBufferPointer { buffer.memory.initialize(from: $0.baseAddress!, count: $0.count) }
-        self.init(buffer: buffer, count: bytes.count, lines: lines)
+        self = bytes.withUnsafeBytes { LineChunk(copying: $0, lines: lines) }
     }
 
     /// The lines' bytes, valid until `recycle()`.
@@ -135,8 +140,16 @@ public final class AccessLog: Sendable {
 
     private func handOff(_ batch: LineBatch) {
         guard batch.lines > 0 else { return }
-        let chunk = LineChunk(buffer: batch.buffer, count: batch.count, lines: batch.lines)
-        batch.buffer = LineBufferPool.shared.take()
+        let chunk: LineChunk
+        if batch.count >= Self.batchBytes / 4 {
+            chunk = LineChunk(buffer: batch.buffer, count: batch.count, lines: batch.lines)
+            batch.buffer = LineBufferPool.shared.take()
+        } else {
+            // A small batch (the timer's, at low load) goes as a copy of its size and the buffer
+            // stays: chunks waiting for a slow sink then hold about what their lines take, not a
+            // batch buffer each.
+            chunk = LineChunk(copying: UnsafeRawBufferPointer(start: batch.buffer.memory, count: batch.count), lines: batch.lines)
+        }
         batch.count = 0
         batch.lines = 0
         destination.deliver(chunk)
