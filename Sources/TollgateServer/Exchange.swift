@@ -3,7 +3,9 @@ import NIOCore
 import TollgateCore
 
 /// One request/response on a downstream connection: what was asked, where it goes, and how far each
-/// direction has got. Lives on the connection's event loop.
+/// direction has got. Lives on the connection's event loop. It is also the `RequestSummary` the log
+/// hooks read (its head and start are the summary's; the rest is filled in when the log phase starts),
+/// so the log phase builds and copies nothing.
 final class Exchange: RequestSummary {
     enum Phase {
         /// Head received; routing and request plugins run (possibly suspended for I/O).
