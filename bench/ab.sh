@@ -26,24 +26,22 @@ start a 1 "$a_bin" run --config "$work/a.yaml" --log-level error
 start b 1 "$b_bin" run --config "$work/b.yaml" --log-level error
 sleep 1.5
 
-load() { taskset -c 0 wrk -t1 -c50 -d"$2s" "http://127.0.0.1:$1/users/42" > "$3" 2>/dev/null; }
-rps() { awk '/Requests\/sec/ {print $2}' "$1"; }
-load $pa 2 "$work/warm.a" & x=$!
-load $pb 2 "$work/warm.b" & y=$!
+wrk_load $pa 2 "$work/warm.a" & x=$!
+wrk_load $pb 2 "$work/warm.b" & y=$!
 wait $x $y   # (a bare `wait` would also wait for the servers)
 
 printf "%-6s %10s %10s %8s\n" round A_req/s B_req/s B/A
 for round in $(seq 1 "$rounds"); do
-  load $pa "$seconds" "$work/a.out" & x=$!
-  load $pb "$seconds" "$work/b.out" & y=$!
+  wrk_load $pa "$seconds" "$work/a.out" & x=$!
+  wrk_load $pb "$seconds" "$work/b.out" & y=$!
   wait $x $y
   for side in a b; do
     if grep -q "Non-2xx" "$work/$side.out"; then echo "$side: answers other than 2xx" >&2; exit 1; fi
   done
-  awk -v r="$round" -v a="$(rps "$work/a.out")" -v b="$(rps "$work/b.out")" \
+  awk -v r="$round" -v a="$(wrk_rps "$work/a.out")" -v b="$(wrk_rps "$work/b.out")" \
     'BEGIN { printf "%-6s %10.0f %10.0f %8.3f\n", r, a, b, b/a }' | tee -a "$work/results"
 done
 awk '{print $4}' "$work/results" | sort -n | awk '{v[NR]=$1} END {
+  m = v[int((NR+1)/2)]
   printf "\nmedian B/A %.3f (rounds from %.3f to %.3f): B costs %.1f%% %s CPU per request than A\n",
-    v[int((NR+1)/2)], v[1], v[NR], (v[int((NR+1)/2)] >= 1 ? 1 - 1/v[int((NR+1)/2)] : 1/v[int((NR+1)/2)] - 1) * 100,
-    (v[int((NR+1)/2)] >= 1 ? "less" : "more") }'
+    m, v[1], v[NR], (m >= 1 ? 1 - 1/m : 1/m - 1) * 100, (m >= 1 ? "less" : "more") }'

@@ -86,6 +86,13 @@ cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 # cpu_split PID: the same, user space and kernel apart, as "utime stime".
 cpu_split() { awk '{print $14, $15}' "/proc/$1/stat"; }
 
+# wrk_load PORT SECONDS OUTPUT: wrk on core 0 (1 thread, 50 connections) against /users/42.
+wrk_load() { taskset -c 0 wrk -t1 -c50 -d"$2s" "http://127.0.0.1:$1/users/42" > "$3" 2>/dev/null; }
+
+# wrk_rps OUTPUT and wrk_requests OUTPUT: a wrk run's req/s and its request count.
+wrk_rps() { awk '/Requests\/sec/ {print $2}' "$1"; }
+wrk_requests() { awk '/requests in/ {print $1}' "$1"; }
+
 # worker_pid MASTER_PID: the first child of an nginx master (its one worker).
 worker_pid() { pgrep -P "$1" | head -1; }
 

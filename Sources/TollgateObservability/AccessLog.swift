@@ -4,9 +4,10 @@ import TollgateCore
 
 /// Formatted access-log lines on their way out: a chunk of whole lines (each ending in a newline), in
 /// the very memory an event loop wrote them into. The destination calls `recycle()` once it no longer
-/// needs the bytes, and the memory goes back to the pool for the next batch: lines are never copied
-/// between the loop and the file, nothing is allocated or freed per batch, and the same few buffers
-/// stay warm in the CPU's caches. (A chunk that is never recycled frees its memory when it goes.)
+/// needs the bytes, and the memory goes back to the pool for the next batch: a full batch's lines are
+/// never copied between the loop and the file, nothing is allocated or freed for it, and the same few
+/// buffers stay warm in the CPU's caches. (Small batches go as copies; a chunk that is never recycled
+/// frees its memory when it goes.)
 public struct LineChunk: Sendable {
     let buffer: LineBuffer
     /// Bytes in the chunk.
@@ -94,7 +95,7 @@ public protocol LineDestination: AnyObject, Sendable {
 /// 256 KiB or 100 ms after its first line. Only the hand-off takes a lock, once per batch, and the
 /// batch's memory itself is handed over (the thread takes another buffer from the pool). Batches of
 /// 256 KiB cost 2.5% less CPU per request than 64 KiB ones with the access log to a file (fewer, larger
-/// writes and hand-offs; `bench/cost.sh`); 1 MiB gained nothing more.
+/// writes and hand-offs; `bench/ab.sh`); 1 MiB gained nothing more.
 public final class AccessLog: Sendable {
     public let format: AccessLogFormat
     public let destination: any LineDestination
