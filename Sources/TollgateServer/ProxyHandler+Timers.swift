@@ -6,6 +6,26 @@ import TollgateCore
 /// itself for the nearest deadline. So a request costs no timer scheduling or cancelling, which
 /// callgrind showed at about 16% of the proxy's instructions.
 struct ConnectionTimers {
+    /// What the upstream deadline waits for.
+    enum UpstreamWait {
+        /// Response bytes from the upstream (its read timeout).
+        case read
+        /// The upstream to take request bytes (its write timeout).
+        case write
+        /// The client to take response bytes: while it takes none, the upstream is not read (the
+        /// backpressure of NIO's writability), so its read timeout would blame it for the client.
+        /// The client gets `idle_timeout` instead, then the connection is cut.
+        case client
+
+        var message: String {
+            switch self {
+            case .read: "upstream read timeout"
+            case .write: "upstream write timeout"
+            case .client: "client stopped reading"
+            }
+        }
+    }
+
     enum ConnectionPhase {
         case header
         case idle
@@ -14,7 +34,7 @@ struct ConnectionTimers {
     var connectionDeadline: NIODeadline?
     var connectionPhase = ConnectionPhase.header
     var upstreamDeadline: NIODeadline?
-    var upstreamMessage = ""
+    var upstreamWait = UpstreamWait.read
     var task: Scheduled<Void>?
     var taskDeadline = NIODeadline.distantFuture
 
@@ -90,24 +110,39 @@ extension ProxyHandler {
     }
 
     /// Before the response head: the per-try timeout (the read timeout unless retries set one), cut
-    /// short by the request's deadline; after it, the read timeout between body bytes.
+    /// short by the request's deadline; after it, the read timeout between body bytes. While the
+    /// client's socket is full the upstream is not read, and the wait is the client's (`.client`).
     func armReadTimer(_ exchange: Exchange) {
         guard let service = exchange.service else { return }
+        if !isWritable {
+            armUpstreamTimer(loop.state.idleTimeout, wait: .client)
+            return
+        }
         var timeout = exchange.responseHeadSent ? service.readTimeout : service.perTryTimeout
         if let deadline = exchange.deadline, !exchange.responseHeadSent {
             timeout = min(timeout, deadline - .now())
         }
-        armUpstreamTimer(timeout, message: "upstream read timeout")
+        armUpstreamTimer(timeout, wait: .read)
     }
 
     func armWriteTimer(_ exchange: Exchange) {
         guard let service = exchange.service else { return }
-        armUpstreamTimer(service.writeTimeout, message: "upstream write timeout")
+        armUpstreamTimer(service.writeTimeout, wait: .write)
     }
 
-    private func armUpstreamTimer(_ timeout: TimeAmount, message: String) {
+    /// The client's writability changed while a response is awaited: the read deadline becomes the
+    /// client's (full) or the upstream's again (drained).
+    func clientWritabilityChangedWhileReading() {
+        guard let exchange, timers.upstreamDeadline != nil else { return }
+        switch (timers.upstreamWait, isWritable) {
+        case (.read, false), (.client, true): armReadTimer(exchange)
+        default: break
+        }
+    }
+
+    private func armUpstreamTimer(_ timeout: TimeAmount, wait: ConnectionTimers.UpstreamWait) {
         timers.upstreamDeadline = .now() + timeout
-        timers.upstreamMessage = message
+        timers.upstreamWait = wait
         rescheduleTimer()
     }
 
@@ -115,6 +150,13 @@ extension ProxyHandler {
     /// yet, else the connection is cut.
     private func upstreamTimedOut() {
         guard let exchange, exchange.phase == .proxying else { return }
+        if timers.upstreamWait == .client {
+            // Nothing to answer to a client that reads nothing: closing ends the exchange
+            // (`channelInactive` drops the upstream connection and logs).
+            if exchange.failureReason == nil { exchange.failureReason = timers.upstreamWait.message }
+            channelContext?.close(promise: nil)
+            return
+        }
         exchange.upstreamKeepAlive = false
         if let upstream = exchange.upstreamConnection {
             exchange.upstreamConnection = nil
@@ -128,7 +170,7 @@ extension ProxyHandler {
             endAttempt(exchange, failed: true)
             if retry(exchange, after: .timeout) { return }
             exchange.keepAlive = exchange.keepAlive && exchange.requestComplete
-            respondError(.gatewayTimeout, timers.upstreamMessage, exchange: exchange)
+            respondError(.gatewayTimeout, timers.upstreamWait.message, exchange: exchange)
         }
     }
 }

@@ -78,6 +78,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         channelContext = context
+        output.socket = DirectSocket.of(context, alone: !tls)
         if let address = context.channel.remoteAddress?.ipAddress {
             clientIP = address
             let node = address.utf8.contains(UInt8(ascii: ":")) ? "\"[\(address)]\"" : address
@@ -191,6 +192,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         isWritable = context.channel.isWritable
+        clientWritabilityChangedWhileReading()
         if isWritable {
             exchange?.upstreamConnection?.resumeReading()
             relayPeer?.resumeReading()
@@ -293,9 +295,8 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
         guard !closing else { return }
         closing = true
         guard let context = channelContext else { return }
-        output.writeOut(context)
         let written = context.eventLoop.makePromise(of: Void.self)
-        context.writeAndFlush(NIOAny(ByteBuffer()), promise: written)
+        output.flushThroughChannel(context, promise: written)
         let channel = context.channel
         let deadline = context.eventLoop.scheduleTask(in: loop.state.idleTimeout) {
             channel.close(promise: nil)

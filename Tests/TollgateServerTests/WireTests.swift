@@ -164,3 +164,123 @@ extension WireTests {
         }
     }
 }
+
+/// Keeps every byte it reads, but reads nothing for `stall` after connecting, so the sender's socket
+/// fills up first.
+final class StalledCollector: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+    var bytes = ByteBuffer()
+    let stall: TimeAmount
+    let promise: EventLoopPromise<ByteBuffer>
+    init(stall: TimeAmount, promise: EventLoopPromise<ByteBuffer>) {
+        self.stall = stall
+        self.promise = promise
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        let channel = context.channel
+        _ = channel.setOption(.autoRead, value: false)
+        context.eventLoop.scheduleTask(in: stall) {
+            _ = channel.setOption(.autoRead, value: true)
+            channel.read()
+        }
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var buffer = unwrapInboundIn(data)
+        bytes.writeBuffer(&buffer)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) { promise.succeed(bytes) }
+    func errorCaught(context: ChannelHandlerContext, error: any Error) { context.close(promise: nil) }
+}
+
+extension WireTests {
+    /// Responses go straight to the client's socket while the channel holds nothing of the
+    /// connection, and through the channel once the kernel takes only part of one: thousands of
+    /// pipelined responses to a client that reads nothing until the gateway's socket is full arrive
+    /// whole, each once, in order.
+    @Test func pipelinedResponsesToASlowReaderStayInOrder() async throws {
+        let count = 2000, size = 4000
+        let responder: StubUpstream.Responder = { request in
+            let tag = request.head.uri + ";"
+            return .text(tag + String(repeating: "x", count: size - tag.utf8.count))
+        }
+        try await Harness.with(basicConfig, upstreams: [responder]) { harness in
+            let eventLoop = harness.group.next()
+            let promise = eventLoop.makePromise(of: ByteBuffer.self)
+            let channel = try await ClientBootstrap(group: eventLoop)
+                .channelOption(.socketOption(.so_rcvbuf), value: 16 << 10)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(StalledCollector(stall: .milliseconds(1500), promise: promise))
+                    }
+                }
+                .connect(host: "127.0.0.1", port: harness.port).get()
+            let requests = (0..<count).map { index in
+                "GET /api/p\(index) HTTP/1.1\r\nHost: t\r\n" + (index == count - 1 ? "Connection: close\r\n" : "") + "\r\n"
+            }.joined()
+            try await channel.writeAndFlush(ByteBuffer(string: requests))
+            var received = try await promise.futureResult.get()
+            var bodies: [String] = []
+            while let end = received.readableBytesView.firstRange(of: Array("\r\n\r\n".utf8)) {
+                let head = received.readString(length: end.upperBound - received.readerIndex)!
+                guard let length = head.header("content-length").flatMap({ Int($0) }),
+                      let body = received.readString(length: length) else { break }
+                #expect(head.hasPrefix("HTTP/1.1 200"))
+                bodies.append(body)
+            }
+            #expect(received.readableBytes == 0)
+            #expect(bodies.count == count)
+            let misplaced = bodies.indices.first { !bodies[$0].hasPrefix("/p\($0);") || bodies[$0].utf8.count != size }
+            #expect(misplaced == nil, "response \(misplaced ?? 0): \(misplaced.map { bodies[$0].prefix(80) } ?? "")")
+        }
+    }
+
+    /// Reads `size` body bytes through the gateway with a client that reads nothing for `stall`,
+    /// returning how many body bytes it got before the connection ended.
+    static func stalledDownload(_ config: String, size: Int, stall: TimeAmount) async throws -> Int {
+        try await Harness.with(config, upstreams: [{ _ in StubResponse(body: .stream(count: size, chunked: false)) }]) { harness in
+            let eventLoop = harness.group.next()
+            let promise = eventLoop.makePromise(of: ByteBuffer.self)
+            let channel = try await ClientBootstrap(group: eventLoop)
+                .channelOption(.socketOption(.so_rcvbuf), value: 16 << 10)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(StalledCollector(stall: stall, promise: promise))
+                    }
+                }
+                .connect(host: "127.0.0.1", port: harness.port).get()
+            try await channel.writeAndFlush(ByteBuffer(string: "GET /api/big HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"))
+            var received = try await promise.futureResult.get()
+            guard let end = received.readableBytesView.firstRange(of: Array("\r\n\r\n".utf8)) else { return 0 }
+            received.moveReaderIndex(to: end.upperBound)
+            return received.readableBytes
+        }
+    }
+
+    /// A client that pauses longer than the upstream's read timeout still gets its whole download:
+    /// while its socket is full the upstream is not read, so the wait is the client's (idle_timeout).
+    @Test func clientPausingLongerThanTheReadTimeoutGetsTheWholeBody() async throws {
+        let size = 8 << 20
+        let received = try await Self.stalledDownload(basicConfig, size: size, stall: .milliseconds(1500))   // read: 1s
+        #expect(received == size)
+    }
+
+    /// A client that reads nothing for idle_timeout while its response waits is cut off.
+    @Test func clientThatStopsReadingIsCutAfterTheIdleTimeout() async throws {
+        let config = """
+            limits: {idle_timeout: 300ms}
+            services:
+              api: {targets: [{url: "$UPSTREAM0"}], timeouts: {read: 10s}}
+            routes:
+              - {name: any, match: {paths: ["/api/*"]}, service: api, strip_prefix: true}
+            """
+        let size = 32 << 20
+        let started = ContinuousClock.now
+        let received = try await Self.stalledDownload(config, size: size, stall: .milliseconds(2000))
+        #expect(received < size)
+        #expect(ContinuousClock.now - started < .seconds(8))
+    }
+}

@@ -86,6 +86,7 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        output.socket = DirectSocket.of(context, alone: true)
         isActive = context.channel.isActive
     }
 
