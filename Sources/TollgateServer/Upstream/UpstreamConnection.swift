@@ -55,7 +55,8 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
     /// clears this.
     var pool: UpstreamPool?
     /// Strong while leased: the exchange and the connection keep each other alive until release.
-    var owner: (any UpstreamOwner)?
+    /// The concrete type (the one `UpstreamOwner`), so calls to it are direct, not through a witness table.
+    var owner: ProxyHandler?
     private var pendingRead = false
     private var readState = ReadState.idle
     private var decoder = BodyDecoder(.none)
@@ -99,7 +100,7 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
         self.context = nil
     }
 
-    func lease(to owner: any UpstreamOwner) {
+    func lease(to owner: ProxyHandler) {
         self.owner = owner
     }
 
