@@ -7,6 +7,9 @@
 #   A_BIN, B_BIN: the two binaries (default: this tree's release build for both)
 #   A_PLUGINS, B_PLUGINS: each side's route plugins (YAML flow lists; ACCESS_LOG and COLLECTOR are
 #   replaced as in lib.sh's on_off_configs; default: issue 6's telemetry mix for both)
+#   A_NGINX=1: side A is nginx as a reverse proxy instead (bench/run.sh's: 1 worker, proxy_pass,
+#   upstream keepalive, logs off), so B/A is Tollgate's throughput against nginx's with the noise
+#   cancelled (B/A above 1: Tollgate needs less CPU per request)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -22,7 +25,18 @@ for side in a b; do
 done
 
 start upstream 0 nginx -c "$work/upstream.conf"
-start a 1 "$a_bin" run --config "$work/a.yaml" --log-level error
+if [ -n "${A_NGINX:-}" ]; then
+  cat > "$work/proxy.conf" <<NGINX
+worker_processes 1; daemon off; pid $work/proxy.nginx.pid; error_log /dev/null;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  upstream backend { server 127.0.0.1:$up; keepalive 64; }
+  server { listen 127.0.0.1:$pa; location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+NGINX
+  start a 1 nginx -c "$work/proxy.conf"
+else
+  start a 1 "$a_bin" run --config "$work/a.yaml" --log-level error
+fi
 start b 1 "$b_bin" run --config "$work/b.yaml" --log-level error
 sleep 1.5
 
@@ -30,16 +44,24 @@ wrk_load $pa 2 "$work/warm.a" & x=$!
 wrk_load $pb 2 "$work/warm.b" & y=$!
 wait $x $y   # (a bare `wait` would also wait for the servers)
 
-printf "%-6s %10s %10s %8s\n" round A_req/s B_req/s B/A
+a_pid=$(cat "$work/a.pid"); [ -n "${A_NGINX:-}" ] && a_pid=$(worker_pid "$a_pid")
+b_pid=$(cat "$work/b.pid")
+printf "%-6s %10s %10s %8s   %s\n" round A_req/s B_req/s B/A "us/req user+kernel: A, B"
 for round in $(seq 1 "$rounds"); do
+  read -r au0 as0 < <(cpu_split "$a_pid")
+  read -r bu0 bs0 < <(cpu_split "$b_pid")
   wrk_load $pa "$seconds" "$work/a.out" & x=$!
   wrk_load $pb "$seconds" "$work/b.out" & y=$!
   wait $x $y
+  read -r au1 as1 < <(cpu_split "$a_pid")
+  read -r bu1 bs1 < <(cpu_split "$b_pid")
   for side in a b; do
     if grep -q "Non-2xx" "$work/$side.out"; then echo "$side: answers other than 2xx" >&2; exit 1; fi
   done
-  awk -v r="$round" -v a="$(wrk_rps "$work/a.out")" -v b="$(wrk_rps "$work/b.out")" \
-    'BEGIN { printf "%-6s %10.0f %10.0f %8.3f\n", r, a, b, b/a }' | tee -a "$work/results"
+  na=$(wrk_requests "$work/a.out"); nb=$(wrk_requests "$work/b.out")
+  split="$(us_per_request $((au1 - au0)) "$na")+$(us_per_request $((as1 - as0)) "$na"), $(us_per_request $((bu1 - bu0)) "$nb")+$(us_per_request $((bs1 - bs0)) "$nb")"
+  awk -v r="$round" -v a="$(wrk_rps "$work/a.out")" -v b="$(wrk_rps "$work/b.out")" -v cpu="$split" \
+    'BEGIN { printf "%-6s %10.0f %10.0f %8.3f   %s\n", r, a, b, b/a, cpu }' | tee -a "$work/results"
 done
 awk '{print $4}' "$work/results" | sort -n | awk '{v[NR]=$1} END {
   m = v[int((NR+1)/2)]

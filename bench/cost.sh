@@ -23,8 +23,6 @@ start off 1 "$bin" run --config "$work/off.yaml" --log-level error
 start on 1 "$bin" run --config "$work/on.yaml" --log-level error
 sleep 1.5
 
-# us_per_request TICKS REQUESTS: clock ticks of CPU as microseconds per request.
-us_per_request() { awk -v t="$1" -v n="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }'; }
 # Warm-up, both at once as measured.
 wrk_load $off 2 "$work/warm.off" & a=$!
 wrk_load $on 2 "$work/warm.on" & b=$!

@@ -96,6 +96,9 @@ wrk_requests() { awk '/requests in/ {print $1}' "$1"; }
 # worker_pid MASTER_PID: the first child of an nginx master (its one worker).
 worker_pid() { pgrep -P "$1" | head -1; }
 
+# us_per_request TICKS REQUESTS: clock ticks of CPU as microseconds per request.
+us_per_request() { awk -v t="$1" -v n="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }'; }
+
 # cpu_per_request BEFORE AFTER REQUESTS: microseconds of CPU per request between two cpu_ticks readings.
 cpu_per_request() {
   awk -v a="$2" -v b="$1" -v n="$3" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", (a - b) / hz * 1e6 / n }'

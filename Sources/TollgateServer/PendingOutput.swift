@@ -18,6 +18,11 @@ import TollgateCore
 /// again, closes and reports it as it would have anyway.
 final class DirectSocket {
     let descriptor: CInt
+    #if canImport(Darwin)
+    private static var noSignal: Int32 { 0 }   // NIO sets SO_NOSIGPIPE on its sockets there
+    #else
+    private static var noSignal: Int32 { Int32(MSG_NOSIGNAL) }
+    #endif
     /// Flushes handed to the channel and not yet written by it.
     private var inChannel = 0
     /// Writes handed to the channel and not flushed yet.
@@ -46,7 +51,7 @@ final class DirectSocket {
     func write(_ bytes: inout ByteBuffer) -> Bool {
         let count = bytes.readableBytes
         let sent = bytes.withUnsafeReadableBytes { raw in
-            send(descriptor, raw.baseAddress, count, Int32(MSG_NOSIGNAL))
+            send(descriptor, raw.baseAddress, count, Self.noSignal)
         }
         if sent == count { return true }
         if sent > 0 { bytes.moveReaderIndex(forwardBy: sent) }
