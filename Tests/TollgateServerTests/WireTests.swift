@@ -208,21 +208,10 @@ extension WireTests {
             return .text(tag + String(repeating: "x", count: size - tag.utf8.count))
         }
         try await Harness.with(basicConfig, upstreams: [responder]) { harness in
-            let eventLoop = harness.group.next()
-            let promise = eventLoop.makePromise(of: ByteBuffer.self)
-            let channel = try await ClientBootstrap(group: eventLoop)
-                .channelOption(.socketOption(.so_rcvbuf), value: 16 << 10)
-                .channelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(StalledCollector(stall: .milliseconds(1500), promise: promise))
-                    }
-                }
-                .connect(host: "127.0.0.1", port: harness.port).get()
             let requests = (0..<count).map { index in
                 "GET /api/p\(index) HTTP/1.1\r\nHost: t\r\n" + (index == count - 1 ? "Connection: close\r\n" : "") + "\r\n"
             }.joined()
-            try await channel.writeAndFlush(ByteBuffer(string: requests))
-            var received = try await promise.futureResult.get()
+            var received = try await Self.sendStalled(requests, to: harness, stall: .milliseconds(1500))
             var bodies: [String] = []
             while let end = received.readableBytesView.firstRange(of: Array("\r\n\r\n".utf8)) {
                 let head = received.readString(length: end.upperBound - received.readerIndex)!
@@ -238,22 +227,29 @@ extension WireTests {
         }
     }
 
+    /// Sends `requests` from a client with a small receive buffer that reads nothing for `stall`, then
+    /// everything; returns what it received until the connection closed.
+    static func sendStalled(_ requests: String, to harness: Harness, stall: TimeAmount) async throws -> ByteBuffer {
+        let eventLoop = harness.group.next()
+        let promise = eventLoop.makePromise(of: ByteBuffer.self)
+        let channel = try await ClientBootstrap(group: eventLoop)
+            .channelOption(.socketOption(.so_rcvbuf), value: 16 << 10)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(StalledCollector(stall: stall, promise: promise))
+                }
+            }
+            .connect(host: "127.0.0.1", port: harness.port).get()
+        try await channel.writeAndFlush(ByteBuffer(string: requests))
+        return try await promise.futureResult.get()
+    }
+
     /// Reads `size` body bytes through the gateway with a client that reads nothing for `stall`,
     /// returning how many body bytes it got before the connection ended.
     static func stalledDownload(_ config: String, size: Int, stall: TimeAmount) async throws -> Int {
         try await Harness.with(config, upstreams: [{ _ in StubResponse(body: .stream(count: size, chunked: false)) }]) { harness in
-            let eventLoop = harness.group.next()
-            let promise = eventLoop.makePromise(of: ByteBuffer.self)
-            let channel = try await ClientBootstrap(group: eventLoop)
-                .channelOption(.socketOption(.so_rcvbuf), value: 16 << 10)
-                .channelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(StalledCollector(stall: stall, promise: promise))
-                    }
-                }
-                .connect(host: "127.0.0.1", port: harness.port).get()
-            try await channel.writeAndFlush(ByteBuffer(string: "GET /api/big HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"))
-            var received = try await promise.futureResult.get()
+            var received = try await Self.sendStalled("GET /api/big HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                                                      to: harness, stall: stall)
             guard let end = received.readableBytesView.firstRange(of: Array("\r\n\r\n".utf8)) else { return 0 }
             received.moveReaderIndex(to: end.upperBound)
             return received.readableBytes
