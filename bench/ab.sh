@@ -40,26 +40,12 @@ fi
 start b 1 "$b_bin" run --config "$work/b.yaml" --log-level error
 sleep 1.5
 
-wrk_load $pa 2 "$work/warm.a" & x=$!
-wrk_load $pb 2 "$work/warm.b" & y=$!
-wait $x $y   # (a bare `wait` would also wait for the servers)
-
+paired_warmup $pa $pb
 a_pid=$(cat "$work/a.pid"); [ -n "${A_NGINX:-}" ] && a_pid=$(worker_pid "$a_pid")
 b_pid=$(cat "$work/b.pid")
 printf "%-6s %10s %10s %8s   %s\n" round A_req/s B_req/s B/A "us/req user+kernel: A, B"
 for round in $(seq 1 "$rounds"); do
-  read -r au0 as0 < <(cpu_split "$a_pid")
-  read -r bu0 bs0 < <(cpu_split "$b_pid")
-  wrk_load $pa "$seconds" "$work/a.out" & x=$!
-  wrk_load $pb "$seconds" "$work/b.out" & y=$!
-  wait $x $y
-  read -r au1 as1 < <(cpu_split "$a_pid")
-  read -r bu1 bs1 < <(cpu_split "$b_pid")
-  for side in a b; do
-    if grep -q "Non-2xx" "$work/$side.out"; then echo "$side: answers other than 2xx" >&2; exit 1; fi
-  done
-  na=$(wrk_requests "$work/a.out"); nb=$(wrk_requests "$work/b.out")
-  split="$(us_per_request $((au1 - au0)) "$na")+$(us_per_request $((as1 - as0)) "$na"), $(us_per_request $((bu1 - bu0)) "$nb")+$(us_per_request $((bs1 - bs0)) "$nb")"
+  split=$(paired_round a $pa "$a_pid" b $pb "$b_pid")
   awk -v r="$round" -v a="$(wrk_rps "$work/a.out")" -v b="$(wrk_rps "$work/b.out")" -v cpu="$split" \
     'BEGIN { printf "%-6s %10.0f %10.0f %8.3f   %s\n", r, a, b, b/a, cpu }' | tee -a "$work/results"
 done

@@ -23,25 +23,11 @@ start off 1 "$bin" run --config "$work/off.yaml" --log-level error
 start on 1 "$bin" run --config "$work/on.yaml" --log-level error
 sleep 1.5
 
-# Warm-up, both at once as measured.
-wrk_load $off 2 "$work/warm.off" & a=$!
-wrk_load $on 2 "$work/warm.on" & b=$!
-wait $a $b   # (a bare `wait` would also wait for the servers)
-
+paired_warmup $off $on
+off_pid=$(cat "$work/off.pid"); on_pid=$(cat "$work/on.pid")
 printf "%-6s %10s %10s %8s %8s   %s\n" round off_req/s on_req/s on/off cost "us/req user+kernel: off, on"
 for round in $(seq 1 "$rounds"); do
-  read -r offu0 offs0 < <(cpu_split "$(cat "$work/off.pid")")
-  read -r onu0 ons0 < <(cpu_split "$(cat "$work/on.pid")")
-  wrk_load $off "$seconds" "$work/off.out" & a=$!
-  wrk_load $on "$seconds" "$work/on.out" & b=$!
-  wait $a $b
-  read -r offu1 offs1 < <(cpu_split "$(cat "$work/off.pid")")
-  read -r onu1 ons1 < <(cpu_split "$(cat "$work/on.pid")")
-  n0=$(wrk_requests "$work/off.out"); n1=$(wrk_requests "$work/on.out")
-  split="$(us_per_request $((offu1 - offu0)) "$n0")+$(us_per_request $((offs1 - offs0)) "$n0"), $(us_per_request $((onu1 - onu0)) "$n1")+$(us_per_request $((ons1 - ons0)) "$n1")"
-  for mode in off on; do
-    if grep -q "Non-2xx" "$work/$mode.out"; then echo "$mode: answers other than 2xx" >&2; exit 1; fi
-  done
+  split=$(paired_round off $off "$off_pid" on $on "$on_pid")
   r0=$(wrk_rps "$work/off.out"); r1=$(wrk_rps "$work/on.out")
   awk -v r="$round" -v a="$r0" -v b="$r1" -v cpu="$split" \
     'BEGIN { printf "%-6s %10.0f %10.0f %8.3f %7.1f%%   %s\n", r, a, b, b/a, (1-b/a)*100, cpu }' | tee -a "$work/results"

@@ -99,6 +99,33 @@ worker_pid() { pgrep -P "$1" | head -1; }
 # us_per_request TICKS REQUESTS: clock ticks of CPU as microseconds per request.
 us_per_request() { awk -v t="$1" -v n="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }'; }
 
+# paired_warmup PORT_A PORT_B: both loads at once for 2 s, as paired_round measures them.
+paired_warmup() {
+  local x y
+  wrk_load "$1" 2 "$work/warm.$1" & x=$!
+  wrk_load "$2" 2 "$work/warm.$2" & y=$!
+  wait $x $y   # (a bare `wait` would also wait for the servers)
+}
+
+# paired_round NAME_A PORT_A PID_A NAME_B PORT_B PID_B: both loads at once for $seconds, into
+# $work/NAME_A.out and $work/NAME_B.out (an answer other than 2xx stops the script); prints each
+# side's CPU per request, user space + kernel in microseconds, as "A_user+A_kernel, B_user+B_kernel".
+paired_round() {
+  local ua0 sa0 ub0 sb0 ua1 sa1 ub1 sb1 x y na nb side
+  read -r ua0 sa0 < <(cpu_split "$3")
+  read -r ub0 sb0 < <(cpu_split "$6")
+  wrk_load "$2" "$seconds" "$work/$1.out" & x=$!
+  wrk_load "$5" "$seconds" "$work/$4.out" & y=$!
+  wait $x $y
+  read -r ua1 sa1 < <(cpu_split "$3")
+  read -r ub1 sb1 < <(cpu_split "$6")
+  for side in "$1" "$4"; do
+    if grep -q "Non-2xx" "$work/$side.out"; then echo "$side: answers other than 2xx" >&2; exit 1; fi
+  done
+  na=$(wrk_requests "$work/$1.out"); nb=$(wrk_requests "$work/$4.out")
+  echo "$(us_per_request $((ua1 - ua0)) "$na")+$(us_per_request $((sa1 - sa0)) "$na"), $(us_per_request $((ub1 - ub0)) "$nb")+$(us_per_request $((sb1 - sb0)) "$nb")"
+}
+
 # cpu_per_request BEFORE AFTER REQUESTS: microseconds of CPU per request between two cpu_ticks readings.
 cpu_per_request() {
   awk -v a="$2" -v b="$1" -v n="$3" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", (a - b) / hz * 1e6 / n }'
