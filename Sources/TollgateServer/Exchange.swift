@@ -25,8 +25,10 @@ final class Exchange: RequestSummary {
     var service: ServiceRuntime?
     var resolvedTarget: ResolvedTarget?
     var upstreamConnection: UpstreamConnection?
-    /// The head request plugins produced (nil: the client's head is forwarded), and the target.
-    var forwardHead: RawHead?
+    /// The head request plugins produced (nil: the client's head is forwarded), and the target. Boxed:
+    /// an optional `RawHead` is destroyed through a generic value witness (the compiler merges its
+    /// outlined destroy with other types'), several hundred instructions per request even when nil.
+    var forwardHead: SharedHead?
     var upstreamTarget = ""
     /// Body bytes that arrived before an upstream connection was attached (already framed for the
     /// upstream), and whether the body's end was among them.

@@ -73,9 +73,8 @@ extension ProxyHandler {
         exchange.context.pathParameters = match.parameters
         exchange.service = state.routeServices[route.index]
         if route.chain.wantsSubrequests { exchange.context.subrequests = state.subrequests }
-        if let tracer = route.chain.tracer {
-            tracer.begin(traceparent: head.traceparentIndex.map { head.value($0) }, tracestate: head.tracestateIndex.map { head.value($0) },
-                         context: &exchange.context)
+        if let beginTrace = route.chain.beginTrace {
+            beginTrace(head.traceparentIndex.map { head.value($0) }, head.tracestateIndex.map { head.value($0) }, &exchange.context)
         }
         if route.chain.hasLogHooks {
             exchange.timesUpstream = true
@@ -146,7 +145,7 @@ extension ProxyHandler {
             var head = RawHead()
             switch exchange.state.requestParser.parse(HeadWriter.renderRequest(request), into: &head) {
             case .complete:
-                exchange.forwardHead = head
+                exchange.forwardHead = SharedHead(head)
                 exchange.upstreamTarget = request.path ?? "/"
                 forward(exchange)
             case .incomplete, .failed:
@@ -426,7 +425,7 @@ extension ProxyHandler {
         }
         // The head plugins produced, or (no plugins) the client's own.
         if let forwardHead = exchange.forwardHead {
-            write(forwardHead)
+            write(forwardHead.head)
         } else {
             write(exchange.head)
         }

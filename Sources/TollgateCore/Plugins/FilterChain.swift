@@ -29,8 +29,10 @@ public struct FilterChain: Sendable {
     public let responseFieldNames: [HTTPField.Name]?
     /// Some hook sends requests of its own (`RequestContext.subrequests`).
     public let wantsSubrequests: Bool
-    /// What starts each request's trace context (the tracing plugin), if the route has one.
-    public let tracer: (any RequestTracer)?
+    /// Starts each request's trace context (the tracing plugin's `begin`), if the route has a tracer.
+    /// A closure around the plugin, like the log hooks: an optional existential is copied and
+    /// destroyed through value witnesses, on every request, just to see that it is nil.
+    public let beginTrace: (@Sendable (_ traceparent: String?, _ tracestate: String?, _ context: inout RequestContext) -> Void)?
     /// When every hook that reads fields reads only named ones (and none changes the request): those
     /// names. Nil: all fields.
     public let requestFieldNames: [HTTPField.Name]?
@@ -67,7 +69,13 @@ public struct FilterChain: Sendable {
         // Timing only matters where some hook runs.
         self.timesPlugins = ordered.contains { $0.plugin.wantsPluginTimings }
             && ordered.contains { $0.plugin.hasRequestHook || $0.plugin.hasResponseHook }
-        self.tracer = ordered.lazy.compactMap(\.plugin.requestTracer).first
+        if let tracer = ordered.lazy.compactMap(\.plugin.requestTracer).first {
+            self.beginTrace = { traceparent, tracestate, context in
+                tracer.begin(traceparent: traceparent, tracestate: tracestate, context: &context)
+            }
+        } else {
+            self.beginTrace = nil
+        }
         self.recordsUpstreamAttempts = ordered.contains { $0.plugin.wantsUpstreamAttempts }
         self.wantsSubrequests = ordered.contains { $0.plugin.wantsSubrequests }
         self.logHooks = ordered.map(\.plugin).filter(\.hasLogHook).map(\.logHook)
