@@ -49,21 +49,23 @@ extension ProxyHandler {
             return respondError(.badRequest, "invalid request path", exchange: exchange)
         }
         let snapshot = state.snapshot
+        guard let method = head.method else {
+            return respondError(.badRequest, "invalid method", exchange: exchange)
+        }
         // Converted only when routing or versioning reads headers; plugins convert on their own.
-        var headerFields = state.routingReadsFields ? head.httpFields() : HTTPFields()
+        let routingFields = state.routingReadsFields ? head.httpFields() : HTTPFields()
         let host = snapshot.routeTable.usesHosts ? head.host : nil
         var path = normalized
         if state.versions, let resolver = snapshot.versionResolver {
-            let resolved = resolver.resolve(path: normalized, query: query, headerFields: headerFields)
+            let resolved = resolver.resolve(path: normalized, query: query, headerFields: routingFields)
             exchange.context.version = resolved.version
             path = resolved.path
         }
         exchange.context.originalPath = path
-        guard let method = head.method else {
-            return respondError(.badRequest, "invalid method", exchange: exchange)
-        }
-        let routeRequest = RouteRequest(method: method, host: host.map { Substring($0) }, path: path, query: query,
-                                        headerFields: headerFields, version: exchange.context.version)
+        // The request's parts are moved into it and read from it from here on: kept in locals as well,
+        // the request was built from copies, copied again for the call and destroyed twice.
+        let routeRequest = RouteRequest(method: method, host: host.map { Substring($0) }, path: consume path,
+                                        query: query, headerFields: consume routingFields, version: exchange.context.version)
         guard let match = snapshot.routeTable.match(routeRequest, scratch: &loop.segmentScratch) else {
             return respondNoRoute(routeRequest, exchange: exchange)
         }
@@ -82,11 +84,11 @@ extension ProxyHandler {
             exchange.keepsAttempts = route.chain.recordsUpstreamAttempts && exchange.context.trace?.sampled == true
         }
         if let service = exchange.service {
-            prepareBalancing(exchange, service: service, route: route, method: method, query: query)
+            prepareBalancing(exchange, service: service, route: route, method: method, query: routeRequest.query)
         }
 
-        var upstreamPath = match.upstreamPath(for: path, version: exchange.context.version)
-        if let query { upstreamPath += "?" + query }
+        var upstreamPath = match.upstreamPath(for: routeRequest.path, version: exchange.context.version)
+        if let query = routeRequest.query { upstreamPath += "?" + query }
         exchange.upstreamTarget = upstreamPath
         if !route.chain.hasRequestHooks {
             return forward(exchange)   // the client's head is forwarded
@@ -97,6 +99,7 @@ extension ProxyHandler {
             var request = HTTPRequest.placeholder
             return runRequestPlugins(&request, exchange: exchange, from: 0)
         }
+        var headerFields = routeRequest.headerFields
         if !route.chain.readsRequestFields {
             headerFields = HTTPFields()   // no hook reads or changes them: not converted
         } else if headerFields.isEmpty, let names = route.chain.requestFieldNames {

@@ -133,10 +133,10 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
                     if exchange.responseHeadSent { return close() }
                     return failConnection(status: .badRequest, message: "invalid chunked body")
                 }
-                guard let event else { return }
-                switch event {
-                case .data(let bytes): requestBodyReceived(bytes, exchange: exchange)
-                case .end(let trailers): requestEndReceived(trailers, exchange: exchange)
+                switch consume event {   // consumed: see UpstreamConnection.process
+                case .data(let bytes)?: requestBodyReceived(bytes, exchange: exchange)
+                case .end(let trailers)?: requestEndReceived(trailers, exchange: exchange)
+                case nil: return
                 }
             } else {
                 guard inbound.readableBytes > 0, let parser = headParserIfLineEnded() else { return }

@@ -217,13 +217,15 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
                     fail(UpstreamProtocolError.invalidResponse("invalid chunked body"))
                     return
                 }
-                guard let event else { return }
-                switch event {
-                case .data(let bytes):
+                // Consumed: its bytes move to the owner (a copy retained them, and released them twice).
+                switch consume event {
+                case .data(let bytes)?:
                     owner.upstreamBody(bytes)
-                case .end(let trailers):
+                case .end(let trailers)?:
                     readState = .idle
                     owner.upstreamEnd(trailers: trailers)
+                case nil:
+                    return
                 }
             case .relay:
                 guard inbound.readableBytes > 0 else { return }
