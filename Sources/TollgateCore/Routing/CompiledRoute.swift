@@ -19,6 +19,8 @@ public final class CompiledRoute: Sendable {
     public let chain: FilterChain
     /// `Deprecation`, `Sunset` and `Link` fields added to every response of a deprecated route.
     public let deprecationFields: [HTTPField]
+    /// The route matches on its path (and host) alone: no method, version, header or query predicate.
+    let pathOnly: Bool
 
     init(index: Int, config: RouteConfig, chain: FilterChain, rewrite: RewriteTemplate?) {
         self.index = index
@@ -46,11 +48,13 @@ public final class CompiledRoute: Sendable {
             }
         }
         self.deprecationFields = fields
+        self.pathOnly = methods.isEmpty && version == nil && headers.isEmpty && query.isEmpty
     }
 
     /// Whether everything but the path matches.
     @inline(__always)
     func predicatesMatch(_ request: RouteRequest) -> Bool {
+        if pathOnly { return true }   // one load instead of walking four empty lists
         if !methods.isEmpty && !methods.contains(request.method) { return false }
         if let version, version != request.version { return false }
         for (name, predicate) in headers where !predicate.matches(request.headerFields[name]) { return false }
