@@ -116,11 +116,25 @@ public struct RouteRequest {
     }
 }
 
+/// A route under one of its path patterns, as the router keeps it. A class, so that a match holds
+/// one reference, not the pattern's three.
+final class RouteEntry: Sendable {
+    let route: CompiledRoute
+    let pattern: PathPattern
+
+    init(route: CompiledRoute, pattern: PathPattern) {
+        self.route = route
+        self.pattern = pattern
+    }
+}
+
 /// The result of routing one request.
 public struct RouteMatch: Sendable {
-    public let route: CompiledRoute
-    public let pattern: PathPattern
+    let entry: RouteEntry
     public let parameters: [(name: String, value: String)]
+    public var route: CompiledRoute { entry.route }
+    /// The path pattern that matched.
+    public var pattern: PathPattern { entry.pattern }
 
     /// The path to send upstream: strip_prefix or rewrite applied to the normalized path.
     public func upstreamPath(for path: String, version: String?) -> String {

@@ -2,10 +2,7 @@
 /// catch-all entries) plus the regex routes, checked last in declaration order.
 final class PathTrie: @unchecked Sendable {
     // Built once at load time, read-only afterwards: safe to share across event loops.
-    struct Entry {
-        let route: CompiledRoute
-        let pattern: PathPattern
-    }
+    typealias Entry = RouteEntry
 
     final class Node {
         var literals: [Substring: Node] = [:]
@@ -55,12 +52,12 @@ final class PathTrie: @unchecked Sendable {
     /// length, not with the number of routes.
     func match(_ request: RouteRequest, segments: [RouteTable.Segment]) -> RouteMatch? {
         if let entry = search(root, segments: segments, depth: 0, request: request) {
-            return RouteMatch(route: entry.route, pattern: entry.pattern,
+            return RouteMatch(entry: entry,
                               parameters: Self.parameters(of: entry.pattern, path: request.path, segments: segments))
         }
         for (entry, regex) in regexRoutes where entry.route.predicatesMatch(request) {
             if (try? regex.wholeMatch(in: request.path)) != nil {
-                return RouteMatch(route: entry.route, pattern: entry.pattern, parameters: [])
+                return RouteMatch(entry: entry, parameters: [])
             }
         }
         return nil
