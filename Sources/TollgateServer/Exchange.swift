@@ -26,8 +26,8 @@ final class Exchange: RequestSummary {
     var resolvedTarget: ResolvedTarget?
     var upstreamConnection: UpstreamConnection?
     /// The head request plugins produced (nil: the client's head is forwarded), and the target. Boxed:
-    /// an optional `RawHead` is destroyed through a generic value witness (the compiler merges its
-    /// outlined destroy with other types'), several hundred instructions per request even when nil.
+    /// an optional `RawHead` was copied and destroyed through generic value witnesses, several
+    /// hundred instructions per request even when nil.
     var forwardHead: SharedHead?
     var upstreamTarget = ""
     /// Body bytes that arrived before an upstream connection was attached (already framed for the
