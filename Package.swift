@@ -4,7 +4,8 @@ import PackageDescription
 let swiftSettings: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
     // Exclusivity checks cost ~16% of instructions on the proxy's hot path (callgrind); the
-    // data plane's mutable state is confined to one event loop by construction.
+    // data plane's mutable state is confined to one event loop by construction. Type-layout lowering
+    // off: see scripts/build-release.
     .unsafeFlags(["-enforce-exclusivity=unchecked", "-Xfrontend", "-disable-type-layout"], .when(configuration: .release)),
 ]
 

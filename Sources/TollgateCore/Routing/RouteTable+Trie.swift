@@ -2,25 +2,23 @@
 /// catch-all entries) plus the regex routes, checked last in declaration order.
 final class PathTrie: @unchecked Sendable {
     // Built once at load time, read-only afterwards: safe to share across event loops.
-    typealias Entry = RouteEntry
-
     final class Node {
         var literals: [Substring: Node] = [:]
         var parameter: Node?
         /// Routes whose path ends here.
-        var terminal: [Entry] = []
+        var terminal: [RouteEntry] = []
         /// Routes whose catch-all starts here (matching zero or more further segments).
-        var catchAll: [Entry] = []
+        var catchAll: [RouteEntry] = []
     }
 
     let root = Node()
-    var regexRoutes: [(entry: Entry, regex: Regex<AnyRegexOutput>)] = []
+    var regexRoutes: [(entry: RouteEntry, regex: Regex<AnyRegexOutput>)] = []
     var isEmpty: Bool { routeCount == 0 }
     private(set) var routeCount = 0
 
     func insert(route: CompiledRoute, pattern: PathPattern) {
         routeCount += 1
-        let entry = Entry(route: route, pattern: pattern)
+        let entry = RouteEntry(route: route, pattern: pattern)
         if let regex = pattern.regex {
             regexRoutes.append((entry, try! Regex(regex)))   // validated at load
             return
@@ -63,7 +61,7 @@ final class PathTrie: @unchecked Sendable {
         return nil
     }
 
-    private func search(_ node: Node, segments: [RouteTable.Segment], depth: Int, request: RouteRequest) -> Entry? {
+    private func search(_ node: Node, segments: [RouteTable.Segment], depth: Int, request: RouteRequest) -> RouteEntry? {
         if depth == segments.count {
             for entry in node.terminal where entry.route.predicatesMatch(request) { return entry }
         } else {
