@@ -103,6 +103,51 @@ import TollgateTesting
         try await group.shutdownGracefully()
     }
 
+    /// Bodies stream with backpressure: 256 MB each way moves through the gateway (the real binary,
+    /// alone in its process, so nothing else the test run does counts) while its peak RSS stays
+    /// under 64 MB.
+    @Test func streamsLargeBodiesInBoundedMemory() async throws {
+        try #require(FileManager.default.fileExists(atPath: Self.binary.path), "build the tollgate product first")
+        let size = 256 << 20
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let upstream = try await StubUpstream(group: group) { request in
+            if request.head.method == .GET { return StubResponse(body: .stream(count: size, chunked: false)) }
+            return .text("received \(request.bodyLength)")
+        }
+        let port = try freePort()
+        let path = NSTemporaryDirectory() + "tollgate-cli-memory-\(UUID()).yaml"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try """
+            listen: [{address: "127.0.0.1:\(port)"}]
+            server: {threads: 1}
+            services: {api: {targets: [{url: "\(upstream.url)"}]}}
+            routes: [{match: {paths: ["/api/*"]}, service: api}]
+            limits: {max_body_size: 1GB}
+            """.write(toFile: path, atomically: true, encoding: .utf8)
+        let process = try ChildProcess(Self.binary.path, ["run", "--config", path, "--log-level", "error"], stdout: .inherit, stderr: .inherit)
+        defer { if process.isRunning { process.terminate() } }
+        var ready = false
+        for _ in 0..<100 where !ready {
+            ready = (try? await RawClient.exchange("GET /api/ HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                                                   port: port, group: group, timeout: .seconds(2))) != nil
+            if !ready { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        try #require(ready)
+        let idle = try #require(peakResidentBytes(of: process.processIdentifier))
+
+        let download = try await StreamingClient.download("/api/big", port: port, group: group)
+        #expect((size..<size + 1024).contains(download))   // the body plus a head
+        let upload = try await StreamingClient.upload("/api/up", bytes: size, port: port, group: group)
+        #expect(upload.hasSuffix("received \(size)"))
+
+        let peak = try #require(peakResidentBytes(of: process.processIdentifier))
+        #expect(peak < 64 << 20, "peak RSS \(peak >> 20) MB (\(idle >> 20) MB before the transfers)")
+        process.signal(SIGTERM)
+        #expect(await process.exit(within: .seconds(5)))
+        try await upstream.close()
+        try await group.shutdownGracefully()
+    }
+
     /// With Tollgate's trace engine, spans still queued at SIGTERM (here `batch_delay` is an hour) are
     /// sent before the process exits.
     @Test func sigtermSendsTheQueuedSpans() async throws {
