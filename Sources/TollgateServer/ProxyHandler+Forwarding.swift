@@ -120,7 +120,7 @@ extension ProxyHandler {
         return value
     }
 
-    private func respondNoRoute(_ request: RouteRequest, exchange: Exchange) {
+    private func respondNoRoute(_ request: borrowing RouteRequest, exchange: Exchange) {
         let snapshot = exchange.state.snapshot
         if snapshot.versionResolver != nil {
             let candidates = snapshot.routeTable.candidates(host: request.host, path: request.path)

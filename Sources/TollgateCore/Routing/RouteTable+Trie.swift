@@ -48,7 +48,7 @@ final class PathTrie: @unchecked Sendable {
     /// The best match: literal segments before parameters before catch-alls, deepest first; among
     /// routes with the same path, the first declared whose predicates match. Cost grows with the path's
     /// length, not with the number of routes.
-    func match(_ request: RouteRequest, segments: [RouteTable.Segment]) -> RouteMatch? {
+    func match(_ request: borrowing RouteRequest, segments: [RouteTable.Segment]) -> RouteMatch? {
         if let entry = search(root, segments: segments, depth: 0, request: request) {
             return RouteMatch(entry: entry,
                               parameters: Self.parameters(of: entry.pattern, path: request.path, segments: segments))
@@ -61,7 +61,7 @@ final class PathTrie: @unchecked Sendable {
         return nil
     }
 
-    private func search(_ node: Node, segments: [RouteTable.Segment], depth: Int, request: RouteRequest) -> RouteEntry? {
+    private func search(_ node: Node, segments: [RouteTable.Segment], depth: Int, request: borrowing RouteRequest) -> RouteEntry? {
         if depth == segments.count {
             for entry in node.terminal where entry.route.predicatesMatch(request) { return entry }
         } else {

@@ -98,7 +98,7 @@ public final class RouteTable: Sendable {
     }
 
     /// The route for `request`, with an array of its own for the path's segments.
-    public func match(_ request: RouteRequest) -> RouteMatch? {
+    public func match(_ request: borrowing RouteRequest) -> RouteMatch? {
         var segments: [Segment] = []
         segments.reserveCapacity(8)
         return match(request, scratch: &segments)
@@ -107,7 +107,7 @@ public final class RouteTable: Sendable {
     /// Host tries from the most specific, the path split into `scratch`: an empty array the caller
     /// keeps from one request to the next (one per event loop), so that nothing is allocated on the
     /// common paths. Left empty, its capacity kept.
-    public func match(_ request: RouteRequest, scratch segments: inout [Segment]) -> RouteMatch? {
+    public func match(_ request: borrowing RouteRequest, scratch segments: inout [Segment]) -> RouteMatch? {
         assert(segments.isEmpty)
         defer { segments.removeAll(keepingCapacity: true) }
         Self.segments(of: request.path, into: &segments)
