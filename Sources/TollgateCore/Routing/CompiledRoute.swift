@@ -123,10 +123,13 @@ public struct RouteRequest: ~Copyable {
 final class RouteEntry: Sendable {
     let route: CompiledRoute
     let pattern: PathPattern
+    /// Whether the pattern names a parameter (`{id}`, `{path...}`): if not, a match has none to extract.
+    let namesParameters: Bool
 
     init(route: CompiledRoute, pattern: PathPattern) {
         self.route = route
         self.pattern = pattern
+        self.namesParameters = !pattern.parameterNames.isEmpty
     }
 }
 

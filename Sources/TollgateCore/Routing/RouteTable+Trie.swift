@@ -50,6 +50,7 @@ final class PathTrie: @unchecked Sendable {
     /// length, not with the number of routes.
     func match(_ request: borrowing RouteRequest, segments: [RouteTable.Segment]) -> RouteMatch? {
         if let entry = search(root, segments: segments, depth: 0, request: request) {
+            guard entry.namesParameters else { return RouteMatch(entry: entry, parameters: []) }
             return RouteMatch(entry: entry,
                               parameters: Self.parameters(of: entry.pattern, path: request.path, segments: segments))
         }

@@ -166,9 +166,16 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
         guard !processing else { return }
         processing = true
         defer { processing = false }
+        // An idle pooled connection must not speak; a stray response means the stream is out of step.
+        guard let owner else {
+            context?.close(promise: nil)
+            return
+        }
+        // The owner is taken once (one retain per read, not per event) and checked by identity on
+        // each turn: a finished exchange gives the connection back (no owner), and only this owner
+        // runs here, so it can only lease it again itself.
         while inbound.readableBytes > 0 || isReadingBody {
-            guard let owner else {
-                // An idle pooled connection must not speak; a stray response means the stream is out of step.
+            guard self.owner === owner else {
                 context?.close(promise: nil)
                 return
             }
