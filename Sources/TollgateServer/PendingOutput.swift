@@ -75,38 +75,30 @@ struct PendingOutput {
     /// Body buffers up to this size are copied into the pending buffer; larger ones are written as they are.
     static let copyLimit = 4096
 
-    /// A flushed buffer up to this capacity is kept for the next output.
+    /// A buffer that grew past this capacity is let go once flushed, rather than kept for the next output.
     static let spareLimit = 4096
 
-    private var buffer: ByteBuffer?
-    /// The buffer last flushed, rendered into again next time. Once written (at once, for a small head
-    /// on a writable socket) its storage is only ours, and `clear()` reuses it: no allocation per
-    /// response. Still queued in the channel, `clear()` gives it fresh storage.
-    private var spare: ByteBuffer?
+    /// What is pending: its readable bytes (none: nothing pending). The same buffer takes every output
+    /// of the connection, so the usual path neither copies nor retains it: written to the socket at
+    /// once, its storage is only ours and `clear()` reuses it (no allocation per response). Handed to
+    /// the channel instead, `clear()` finds the storage shared and gives the buffer fresh storage.
+    private var buffer = ByteBuffer()
     /// Set when the handler's channel is a plain socket: see `DirectSocket`.
     var socket: DirectSocket?
 
-    /// Renders into the pending buffer. The allocator is asked for only when there is no spare buffer
-    /// (getting it from a channel costs a few hundred instructions).
+    /// Renders into the pending buffer. The allocator is asked for only when the buffer has no storage
+    /// yet (getting it from a channel costs a few hundred instructions).
     @inline(__always)
     mutating func render(_ allocator: @autoclosure () -> ByteBufferAllocator, _ body: (inout ByteBuffer) -> Void) {
-        if buffer == nil {
-            if var reused = spare {
-                spare = nil   // the only reference besides the channel's, so that `clear()` can find it unique
-                reused.clear()
-                buffer = reused
-            } else {
-                buffer = allocator().buffer(capacity: 1024)
-            }
-        }
-        body(&buffer!)
+        if buffer.capacity == 0 { buffer = allocator().buffer(capacity: 1024) }
+        body(&buffer)
     }
 
     /// Body bytes: copied behind what is pending when small, else written after it.
     mutating func data(_ bytes: ByteBuffer, context: ChannelHandlerContext) {
-        if buffer != nil && bytes.readableBytes <= Self.copyLimit {
+        if buffer.readableBytes > 0 && bytes.readableBytes <= Self.copyLimit {
             var bytes = bytes
-            buffer!.writeBuffer(&bytes)
+            buffer.writeBuffer(&bytes)
             return
         }
         writeOut(context)
@@ -134,7 +126,7 @@ struct PendingOutput {
     /// Sends what is pending: straight to the socket when the channel holds nothing of this connection
     /// (see `DirectSocket`), else through the channel in one trip (`writeAndFlush`).
     mutating func flushOut(_ context: ChannelHandlerContext) {
-        guard var pending = buffer else {
+        guard buffer.readableBytes > 0 else {
             if let socket {
                 if socket.unflushed { socket.flushThroughChannel(nil, context: context) }
             } else {
@@ -142,36 +134,42 @@ struct PendingOutput {
             }
             return
         }
-        buffer = nil
         if let socket {
-            if socket.channelIdle && context.channel.isActive && socket.write(&pending) {
-                if pending.capacity <= Self.spareLimit { spare = pending }
+            if socket.channelIdle && context.channel.isActive && socket.write(&buffer) {
+                reuse()
                 return
             }
-            socket.flushThroughChannel(pending, context: context)
+            socket.flushThroughChannel(buffer, context: context)
         } else {
-            context.writeAndFlush(NIOAny(pending), promise: nil)
+            context.writeAndFlush(NIOAny(buffer), promise: nil)
         }
-        if pending.capacity <= Self.spareLimit { spare = pending }
+        reuse()
     }
 
     /// Passes what is pending to the channel (not flushed).
     mutating func writeOut(_ context: ChannelHandlerContext) {
-        guard let pending = buffer else { return }
-        buffer = nil
-        context.write(NIOAny(pending), promise: nil)
+        guard buffer.readableBytes > 0 else { return }
+        context.write(NIOAny(buffer), promise: nil)
+        reuse()
         socket?.unflushed = true
     }
 
     /// Everything pending, written and flushed through the channel; `promise` completes once the
     /// channel has written all of this connection's output.
     mutating func flushThroughChannel(_ context: ChannelHandlerContext, promise: EventLoopPromise<Void>) {
-        let pending = buffer
-        buffer = nil
+        let pending: ByteBuffer? = buffer.readableBytes > 0 ? buffer : nil
+        if pending != nil { reuse() }
         if let socket {
             socket.flushThroughChannel(pending, context: context, promise: promise)
         } else {
             context.writeAndFlush(NIOAny(pending ?? ByteBuffer()), promise: promise)
         }
+    }
+
+    /// Empties the buffer for the next output: its storage kept when small (fresh storage if the
+    /// channel still holds the old), else let go.
+    @inline(__always)
+    private mutating func reuse() {
+        if buffer.capacity <= Self.spareLimit { buffer.clear() } else { buffer = ByteBuffer() }
     }
 }
