@@ -54,6 +54,12 @@ final class PathTrie: @unchecked Sendable {
             return RouteMatch(entry: entry,
                               parameters: Self.parameters(of: entry.pattern, path: request.path, segments: segments))
         }
+        return regexRoutes.isEmpty ? nil : matchRegex(request)
+    }
+
+    /// Apart, for the reason `CompiledRoute.otherPredicatesMatch` is.
+    @inline(never)
+    private func matchRegex(_ request: borrowing RouteRequest) -> RouteMatch? {
         for (entry, regex) in regexRoutes where entry.route.predicatesMatch(request) {
             if (try? regex.wholeMatch(in: request.path)) != nil {
                 return RouteMatch(entry: entry, parameters: [])
