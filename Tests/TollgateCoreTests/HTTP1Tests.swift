@@ -285,6 +285,25 @@ private func parse(bytes: [UInt8]) -> HeadParseResult {
             """)
     }
 
+    /// Ids and trace ids are written as hex from a table of digit pairs: every digit value in every
+    /// position, the edges and random values agree with `String(_:radix:)`.
+    @Test func hexDigitsAgreeWithStringRadix() {
+        var values: [UInt64] = [0, 1, 9, 10, 15, 16, .max, 0x8000_0000_0000_0000, 0x0123_4567_89AB_CDEF, 0xA9A9_9A9A_F0F0_0F0F]
+        for shift in stride(from: 0, to: 64, by: 4) {
+            for digit in UInt64(0)...15 { values.append(digit << UInt64(shift)) }
+        }
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<1000 { values.append(generator.next()) }
+        for value in values {
+            let text = String(unsafeUninitializedCapacity: 16) { buffer in
+                TraceContext.writeHex(value, into: buffer, at: 0)
+                return 16
+            }
+            let expected = String(repeating: "0", count: 16 - String(value, radix: 16).count) + String(value, radix: 16)
+            #expect(text == expected)
+        }
+    }
+
     /// A generated request id is written from its bits as 32 lowercase hex digits, the same text
     /// `string` gives; an id given as text is written as it is.
     @Test func generatedRequestIDsAreWrittenAsHex() {
