@@ -162,6 +162,26 @@ private func parse(bytes: [UInt8]) -> HeadParseResult {
         #expect(!parse("GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n").1.isUpgrade)
     }
 
+    /// Names and the values the parser reads are compared without regard to case, eight bytes at a
+    /// time; a name that differs in one byte anywhere (a `_` for a `-` included) is just another field.
+    @Test func fieldKindsIgnoreCaseAndNothingElse() {
+        let upper = parse("POST / HTTP/1.1\r\nHOST: a\r\nCONTENT-LENGTH: 5\r\nCONNECTION: CLOSE\r\nX-FORWARDED-FOR: 1.2.3.4\r\n\r\n").1
+        #expect(upper.hostIndex == 0)
+        #expect(upper.contentLength == 5)
+        #expect(!upper.isKeepAlive)
+        #expect(upper.fields.map(\.kind) == [.host, .contentLength, .connection, .xForwardedFor])
+        let chunked = parse("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: CHUNKED\r\n\r\n").1
+        #expect(chunked.chunked && chunked.onlyChunked)
+        #expect(parse("GET / HTTP/1.0\r\nConnection: KEEP-ALIVE\r\n\r\n").1.isKeepAlive)
+        for near in ["Content_Length", "Content-Lengtx", "Xontent-Length", "Content-Lengthh", "Content-Lengt",
+                     "Transfer-Encodinf", "Connectioo", "Hos"] {
+            let head = parse("POST / HTTP/1.1\r\nHost: a\r\n\(near): 5\r\n\r\n").1
+            #expect(head.fields.last?.kind == .other, "\(near)")
+            #expect(head.contentLength == nil)
+        }
+        #expect(!parse("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunkee\r\n\r\n").1.chunked)
+    }
+
     @Test func reusesTheFieldArray() {
         var head = RawHead()
         let parser = HeadParser(kind: .request)

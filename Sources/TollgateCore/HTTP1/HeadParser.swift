@@ -394,15 +394,24 @@ public struct HeadParser: Sendable {
         return last
     }
 
-    /// ASCII case-insensitive comparison with a lowercase literal.
+    /// ASCII case-insensitive comparison with a literal of lowercase letters, digits and `-`, eight
+    /// bytes at a time. Setting bit 5 of every byte lowercases letters; of the other bytes it could
+    /// make equal to a letter, digit or `-`, none can reach here (they are controls, refused in field
+    /// names and values before any comparison).
     @inline(__always)
     static func equalsLowercase(_ bytes: UnsafeRawBufferPointer, _ literal: StaticString) -> Bool {
-        guard bytes.count == literal.utf8CodeUnitCount else { return false }
-        let other = literal.utf8Start
-        for k in 0..<bytes.count {
-            let b = bytes[k]
-            let folded = b >= 65 && b <= 90 ? b | 0x20 : b
-            if folded != other[k] { return false }
+        let count = bytes.count
+        guard count == literal.utf8CodeUnitCount else { return false }
+        let other = UnsafeRawPointer(literal.utf8Start)
+        var k = 0
+        while k + 8 <= count {
+            let folded = bytes.loadUnaligned(fromByteOffset: k, as: UInt64.self) | 0x2020_2020_2020_2020
+            if folded != other.loadUnaligned(fromByteOffset: k, as: UInt64.self) { return false }
+            k += 8
+        }
+        while k < count {
+            if bytes[k] | 0x20 != other.load(fromByteOffset: k, as: UInt8.self) { return false }
+            k += 1
         }
         return true
     }
