@@ -56,8 +56,8 @@ public enum HeadWriter {
                                     into out: inout ByteBuffer) {
         let trace = trace?.propagate == true ? trace : nil
         let hostLength = head.hostIndex.map { Int(head.fields[$0].valueEnd - head.fields[$0].valueStart) } ?? 0
-        var bound = head.bytes.readableBytes + target.utf8.count + host.utf8.count + forwarding.clientIP.utf8.count
-            + forwarding.forwardedElement.utf8.count + forwarding.via.utf8.count + forwarding.requestIDName.utf8.count
+        var bound = head.bytes.readableBytes + target.utf8.count + host.utf8.count + forwarding.clientIPAndProtoLines.count
+            + forwarding.forwardedElementBytes.count + forwarding.viaEnd.count + forwarding.requestIDPrefix.count
             + requestID.utf8Count + 2 * hostLength + 192
         // Removed names are matched on their packed bytes (`FieldEdits.removes`); only names too long
         // for that go through the list.

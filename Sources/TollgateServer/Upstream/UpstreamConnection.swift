@@ -166,6 +166,7 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
         guard !processing else { return }
         processing = true
         defer { processing = false }
+        guard inbound.readableBytes > 0 || isReadingBody else { return }
         // An idle pooled connection must not speak; a stray response means the stream is out of step.
         guard let owner else {
             context?.close(promise: nil)
