@@ -87,10 +87,15 @@ cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 cpu_split() { awk '{print $14, $15}' "/proc/$1/stat"; }
 
 # wrk_load PORT SECONDS OUTPUT: wrk on core 0 (1 thread, 50 connections) against /users/42.
-wrk_load() { taskset -c 0 wrk -t1 -c50 -d"$2s" "http://127.0.0.1:$1/users/42" > "$3" 2>/dev/null; }
+wrk_load() { taskset -c 0 wrk -t1 -c50 -d"$2s" --latency "http://127.0.0.1:$1/users/42" > "$3" 2>/dev/null; }
 
-# wrk_rps OUTPUT and wrk_requests OUTPUT: a wrk run's req/s and its request count.
+# wrk_rps OUTPUT and wrk_requests OUTPUT: a wrk run's req/s and its request count; wrk_p99_us
+# OUTPUT: its 99th percentile latency in microseconds.
 wrk_rps() { awk '/Requests\/sec/ {print $2}' "$1"; }
+wrk_p99_us() {
+  awk '/^ +99%/ { v = $2; u = v; sub(/[0-9.]+/, "", u); sub(/[a-z]+$/, "", v)
+    print v * (u == "s" ? 1e6 : u == "ms" ? 1e3 : 1) }' "$1"
+}
 wrk_requests() { awk '/requests in/ {print $1}' "$1"; }
 
 # worker_pid MASTER_PID: the first child of an nginx master (its one worker).

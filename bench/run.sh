@@ -4,6 +4,10 @@
 # nginx as a proxy (proxy_pass, upstream keepalive, logs off) and Tollgate (release, 1 event loop).
 # The proxy under test gets core 1; wrk and the upstream share core 0 (see DESIGN.md). Each row also
 # gives the process's CPU time per request, all of it and split into user space and the kernel.
+# Last, paired rounds: nginx and Tollgate on core 1 at the same time, each driven by its own wrk on
+# core 0 (as bench/ab.sh with A_NGINX=1), so that a slow spell of the shared machine hits both alike;
+# their ratio of req/s is the inverse ratio of their CPU per request, and repeats where the sequential
+# rounds swing by several percent.
 # Usage: bench/run.sh [rounds=3] [seconds=10]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -62,3 +66,17 @@ awk -v u="$mu" -v n="$mn" -v t="$mt" 'BEGIN { printf "\nmedian req/s: upstream %
 awk -v n="$mn3" -v t="$mt3" -v t1="$mt" 'BEGIN { printf "3 targets (round robin): nginx %s, tollgate %s; tollgate/nginx = %.2f; tollgate 3 targets / 1 target = %.2f\n", n, t, t/n, t/t1 }'
 awk -v nu="$(median nginx 4)" -v ns="$(median nginx 5)" -v tu="$(median tollgate 4)" -v ts="$(median tollgate 5)" 'BEGIN {
   printf "CPU per request (median, us): nginx user %s + kernel %s; tollgate user %s + kernel %s (user %.2fx, kernel %.2fx)\n", nu, ns, tu, ts, tu/nu, ts/ns }'
+
+echo
+printf "%-6s %10s %10s %15s %12s %12s %8s   %s\n" paired nginx tollgate tollgate/nginx "nginx p99" "tollgate p99" ratio \
+  "us/req user+kernel: nginx, tollgate"
+nginx_pid=$(worker_pid "$(cat "$work/nginx.pid")"); tollgate_pid=$(cat "$work/tollgate.pid")
+paired_warmup $np $tp
+for round in $(seq 1 "$rounds"); do
+  split=$(paired_round pair-nginx $np "$nginx_pid" pair-tollgate $tp "$tollgate_pid")
+  awk -v r="$round" -v n="$(wrk_rps "$work/pair-nginx.out")" -v t="$(wrk_rps "$work/pair-tollgate.out")" -v cpu="$split" \
+    -v np="$(wrk_p99_us "$work/pair-nginx.out")" -v tp="$(wrk_p99_us "$work/pair-tollgate.out")" \
+    'BEGIN { printf "%-6s %10.0f %10.0f %15.3f %10.0fus %10.0fus %8.2f   %s\n", r, n, t, t/n, np, tp, tp/np, cpu }' | tee -a "$work/paired"
+done
+for column in 4 7; do awk -v c=$column '{print $c}' "$work/paired" | sort -n | awk '{v[NR]=$1} END {printf "%s %s %s\n", v[int((NR+1)/2)], v[1], v[NR]}'; done \
+  | paste -sd' ' | awk '{ printf "paired median tollgate/nginx = %.3f (rounds from %.3f to %.3f); p99 tollgate/nginx = %.2f (%.2f to %.2f)\n", $1, $2, $3, $4, $5, $6 }'

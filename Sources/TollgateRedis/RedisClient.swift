@@ -200,11 +200,11 @@ public final class RedisClient: Sendable {
 
     private func connect() -> EventLoopFuture<any Channel> {
         let configuration = self.configuration
-        var tls: NIOSSLContext?
+        let tls: NIOSSLContext?
         switch tlsContext {
         case .success(let context): tls = context
         case .failure(let error): return eventLoop.makeFailedFuture(error)
-        case nil: break
+        case nil: tls = nil
         }
         let serverName = configuration.host.contains(":") || configuration.host.allSatisfy({ $0.isNumber || $0 == "." }) ? nil : configuration.host
         let connected = ClientBootstrap(group: eventLoop)
