@@ -4,33 +4,20 @@ import NIOCore
 /// What the proxy adds to a request it forwards (RFC 7239 and the X-Forwarded family), prepared per
 /// connection and per snapshot so a request only copies them. A class: passing it costs one retain.
 public final class ForwardingValues: Sendable {
-    public let clientIP: String
-    /// `for=...;proto=http`: the start of this hop's RFC 7239 element.
-    public let forwardedElement: String
-    /// `1.1 tollgate`.
-    public let via: String
-    /// The request-id header's name as written when the client sent none.
-    public let requestIDName: String
-    /// `http`, or `https` on a TLS listener (X-Forwarded-Proto).
-    public let proto: String
-
-    // The same, rendered once as the bytes a head takes: a request copies three blocks instead of
-    // writing six strings (each string written looked at its representation first).
+    // Rendered once as the bytes a head takes: a request copies these blocks instead of writing the
+    // strings one by one (each string written looked at its representation first).
     /// `CLIENT-IP\r\nx-forwarded-proto: PROTO\r\n`: the end of X-Forwarded-For and the next line.
     let clientIPAndProtoLines: [UInt8]
-    /// `for=...;proto=...`.
+    /// `for=...;proto=...`: the start of this hop's RFC 7239 element.
     let forwardedElementBytes: [UInt8]
     /// `1.1 tollgate\r\n`: the end of the Via line.
     let viaEnd: [UInt8]
-    /// `x-request-id: `.
+    /// `x-request-id: `: the request-id field as written when the client sent none.
     let requestIDPrefix: [UInt8]
 
+    /// `via` is this hop's Via value (`1.1 tollgate`); `requestIDName` the request-id header's name;
+    /// `proto` `http`, or `https` on a TLS listener (X-Forwarded-Proto).
     public init(clientIP: String, forwardedElement: String, via: String, requestIDName: String, proto: String = "http") {
-        self.clientIP = clientIP
-        self.forwardedElement = forwardedElement
-        self.via = via
-        self.requestIDName = requestIDName
-        self.proto = proto
         clientIPAndProtoLines = Array("\(clientIP)\r\nx-forwarded-proto: \(proto)\r\n".utf8)
         forwardedElementBytes = Array(forwardedElement.utf8)
         viaEnd = Array("\(via)\r\n".utf8)
